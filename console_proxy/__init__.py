@@ -1,0 +1,1 @@
+"""CONNECT/WebSocket console tunnelling and the RFB text-console server."""

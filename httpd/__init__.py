@@ -1,0 +1,1 @@
+"""xcp-httpd: the XenAPI host agent daemon."""

@@ -1,0 +1,1 @@
+"""Streaming XVA reader and writer (sans-IO)."""
