@@ -1,0 +1,126 @@
+"""The agent: every long-lived service of the daemon, wired once and started/stopped in order.
+
+aiohttp handlers and API implementations reach everything through one `Agent` (an AppKey on the
+application), so there is no module-global state and tests can run several agents side by side.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from . import passwords
+from .api import all_tables
+from .bootstrap import ensure_host
+from .config import Config, parse_hostport
+from .dispatch import Dispatcher, run_soon
+from .errors import XenAPIError
+from .events import EventHub
+from .implicit import implicit_table
+from .sessions import SessionManager
+from .store import Store
+from .tasks import TaskManager
+from .xtypes import NULL_REF
+
+__all__ = ["Agent"]
+
+log = logging.getLogger(__name__)
+
+
+class Agent:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.events = EventHub(queue_size=config.event_queue_size)
+        self.store = Store(str(config.db_path), self.events, synchronous=config.db_synchronous)
+        self.dispatcher = Dispatcher(self)
+        self.dispatcher.add_table(implicit_table())
+        for table in all_tables():
+            self.dispatcher.add_table(table)
+        self.tasks = TaskManager(self)
+        self.sessions: SessionManager | None = None
+        self.host_ref = NULL_REF
+        self.pool_ref = NULL_REF
+        self.first_password: str | None = None   # set only on the start that created it
+        self._background: set[asyncio.Task] = set()
+
+    # --- lifecycle -------------------------------------------------------------------------
+    async def start(self) -> None:
+        cfg = self.config
+        cfg.data_dir.mkdir(parents=True, exist_ok=True)
+        os_umask_private(cfg.data_dir)
+        pw_hash, self.first_password = passwords.load_or_init(str(cfg.password_path),
+                                                              cfg.root_password)
+        self.sessions = SessionManager(self, pw_hash, limit=cfg.session_limit,
+                                       idle_timeout=cfg.session_idle_timeout,
+                                       fail_delay=cfg.login_fail_delay)
+        self.store.open()
+        ensure_host(self)
+        self.tasks.recover_after_restart()
+        await self.store.sync()
+        run_soon(self._janitor(), self._background)
+
+    async def stop(self) -> None:
+        for t in list(self._background):
+            t.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
+        await self.tasks.shutdown()
+        self.events.wake()
+        await self.store.close()
+
+    async def _janitor(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.janitor_interval)
+            try:
+                self.housekeeping(time.time())
+                await self.store.sync()
+            except Exception:  # noqa: BLE001 - housekeeping must never stop
+                log.exception("housekeeping failed")
+
+    def housekeeping(self, now: float) -> None:
+        self.sessions.gc(now)
+        self.tasks.gc(now)
+
+    # --- RPC -------------------------------------------------------------------------------
+    async def rpc(self, method: str, params: list[Any], *, local: bool = False) -> Any:
+        """Run one call; raises XenAPIError for anything the client should see."""
+        try:
+            return await self.dispatcher.call(method, params, local=local)
+        except XenAPIError:
+            raise
+        except Exception as e:  # noqa: BLE001 - never a traceback on the wire
+            log.exception("%s failed", method)
+            raise XenAPIError("INTERNAL_ERROR", f"{type(e).__name__}: {e}") from None
+
+    def set_root_password(self, new: str) -> dict:
+        passwords.write_hash(str(self.config.password_path), new)
+        return passwords.load_or_init(str(self.config.password_path), None)[0]
+
+    # --- derived facts ---------------------------------------------------------------------
+    def base_url(self) -> str:
+        """How clients reach this agent: HTTPS when we listen on it, like xapi's locations."""
+        address = self.store.get("host", self.host_ref)["address"] if self.host_ref != NULL_REF \
+            else "127.0.0.1"
+        if self.config.https_listen:
+            _, port = parse_hostport(self.config.https_listen[0], 443)
+            scheme = "https"
+        elif self.config.listen:
+            _, port = parse_hostport(self.config.listen[0], 80)
+            scheme = "http"
+        else:
+            return f"http://{address}"
+        default = 443 if scheme == "https" else 80
+        return f"{scheme}://{address}" + ("" if port == default else f":{port}")
+
+    def console_location(self, *, ref: str | None = None, uuid: str | None = None) -> str:
+        query = f"ref={ref}" if ref else f"uuid={uuid}"
+        return f"{self.base_url()}/console?{query}"
+
+
+def os_umask_private(path) -> None:
+    """The data directory holds the password hash and disks: owner-only."""
+    try:
+        path.chmod(0o700)
+    except OSError:
+        pass

@@ -1,0 +1,12 @@
+"""Explicit XenAPI messages, one module per class family; `all_tables()` in override order."""
+
+from __future__ import annotations
+
+from ..dispatch import MessageTable
+from . import event, session, system, task
+
+__all__ = ["all_tables"]
+
+
+def all_tables() -> list[MessageTable]:
+    return [session.table, task.table, event.table, system.table]

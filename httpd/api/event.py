@@ -1,0 +1,96 @@
+"""event.*: the guide's register/next loop and the coalescing event.from."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from ..datamodel import CLASSES, class_spec
+from ..dispatch import Ctx, MessageTable
+from ..errors import XenAPIError
+from ..events import Subscription
+from ..xtypes import FLOAT, STRING, SetOf
+
+table = MessageTable()
+_CLASSES = SetOf(STRING)
+
+
+def _record(cls: str, op: str, ref: str, eid: int, snapshot: dict | None) -> dict:
+    ev = {"id": eid, "timestamp": f"{time.time():.6f}", "class": CLASSES[cls].event_class,
+          "operation": op, "ref": ref}
+    if snapshot is not None:
+        ev["snapshot"] = snapshot
+    return ev
+
+
+def _check_session(ctx: Ctx) -> None:
+    if not ctx.agent.sessions.valid(ctx.session):
+        raise XenAPIError("SESSION_INVALID", ctx.session)
+
+
+@table.message("event.register", ("classes", _CLASSES), async_ok=False)
+def register(ctx: Ctx, classes: list[str]) -> str:
+    ctx.agent.events.register(ctx.session, Subscription(classes))
+    return ""
+
+
+@table.message("event.unregister", ("classes", _CLASSES), async_ok=False)
+def unregister(ctx: Ctx, classes: list[str]) -> str:
+    ctx.agent.events.unregister(ctx.session, Subscription(classes))
+    return ""
+
+
+@table.message("event.next", async_ok=False)
+async def next_(ctx: Ctx) -> list[dict]:
+    hub = ctx.agent.events
+    while True:
+        _check_session(ctx)
+        changes = hub.take_next(ctx.session)
+        if changes:
+            return [_record(c.cls, c.op, c.ref, c.id, c.snapshot) for c in changes]
+        await hub.wait(None)
+
+
+@table.message("event.from", ("classes", _CLASSES), ("token", STRING), ("timeout", FLOAT),
+               async_ok=False)
+async def from_(ctx: Ctx, classes: list[str], token: str, timeout: float) -> dict:
+    hub, store = ctx.agent.events, ctx.store
+    sub = Subscription(classes)
+    since = hub.parse_token(token)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + max(0.0, min(timeout, 24 * 3600.0))
+    while True:
+        _check_session(ctx)
+        if since is None or hub.is_stale(since):
+            # No usable token: every object the subscription covers, as an add.
+            events = [_record(cls, "add", ref, hub.last_id, rec)
+                      for cls in sorted(sub.class_names())
+                      for ref, rec in store.all(cls).items() if sub.matches(cls, ref)]
+            break
+        changes = hub.changes_since(since, sub)
+        if changes:
+            events = [_record(cls, op, ref, eid, None if op == "del" else store.find(cls, ref))
+                      for cls, ref, op, eid in changes]
+            break
+        remaining = deadline - loop.time()
+        if remaining <= 0:
+            events = []
+            break
+        await hub.wait(remaining)
+    counts = {CLASSES[c].event_class: len(store.all(c)) for c in sorted(sub.class_names())}
+    return {"events": events, "valid_ref_counts": counts, "token": hub.token()}
+
+
+@table.message("event.get_current_id", async_ok=False)
+def get_current_id(ctx: Ctx) -> int:
+    return ctx.agent.events.last_id
+
+
+@table.message("event.inject", ("class", STRING), ("ref", STRING), async_ok=False)
+def inject(ctx: Ctx, cls: str, ref: str) -> str:
+    spec = class_spec(cls)
+    if spec is None:
+        raise XenAPIError("EVENT_SUBSCRIPTION_PARSE_FAILURE", cls)
+    rec = ctx.store.get(spec.name, ref)
+    ctx.agent.events.publish(spec.name, "mod", ref, rec)
+    return ctx.agent.events.token()

@@ -1,0 +1,40 @@
+"""session.*: login and logout (sessions.py holds the rules)."""
+
+from __future__ import annotations
+
+from ..dispatch import Ctx, MessageTable
+from ..errors import XenAPIError
+from ..xtypes import STRING
+
+table = MessageTable()
+
+
+@table.message("session.login_with_password", ("uname", STRING), ("pwd", STRING),
+               ("version", STRING), ("originator", STRING), session=False, async_ok=False,
+               optional=2)
+async def login_with_password(ctx: Ctx, user: str, password: str, version: str = "",
+                              originator: str = "") -> str:
+    return await ctx.agent.sessions.login(user, password, originator=originator, local=ctx.local)
+
+
+@table.message("session.logout", async_ok=False)
+def logout(ctx: Ctx) -> str:
+    ctx.agent.sessions.logout(ctx.session)
+    return ""
+
+
+@table.message("session.local_logout", async_ok=False)
+def local_logout(ctx: Ctx) -> str:
+    return logout(ctx)
+
+
+@table.message("session.change_password", ("old_pwd", STRING), ("new_pwd", STRING),
+               async_ok=False)
+async def change_password(ctx: Ctx, old: str, new: str) -> str:
+    sessions = ctx.agent.sessions
+    if not ctx.local and not sessions.password_ok("root", old):
+        raise XenAPIError("SESSION_AUTHENTICATION_FAILED", "root", "Authentication failure")
+    if not new:
+        raise XenAPIError("INVALID_VALUE", "new_pwd", "")
+    sessions.password_hash = ctx.agent.set_root_password(new)
+    return ""

@@ -1,0 +1,142 @@
+"""The aiohttp application and its runner: routes, middleware, lifetimes, listeners.
+
+`build_app` knows no sockets; `serve` runs it with one site per --listen, --https-listen and
+--unix-socket. The agent is a cleanup_ctx resource: started before the first request, stopped
+(tasks finished, database flushed) after the last.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+import ssl
+import subprocess
+from typing import AsyncIterator, Awaitable, Callable
+
+from aiohttp import web
+
+from . import rpc
+from .agent import Agent
+from .config import Config, parse_hostport
+from .errors import XenAPIError
+from .keys import AGENT
+
+__all__ = ["build_app", "serve", "status_for"]
+
+log = logging.getLogger(__name__)
+
+_STATUS = {
+    "SESSION_INVALID": 401, "SESSION_AUTHENTICATION_FAILED": 401, "PERMISSION_DENIED": 403,
+    "HANDLE_INVALID": 404, "UUID_INVALID": 404, "INVALID_VALUE": 400, "FIELD_TYPE_ERROR": 400,
+    "VM_BAD_POWER_STATE": 409, "OTHER_OPERATION_IN_PROGRESS": 409, "OPERATION_NOT_ALLOWED": 409,
+    "SR_FULL": 507, "TASK_CANCELLED": 409, "DEFAULT_SR_NOT_FOUND": 404,
+}
+
+
+def status_for(err: XenAPIError) -> int:
+    return _STATUS.get(err.code, 500)
+
+
+@web.middleware
+async def errors_middleware(request: web.Request,
+                            handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+                            ) -> web.StreamResponse:
+    """HTTP handlers raise XenAPIError; here it becomes a status and a one-line body."""
+    try:
+        return await handler(request)
+    except web.HTTPException:
+        raise
+    except XenAPIError as e:
+        return web.Response(status=status_for(e), text=" ".join(e.description) + "\n",
+                            headers={"X-XenAPI-Error": e.code})
+    except asyncio.CancelledError:
+        raise
+    except Exception:  # noqa: BLE001 - logged, never a traceback to the client
+        log.exception("%s %s failed", request.method, request.path)
+        return web.Response(status=500, text="Internal error\n")
+
+
+def build_app(config: Config) -> web.Application:
+    app = web.Application(client_max_size=config.max_rpc_body, middlewares=[errors_middleware])
+    agent = Agent(config)
+    app[AGENT] = agent
+
+    async def agent_ctx(app: web.Application) -> AsyncIterator[None]:
+        await agent.start()
+        yield
+        await agent.stop()
+
+    app.cleanup_ctx.append(agent_ctx)
+    app.add_routes(rpc.routes())
+    return app
+
+
+def ensure_certificate(config: Config) -> ssl.SSLContext:
+    """A self-signed certificate made at first start (openssl CLI: no extra Python dependency)."""
+    if not (config.tls_cert.exists() and config.tls_key.exists()):
+        name = socket.gethostname()
+        subprocess.run(
+            ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "3650",
+             "-keyout", str(config.tls_key), "-out", str(config.tls_cert), "-subj", f"/CN={name}",
+             "-addext", f"subjectAltName=DNS:{name},DNS:localhost,IP:127.0.0.1"],
+            check=True, capture_output=True)
+        os.chmod(config.tls_key, 0o600)
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(str(config.tls_cert), str(config.tls_key))
+    return ctx
+
+
+async def start_sites(runner: web.AppRunner, config: Config) -> list[str]:
+    """Start one site per listener; returns the URLs actually bound (ephemeral ports resolved)."""
+    urls = []
+    for spec in config.listen:
+        host, port = parse_hostport(spec, 80)
+        site = web.TCPSite(runner, host, port, reuse_address=True)
+        await site.start()
+        urls.append(_bound_url(site, "http"))
+    if config.https_listen:
+        ctx = ensure_certificate(config)
+        for spec in config.https_listen:
+            host, port = parse_hostport(spec, 443)
+            site = web.TCPSite(runner, host, port, ssl_context=ctx, reuse_address=True)
+            await site.start()
+            urls.append(_bound_url(site, "https"))
+    for path in config.unix_socket:
+        if os.path.exists(path):
+            os.unlink(path)
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        site = web.UnixSite(runner, path)
+        await site.start()
+        os.chmod(path, 0o600)   # local logins are root: only root may connect
+        urls.append(f"unix:{path}")
+    return urls
+
+
+def _bound_url(site: web.TCPSite, scheme: str) -> str:
+    server = site._server   # aiohttp keeps the asyncio.Server here; no public accessor
+    host, port = server.sockets[0].getsockname()[:2]
+    return f"{scheme}://{host}:{port}"
+
+
+async def serve(config: Config, *, announce: Callable[[str], None] = print) -> None:
+    app = build_app(config)
+    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    await runner.setup()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        urls = await start_sites(runner, config)
+        agent = app[AGENT]
+        for url in urls:
+            announce(f"xcp-httpd listening on {url}")
+        if agent.first_password is not None:
+            announce(f"root password (first start, shown once): {agent.first_password}")
+        announce("ready")
+        await stop.wait()
+    finally:
+        await runner.cleanup()

@@ -1,0 +1,71 @@
+"""`xcp-httpd serve` and `xcp-httpd passwd`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import logging
+import sys
+from pathlib import Path
+
+from .config import Config
+
+__all__ = ["main"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="xcp-httpd", description="XenAPI host agent")
+    sub = p.add_subparsers(dest="command", required=True)
+    s = sub.add_parser("serve", help="run the agent")
+    s.add_argument("--data-dir", default="./var", type=Path)
+    s.add_argument("--listen", action="append", help="HOST:PORT for HTTP (default 127.0.0.1:8080)")
+    s.add_argument("--https-listen", action="append", default=[], help="HOST:PORT for HTTPS")
+    s.add_argument("--unix-socket", action="append", default=[], help="PATH of a local socket")
+    s.add_argument("--public-address", help="the address clients use (console locations)")
+    s.add_argument("--log-level", default="INFO")
+    pw = sub.add_parser("passwd", help="change root's password")
+    pw.add_argument("--data-dir", default="./var", type=Path)
+    pw.add_argument("--stdin", action="store_true", help="read the new password from stdin")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "passwd":
+        from .passwords import write_hash
+        if args.stdin:
+            new = sys.stdin.readline().rstrip("\n")
+        else:
+            new = getpass.getpass("New root password: ")
+            if new != getpass.getpass("Again: "):
+                print("passwords differ", file=sys.stderr)
+                return 1
+        if not new:
+            print("empty password refused", file=sys.stderr)
+            return 1
+        args.data_dir.mkdir(parents=True, exist_ok=True)
+        write_hash(str(args.data_dir / "root.passwd"), new)
+        print("root password changed (restart the service to apply)")
+        return 0
+    logging.basicConfig(level=args.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    config = Config(data_dir=args.data_dir.resolve(),
+                    listen=tuple(args.listen or ["127.0.0.1:8080"]),
+                    https_listen=tuple(args.https_listen),
+                    unix_socket=tuple(args.unix_socket),
+                    public_address=args.public_address)
+
+    def announce(line: str) -> None:
+        print(line, flush=True)
+
+    from .app import serve
+    try:
+        asyncio.run(serve(config, announce=announce))
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

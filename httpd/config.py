@@ -1,0 +1,54 @@
+"""Daemon configuration: parsed once from the command line, frozen before start-up."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+__all__ = ["Config", "parse_hostport"]
+
+
+def parse_hostport(text: str, default_port: int) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep:
+        return text, default_port
+    host = host.strip("[]") or "0.0.0.0"
+    return host, int(port)
+
+
+@dataclass(frozen=True)
+class Config:
+    data_dir: Path
+    listen: tuple[str, ...] = ("127.0.0.1:8080",)
+    https_listen: tuple[str, ...] = ()
+    unix_socket: tuple[str, ...] = ()
+    public_address: str | None = None     # what console locations name; default: host address
+    root_password: str | None = field(default_factory=lambda: os.environ.get("XCP_ROOT_PASSWORD"))
+    session_limit: int = 200
+    session_idle_timeout: float = 24 * 3600
+    login_fail_delay: float = 0.5
+    event_queue_size: int = 10_000
+    max_rpc_body: int = 16 * 2**20
+    db_synchronous: str = "FULL"
+    janitor_interval: float = 60.0
+
+    @property
+    def db_path(self) -> Path:
+        return self.data_dir / "xapi.db"
+
+    @property
+    def password_path(self) -> Path:
+        return self.data_dir / "root.passwd"
+
+    @property
+    def sr_dir(self) -> Path:
+        return self.data_dir / "sr"
+
+    @property
+    def tls_cert(self) -> Path:
+        return self.data_dir / "server.pem"
+
+    @property
+    def tls_key(self) -> Path:
+        return self.data_dir / "server.key"

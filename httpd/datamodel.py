@@ -1,0 +1,517 @@
+"""The XenAPI object model, declared once.
+
+Each class is a frozen dataclass whose fields carry their XenAPI type and qualifier in
+`metadata`. Nothing instantiates these dataclasses: records are plain dicts. Generic code walks
+`CLASSES[name].fields` to build the implicit messages (get_/set_/add_to_...), type checks, the
+SQLite columns, event snapshots and the `xe` parameter names, so adding a field is one line here.
+
+Qualifiers (as the `xe` CLI prints them): RW settable any time; SRO settable only by `create`;
+RO maintained by the server. A `reverse` field is the other end of a one-to-many reference
+(VM.VBDs mirrors VBD.VM): the store keeps it, no caller writes it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from .xtypes import (
+    BOOL, DATETIME, FLOAT, INT, STRING, Enum, MapOf, Ref, SetOf, XType,
+)
+
+__all__ = ["FieldSpec", "ClassSpec", "CLASSES", "class_spec", "RW", "RO", "SRO", "POWER_STATE"]
+
+RW, RO, SRO = "RW", "RO", "SRO"
+
+
+@dataclass(frozen=True)
+class FieldSpec:
+    name: str
+    xtype: XType
+    qualifier: str
+    doc: str = ""
+    default: Any = None          # a value, or None for the type's default
+    reverse: str | None = None   # for reverse sets: the field of the member class pointing here
+
+    def __post_init__(self) -> None:
+        if self.qualifier not in (RW, RO, SRO):
+            raise ValueError(f"{self.name}: bad qualifier {self.qualifier}")
+        if self.reverse and not (isinstance(self.xtype, SetOf) and isinstance(self.xtype.elem, Ref)):
+            raise ValueError(f"{self.name}: a reverse field must be a set of refs")
+
+    def make_default(self) -> Any:
+        if self.default is None:
+            return self.xtype.default()
+        return self.default() if callable(self.default) else self.default
+
+    @property
+    def is_map(self) -> bool:
+        return isinstance(self.xtype, MapOf)
+
+    @property
+    def is_set(self) -> bool:
+        return isinstance(self.xtype, SetOf)
+
+
+@dataclass(frozen=True)
+class ClassSpec:
+    name: str
+    fields: tuple[FieldSpec, ...]
+    doc: str
+    creatable: bool            # has a generic `create(record)` unless an explicit one replaces it
+    destroyable: bool
+    next_events: bool          # the guide: task and metrics classes send no event.next events
+
+    @property
+    def by_name(self) -> dict[str, FieldSpec]:
+        return _BY_NAME[self.name]
+
+    @property
+    def event_class(self) -> str:
+        return self.name.lower()
+
+
+CLASSES: dict[str, ClassSpec] = {}
+_BY_NAME: dict[str, dict[str, FieldSpec]] = {}
+_BY_LOWER: dict[str, ClassSpec] = {}
+
+
+def f(xtype: XType, qualifier: str = RW, doc: str = "", default: Any = None,
+      reverse: str | None = None) -> Any:
+    """A field declaration: dataclasses.field carrying the XenAPI metadata."""
+    return dataclasses.field(default=None, metadata={
+        "xtype": xtype, "qualifier": qualifier, "doc": doc, "default": default, "reverse": reverse})
+
+
+def xapi_class(*, creatable: bool = False, destroyable: bool = False, next_events: bool = True
+               ) -> Callable[[type], type]:
+    def register(cls: type) -> type:
+        cls = dataclass(frozen=True)(cls)
+        specs = [FieldSpec(name="uuid", xtype=STRING, qualifier=RO, doc="unique identifier")]
+        for fld in dataclasses.fields(cls):
+            md = fld.metadata
+            specs.append(FieldSpec(fld.name, md["xtype"], md["qualifier"], md["doc"],
+                                   md["default"], md["reverse"]))
+        spec = ClassSpec(cls.__name__, tuple(specs), (cls.__doc__ or "").strip(),
+                         creatable, destroyable, next_events)
+        CLASSES[spec.name] = spec
+        _BY_NAME[spec.name] = {s.name: s for s in specs}
+        _BY_LOWER[spec.name.lower()] = spec
+        return cls
+    return register
+
+
+def class_spec(name: str) -> ClassSpec | None:
+    """Look a class up the way event subscriptions and the CLI spell it (any case)."""
+    return _BY_LOWER.get(name.lower())
+
+
+def _str_map(qualifier: str = RW, doc: str = "") -> Any:
+    return f(MapOf(STRING, STRING), qualifier, doc)
+
+
+def _refs(cls: str, reverse: str | None = None, qualifier: str = RO, doc: str = "") -> Any:
+    return f(SetOf(Ref(cls)), qualifier, doc, reverse=reverse)
+
+
+POWER_STATE = Enum("vm_power_state", "Halted", "Paused", "Running", "Suspended")
+TASK_STATUS = Enum("task_status_type", "pending", "success", "failure", "cancelling", "cancelled")
+_ON_NORMAL_EXIT = Enum("on_normal_exit", "destroy", "restart")
+_ON_CRASH = Enum("on_crash_behaviour", "destroy", "coredump_and_destroy", "restart",
+                 "coredump_and_restart", "preserve", "rename_restart")
+_VBD_MODE = Enum("vbd_mode", "RW", "RO")
+_VBD_TYPE = Enum("vbd_type", "Disk", "CD", "Floppy")
+_VDI_TYPE = Enum("vdi_type", "user", "system", "suspend", "crashdump", "ephemeral", "ha_statefile",
+                 "metadata", "redo_log", "rrd", "pvs_cache", "cbt_metadata")
+_CONSOLE_PROTOCOL = Enum("console_protocol", "vt100", "rfb", "rdp")
+_OPS = SetOf(STRING)
+
+
+@xapi_class()
+class session:
+    """A login: every call but login_with_password names one."""
+    this_host: Any = f(Ref("host"), RO)
+    this_user: Any = f(Ref("user"), RO)
+    last_active: Any = f(DATETIME, RO)
+    pool: Any = f(BOOL, RO, "true if this session relates to an intra-pool login")
+    other_config: Any = _str_map()
+    is_local_superuser: Any = f(BOOL, RO, default=True)
+    subject: Any = f(Ref("subject"), RO)
+    validation_time: Any = f(DATETIME, RO)
+    auth_user_sid: Any = f(STRING, RO)
+    auth_user_name: Any = f(STRING, RO)
+    rbac_permissions: Any = f(SetOf(STRING), RO)
+    tasks: Any = _refs("task", reverse="session")
+    parent: Any = f(Ref("session"), RO)
+    originator: Any = f(STRING, RO)
+    client_certificate: Any = f(BOOL, RO)
+
+
+@xapi_class(next_events=False)
+class task:
+    """A long-running operation's progress and outcome (Async calls and HTTP transfers)."""
+    name_label: Any = f(STRING, RO)
+    name_description: Any = f(STRING, RO)
+    allowed_operations: Any = f(_OPS, RO)
+    current_operations: Any = _str_map(RO)
+    created: Any = f(DATETIME, RO)
+    finished: Any = f(DATETIME, RO)
+    status: Any = f(TASK_STATUS, RO)
+    resident_on: Any = f(Ref("host"), RO)
+    progress: Any = f(FLOAT, RO)
+    type: Any = f(STRING, RO)
+    result: Any = f(STRING, RO)
+    error_info: Any = f(SetOf(STRING), RO)
+    other_config: Any = _str_map()
+    subtask_of: Any = f(Ref("task"), RO)
+    subtasks: Any = _refs("task", reverse="subtask_of")
+    backtrace: Any = f(STRING, RO)
+    session: Any = f(Ref("session"), RO, "the session that created the task")
+
+
+@xapi_class()
+class pool:
+    """The resource pool: here a pool of one host."""
+    name_label: Any = f(STRING, RW)
+    name_description: Any = f(STRING, RW)
+    master: Any = f(Ref("host"), RO)
+    default_SR: Any = f(Ref("SR"), RW)
+    suspend_image_SR: Any = f(Ref("SR"), RW)
+    crash_dump_SR: Any = f(Ref("SR"), RW)
+    other_config: Any = _str_map()
+    gui_config: Any = _str_map()
+    tags: Any = f(SetOf(STRING), RW)
+    allowed_operations: Any = f(_OPS, RO)
+    current_operations: Any = _str_map(RO)
+
+
+@xapi_class()
+class host:
+    """A physical host: this machine."""
+    name_label: Any = f(STRING, RW)
+    name_description: Any = f(STRING, RW)
+    memory_overhead: Any = f(INT, RO)
+    allowed_operations: Any = f(_OPS, RO)
+    current_operations: Any = _str_map(RO)
+    API_version_major: Any = f(INT, RO)
+    API_version_minor: Any = f(INT, RO)
+    API_version_vendor: Any = f(STRING, RO)
+    API_version_vendor_implementation: Any = _str_map(RO)
+    enabled: Any = f(BOOL, RO, default=True)
+    software_version: Any = _str_map(RO)
+    other_config: Any = _str_map()
+    capabilities: Any = f(SetOf(STRING), RO)
+    cpu_configuration: Any = _str_map(RO)
+    sched_policy: Any = f(STRING, RO)
+    supported_bootloaders: Any = f(SetOf(STRING), RO)
+    resident_VMs: Any = _refs("VM", reverse="resident_on")
+    logging: Any = _str_map()
+    PIFs: Any = _refs("PIF", reverse="host")
+    suspend_image_sr: Any = f(Ref("SR"), RW)
+    crash_dump_sr: Any = f(Ref("SR"), RW)
+    PBDs: Any = _refs("PBD", reverse="host")
+    hostname: Any = f(STRING, RO)
+    address: Any = f(STRING, RO)
+    metrics: Any = f(Ref("host_metrics"), RO)
+    license_params: Any = _str_map(RO)
+    cpu_info: Any = _str_map(RO)
+    tags: Any = f(SetOf(STRING), RW)
+    control_domain: Any = f(Ref("VM"), RO)
+    uefi_certificates: Any = f(STRING, RO)
+
+
+@xapi_class(next_events=False)
+class host_metrics:
+    """The host's memory figures, refreshed by the statistics collector."""
+    memory_total: Any = f(INT, RO)
+    memory_free: Any = f(INT, RO)
+    live: Any = f(BOOL, RO)
+    last_updated: Any = f(DATETIME, RO)
+    other_config: Any = _str_map()
+
+
+@xapi_class(creatable=True, destroyable=True)
+class VM:
+    """A virtual machine or a template (is_a_template)."""
+    allowed_operations: Any = f(_OPS, RO)
+    current_operations: Any = _str_map(RO)
+    name_label: Any = f(STRING, RW)
+    name_description: Any = f(STRING, RW)
+    power_state: Any = f(POWER_STATE, RO)
+    user_version: Any = f(INT, RW, default=1)
+    is_a_template: Any = f(BOOL, RW)
+    is_default_template: Any = f(BOOL, RO)
+    suspend_VDI: Any = f(Ref("VDI"), RO)
+    resident_on: Any = f(Ref("host"), RO)
+    scheduled_to_be_resident_on: Any = f(Ref("host"), RO)
+    affinity: Any = f(Ref("host"), RW)
+    memory_overhead: Any = f(INT, RO)
+    memory_target: Any = f(INT, RO)
+    memory_static_max: Any = f(INT, RW, default=256 * 2**20)
+    memory_dynamic_max: Any = f(INT, RW, default=256 * 2**20)
+    memory_dynamic_min: Any = f(INT, RW, default=256 * 2**20)
+    memory_static_min: Any = f(INT, RW, default=128 * 2**20)
+    VCPUs_params: Any = _str_map()
+    VCPUs_max: Any = f(INT, RW, default=1)
+    VCPUs_at_startup: Any = f(INT, RW, default=1)
+    actions_after_shutdown: Any = f(_ON_NORMAL_EXIT, RW)
+    actions_after_reboot: Any = f(_ON_NORMAL_EXIT, RW, default="restart")
+    actions_after_crash: Any = f(_ON_CRASH, RW, default="restart")
+    consoles: Any = _refs("console", reverse="VM")
+    VIFs: Any = _refs("VIF", reverse="VM")
+    VBDs: Any = _refs("VBD", reverse="VM")
+    crash_dumps: Any = f(SetOf(Ref("crashdump")), RO)
+    VTPMs: Any = f(SetOf(Ref("VTPM")), RO)
+    PV_bootloader: Any = f(STRING, RW)
+    PV_kernel: Any = f(STRING, RW)
+    PV_ramdisk: Any = f(STRING, RW)
+    PV_args: Any = f(STRING, RW)
+    PV_bootloader_args: Any = f(STRING, RW)
+    PV_legacy_args: Any = f(STRING, RW)
+    HVM_boot_policy: Any = f(STRING, RW)
+    HVM_boot_params: Any = _str_map()
+    HVM_shadow_multiplier: Any = f(FLOAT, RW, default=1.0)
+    platform: Any = _str_map()
+    PCI_bus: Any = f(STRING, RW)
+    other_config: Any = _str_map()
+    domid: Any = f(INT, RO, default=-1)
+    domarch: Any = f(STRING, RO)
+    last_boot_CPU_flags: Any = _str_map(RO)
+    is_control_domain: Any = f(BOOL, RO)
+    metrics: Any = f(Ref("VM_metrics"), RO)
+    guest_metrics: Any = f(Ref("VM_guest_metrics"), RO)
+    last_booted_record: Any = f(STRING, RO)
+    recommendations: Any = f(STRING, RW)
+    xenstore_data: Any = _str_map()
+    ha_always_run: Any = f(BOOL, RO)
+    ha_restart_priority: Any = f(STRING, RO)
+    is_a_snapshot: Any = f(BOOL, RO)
+    snapshot_of: Any = f(Ref("VM"), RO)
+    snapshots: Any = _refs("VM", reverse="snapshot_of")
+    snapshot_time: Any = f(DATETIME, RO)
+    transportable_snapshot_id: Any = f(STRING, RO)
+    blobs: Any = _str_map(RO)
+    tags: Any = f(SetOf(STRING), RW)
+    blocked_operations: Any = _str_map()
+    bios_strings: Any = _str_map(RO)
+    version: Any = f(INT, RO)
+    generation_id: Any = f(STRING, RO)
+    hardware_platform_version: Any = f(INT, RO)
+    has_vendor_device: Any = f(BOOL, RO)
+    requires_reboot: Any = f(BOOL, RO)
+    reference_label: Any = f(STRING, RO)
+    domain_type: Any = f(Enum("domain_type", "pv", "hvm", "pv_in_pvh", "pvh", "unspecified"), RO,
+                         default="pv")
+    NVRAM: Any = _str_map()
+
+
+@xapi_class(next_events=False)
+class VM_metrics:
+    """Runtime figures of a VM (memory, vCPUs, state), kept by the domain backend."""
+    memory_actual: Any = f(INT, RO)
+    VCPUs_number: Any = f(INT, RO)
+    VCPUs_utilisation: Any = f(MapOf(STRING, FLOAT), RO)
+    VCPUs_CPU: Any = _str_map(RO)
+    VCPUs_params: Any = _str_map(RO)
+    VCPUs_flags: Any = _str_map(RO)
+    state: Any = f(SetOf(STRING), RO)
+    start_time: Any = f(DATETIME, RO)
+    install_time: Any = f(DATETIME, RO)
+    last_updated: Any = f(DATETIME, RO)
+    other_config: Any = _str_map()
+    hvm: Any = f(BOOL, RO)
+    nested_virt: Any = f(BOOL, RO)
+    nomigrate: Any = f(BOOL, RO)
+    current_domain_type: Any = f(STRING, RO)
+
+
+@xapi_class(next_events=False)
+class VM_guest_metrics:
+    """What the guest agent reports: OS, PV drivers, network addresses."""
+    os_version: Any = _str_map(RO)
+    PV_drivers_version: Any = _str_map(RO)
+    PV_drivers_up_to_date: Any = f(BOOL, RO)
+    memory: Any = _str_map(RO)
+    disks: Any = _str_map(RO)
+    networks: Any = _str_map(RO)
+    other: Any = _str_map(RO)
+    last_updated: Any = f(DATETIME, RO)
+    other_config: Any = _str_map()
+    live: Any = f(BOOL, RO)
+    can_use_hotplug_vbd: Any = f(STRING, RO, default="unspecified")
+    can_use_hotplug_vif: Any = f(STRING, RO, default="unspecified")
+
+
+@xapi_class(creatable=True, destroyable=True)
+class SR:
+    """A storage repository: here a directory of sparse raw files."""
+    name_label: Any = f(STRING, RW)
+    name_description: Any = f(STRING, RW)
+    allowed_operations: Any = f(_OPS, RO)
+    current_operations: Any = _str_map(RO)
+    VDIs: Any = _refs("VDI", reverse="SR")
+    PBDs: Any = _refs("PBD", reverse="SR")
+    virtual_allocation: Any = f(INT, RO)
+    physical_utilisation: Any = f(INT, RO)
+    physical_size: Any = f(INT, RO)
+    type: Any = f(STRING, SRO)
+    content_type: Any = f(STRING, SRO)
+    shared: Any = f(BOOL, RW)
+    other_config: Any = _str_map()
+    tags: Any = f(SetOf(STRING), RW)
+    sm_config: Any = _str_map()
+    blobs: Any = _str_map(RO)
+    local_cache_enabled: Any = f(BOOL, RO)
+    is_tools_sr: Any = f(BOOL, RO)
+
+
+@xapi_class(creatable=True, destroyable=True)
+class PBD:
+    """How a host reaches an SR (`device_config:path` for a file SR)."""
+    host: Any = f(Ref("host"), SRO)
+    SR: Any = f(Ref("SR"), SRO)
+    device_config: Any = f(MapOf(STRING, STRING), SRO)
+    currently_attached: Any = f(BOOL, RO)
+    other_config: Any = _str_map()
+
+
+@xapi_class(creatable=True, destroyable=True)
+class VDI:
+    """A virtual disk image: a sparse raw file in its SR."""
+    name_label: Any = f(STRING, RW)
+    name_description: Any = f(STRING, RW)
+    allowed_operations: Any = f(_OPS, RO)
+    current_operations: Any = _str_map(RO)
+    SR: Any = f(Ref("SR"), SRO)
+    VBDs: Any = _refs("VBD", reverse="VDI")
+    crash_dumps: Any = f(SetOf(Ref("crashdump")), RO)
+    virtual_size: Any = f(INT, SRO)
+    physical_utilisation: Any = f(INT, RO)
+    type: Any = f(_VDI_TYPE, SRO)
+    sharable: Any = f(BOOL, SRO)
+    read_only: Any = f(BOOL, SRO)
+    other_config: Any = _str_map()
+    storage_lock: Any = f(BOOL, RO)
+    location: Any = f(STRING, RO)
+    managed: Any = f(BOOL, RO, default=True)
+    missing: Any = f(BOOL, RO)
+    parent: Any = f(Ref("VDI"), RO)
+    xenstore_data: Any = _str_map()
+    sm_config: Any = _str_map()
+    is_a_snapshot: Any = f(BOOL, RO)
+    snapshot_of: Any = f(Ref("VDI"), RO)
+    snapshots: Any = _refs("VDI", reverse="snapshot_of")
+    snapshot_time: Any = f(DATETIME, RO)
+    tags: Any = f(SetOf(STRING), RW)
+    allow_caching: Any = f(BOOL, RO)
+    on_boot: Any = f(Enum("on_boot", "persist", "reset"), RO, default="persist")
+    metadata_latest: Any = f(BOOL, RO)
+    is_tools_iso: Any = f(BOOL, RO)
+    cbt_enabled: Any = f(BOOL, RO)
+
+
+@xapi_class(creatable=True, destroyable=True)
+class VBD:
+    """The attachment of a VDI to a VM."""
+    allowed_operations: Any = f(_OPS, RO)
+    current_operations: Any = _str_map(RO)
+    VM: Any = f(Ref("VM"), SRO)
+    VDI: Any = f(Ref("VDI"), SRO)
+    device: Any = f(STRING, RO)
+    userdevice: Any = f(STRING, RW)
+    bootable: Any = f(BOOL, RW)
+    mode: Any = f(_VBD_MODE, RW)
+    type: Any = f(_VBD_TYPE, RW, default="Disk")
+    unpluggable: Any = f(BOOL, RW, default=True)
+    storage_lock: Any = f(BOOL, RO)
+    empty: Any = f(BOOL, SRO)
+    other_config: Any = _str_map()
+    currently_attached: Any = f(BOOL, RO)
+    status_code: Any = f(INT, RO)
+    status_detail: Any = f(STRING, RO)
+    runtime_properties: Any = _str_map(RO)
+    qos_algorithm_type: Any = f(STRING, RW)
+    qos_algorithm_params: Any = _str_map()
+    qos_supported_algorithms: Any = f(SetOf(STRING), RO)
+    metrics: Any = f(Ref("VBD_metrics"), RO)
+
+
+@xapi_class(creatable=True, destroyable=True)
+class network:
+    """A layer-2 network joining VIFs and PIFs."""
+    name_label: Any = f(STRING, RW)
+    name_description: Any = f(STRING, RW)
+    allowed_operations: Any = f(_OPS, RO)
+    current_operations: Any = _str_map(RO)
+    VIFs: Any = _refs("VIF", reverse="network")
+    PIFs: Any = _refs("PIF", reverse="network")
+    MTU: Any = f(INT, RW, default=1500)
+    other_config: Any = _str_map()
+    bridge: Any = f(STRING, SRO)
+    managed: Any = f(BOOL, SRO, default=True)
+    blobs: Any = _str_map(RO)
+    tags: Any = f(SetOf(STRING), RW)
+    default_locking_mode: Any = f(STRING, RO, default="unlocked")
+
+
+@xapi_class(creatable=True, destroyable=True)
+class VIF:
+    """A VM's network interface on a network."""
+    allowed_operations: Any = f(_OPS, RO)
+    current_operations: Any = _str_map(RO)
+    device: Any = f(STRING, SRO)
+    network: Any = f(Ref("network"), SRO)
+    VM: Any = f(Ref("VM"), SRO)
+    MAC: Any = f(STRING, SRO)
+    MTU: Any = f(INT, SRO, default=1500)
+    other_config: Any = _str_map()
+    currently_attached: Any = f(BOOL, RO)
+    status_code: Any = f(INT, RO)
+    status_detail: Any = f(STRING, RO)
+    runtime_properties: Any = _str_map(RO)
+    qos_algorithm_type: Any = f(STRING, RW)
+    qos_algorithm_params: Any = _str_map()
+    qos_supported_algorithms: Any = f(SetOf(STRING), RO)
+    metrics: Any = f(Ref("VIF_metrics"), RO)
+    MAC_autogenerated: Any = f(BOOL, RO)
+    locking_mode: Any = f(STRING, RO, default="network_default")
+
+
+@xapi_class()
+class PIF:
+    """A host's physical interface on a network."""
+    device: Any = f(STRING, RO)
+    network: Any = f(Ref("network"), RO)
+    host: Any = f(Ref("host"), RO)
+    MAC: Any = f(STRING, RO)
+    MTU: Any = f(INT, RO, default=1500)
+    VLAN: Any = f(INT, RO, default=-1)
+    metrics: Any = f(Ref("PIF_metrics"), RO)
+    physical: Any = f(BOOL, RO, default=True)
+    currently_attached: Any = f(BOOL, RO, default=True)
+    ip_configuration_mode: Any = f(STRING, RO, default="None")
+    IP: Any = f(STRING, RO)
+    netmask: Any = f(STRING, RO)
+    gateway: Any = f(STRING, RO)
+    DNS: Any = f(STRING, RO)
+    management: Any = f(BOOL, RO)
+    other_config: Any = _str_map()
+    disallow_unplug: Any = f(BOOL, RW)
+
+
+@xapi_class(creatable=True, destroyable=True)
+class console:
+    """A way into a VM's screen: `rfb` (VNC) or `vt100` text."""
+    protocol: Any = f(_CONSOLE_PROTOCOL, SRO)
+    location: Any = f(STRING, RO)
+    VM: Any = f(Ref("VM"), SRO)
+    other_config: Any = _str_map()
+
+
+@xapi_class(creatable=True, destroyable=True)
+class user:
+    """A legacy user record (authentication is root's password)."""
+    short_name: Any = f(STRING, SRO)
+    fullname: Any = f(STRING, RW)
+    other_config: Any = _str_map()

@@ -1,0 +1,90 @@
+"""Logins, session validity, the 200-session limit and idle expiry (the guide's chapter 4).
+
+A failed login waits before answering (slowing password guessing) with asyncio.sleep, so it
+never delays other clients. Logins over the local Unix socket are root, password ignored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as _dt
+import time
+from typing import TYPE_CHECKING
+
+from .errors import XenAPIError
+from .passwords import verify_password
+from .xtypes import NULL_REF
+
+if TYPE_CHECKING:
+    from .agent import Agent
+
+__all__ = ["SessionManager"]
+
+ROOT = "root"
+
+
+def _now() -> _dt.datetime:
+    return _dt.datetime.now(_dt.timezone.utc)
+
+
+class SessionManager:
+    def __init__(self, agent: "Agent", password_hash: dict, *, limit: int = 200,
+                 idle_timeout: float = 24 * 3600, fail_delay: float = 0.5) -> None:
+        self.agent = agent
+        self.password_hash = password_hash
+        self.limit = limit
+        self.idle_timeout = idle_timeout
+        self.fail_delay = fail_delay
+
+    @property
+    def store(self):
+        return self.agent.store
+
+    def password_ok(self, user: str, password: str) -> bool:
+        return user == ROOT and verify_password(self.password_hash, password)
+
+    async def login(self, user: str, password: str, *, originator: str = "",
+                    local: bool = False) -> str:
+        if not local:
+            # scrypt is deliberately slow: keep it off the event loop.
+            ok = await asyncio.get_running_loop().run_in_executor(
+                None, self.password_ok, user, password)
+            if not ok:
+                await asyncio.sleep(self.fail_delay)
+                raise XenAPIError("SESSION_AUTHENTICATION_FAILED", user,
+                                  "Authentication failure")
+        return self.open_session(ROOT if local else user, originator)
+
+    def open_session(self, user: str, originator: str = "") -> str:
+        sessions = self.store.all("session")
+        while len(sessions) >= self.limit:
+            oldest = min(sessions, key=lambda r: sessions[r]["last_active"])
+            self.logout(oldest)
+        now = _now()
+        return self.store.create("session", {
+            "this_host": self.agent.host_ref, "this_user": NULL_REF, "last_active": now,
+            "validation_time": now, "is_local_superuser": True, "auth_user_name": user,
+            "originator": originator, "rbac_permissions": [], "pool": False})
+
+    def check(self, ref: str) -> None:
+        rec = self.store.find("session", ref)
+        if rec is None:
+            raise XenAPIError("SESSION_INVALID", ref)
+        self.store.touch("session", ref, {"last_active": _now()})
+
+    def valid(self, ref: str) -> bool:
+        return self.store.find("session", ref) is not None
+
+    def logout(self, ref: str) -> None:
+        if self.store.find("session", ref) is not None:
+            self.store.destroy("session", ref)
+        self.agent.events.forget_session(ref)
+        self.agent.events.wake()   # blocked event calls of this session answer SESSION_INVALID
+
+    def gc(self, now: float | None = None) -> int:
+        now = time.time() if now is None else now
+        idle = [ref for ref, rec in self.store.all("session").items()
+                if now - rec["last_active"].timestamp() > self.idle_timeout]
+        for ref in idle:
+            self.logout(ref)
+        return len(idle)
