@@ -1,0 +1,72 @@
+"""Shared helpers for the XVA tests: small sparse disks and in-memory import loops."""
+
+from __future__ import annotations
+
+import os
+import random
+
+import pytest
+
+from xva.appliance import Appliance, VBDSpec, VDISpec, VMSpec
+from xva.events import Metadata, Write, Zeros, DiskDone, End, Warning_
+from xva.reader import XVAReader
+
+
+def make_disk(path, size: int, seed: int = 0, extents=None) -> bytes:
+    """A sparse file of ``size`` bytes with a few data extents; returns nothing big: the
+    caller compares files.  Extents mix random and repetitive (compressible) data."""
+    rng = random.Random(seed)
+    if extents is None:
+        extents = [(0, 3000), (size // 3, 70000), (size // 2 + 4097, 5000), (size - 9000, 9000)]
+    with open(path, "wb") as f:
+        f.truncate(size)
+        for offset, length in extents:
+            f.seek(offset)
+            data = rng.randbytes(length // 2) + b"xva text " * (length // 18 + 1)
+            f.write(data[:length])
+    return path
+
+
+def appliance(sizes: dict[str, int]) -> Appliance:
+    vdis = tuple(VDISpec(f"vdi_{d}", s, f"file://{d}") for d, s in sizes.items())
+    vbds = tuple(VBDSpec(d, "root" if i == 0 else "data", "w", f"vdi_{d}")
+                 for i, d in enumerate(sizes))
+    return Appliance(VMSpec("vm", "test vm", "a description", vbds=vbds), vdis)
+
+
+def read_events(data: bytes, piece: int = 65536, disks=None, force=False, reader=None):
+    """Feed ``data`` in pieces; return (metadata, {disk: bytearray image}, other events)."""
+    reader = reader or XVAReader(force=force)
+    images: dict[str, bytearray] = {}
+    meta, others = None, []
+
+    def take(ev):
+        nonlocal meta
+        if isinstance(ev, Metadata):
+            meta = ev
+            if disks is not None:
+                reader.expect_disks(disks)
+        elif isinstance(ev, Write):
+            img = images.setdefault(ev.disk, bytearray())
+            end = ev.offset + len(ev.data)
+            if len(img) < end:
+                img.extend(bytes(end - len(img)))
+            img[ev.offset:end] = ev.data
+        elif isinstance(ev, DiskDone):
+            img = images.setdefault(ev.disk, bytearray())
+            img.extend(bytes(ev.size - len(img)))
+            others.append(ev)
+        elif not isinstance(ev, Zeros):
+            others.append(ev)
+
+    for i in range(0, len(data), piece):
+        for ev in reader.feed(data[i:i + piece]):
+            take(ev)
+    for ev in reader.close():
+        take(ev)
+    return meta, images, others
+
+
+@pytest.fixture
+def rng():
+    return random.Random(1234)

@@ -1,0 +1,226 @@
+"""Blocking file adapters around the sans-IO core: read a sparse disk's data extents, apply
+reader events to destination files keeping holes, and wrap exports with progress and
+cancellation.  The daemon runs these in a thread pool; nothing here knows about asyncio.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping
+
+from .appliance import Appliance, ApplianceWriter
+from .blocks import BlockWriter
+from .errors import XVAError, XVAUsageError
+from .events import DiskDone, End, Event, Metadata, Warning_, Write, Zeros
+from .gz import MEMBER_SIZE
+from .reader import DirectoryReader, XVAReader
+
+__all__ = ["DiskApplier", "Export", "data_extents", "export_appliance", "export_blocks",
+           "import_directory", "import_stream", "sparse_pieces"]
+
+OUT_PIECE = 1 << 20
+
+
+def data_extents(fd: int, size: int | None = None) -> list[tuple[int, int]]:
+    """``(offset, length)`` of the data regions of an open file, found with SEEK_DATA /
+    SEEK_HOLE so that holes are never read.  Falls back to one extent without support."""
+    if size is None:
+        size = os.fstat(fd).st_size
+    extents, pos = [], 0
+    try:
+        while pos < size:
+            try:
+                start = os.lseek(fd, pos, os.SEEK_DATA)
+            except OSError as e:
+                if e.errno == 6:                   # ENXIO: only a hole is left
+                    break
+                raise
+            end = min(size, os.lseek(fd, start, os.SEEK_HOLE))
+            if start >= size:
+                break
+            extents.append((start, end - start))
+            pos = end
+    except (AttributeError, OSError):
+        return [(0, size)] if size else []
+    return extents
+
+
+def sparse_pieces(fd: int, size: int | None = None, piece: int = MEMBER_SIZE,
+                  extents: list[tuple[int, int]] | None = None,
+                  progress: Callable[[int], None] | None = None
+                  ) -> Iterator[tuple[int, bytes]]:
+    """``(offset, bytes)`` pieces of a file's data extents, aligned to ``piece``: what the
+    writers take as a disk source.  ``progress(n)`` is told about each piece read."""
+    if extents is None:
+        extents = data_extents(fd, size)
+    for start, length in extents:
+        pos, end = start, start + length
+        while pos < end:
+            n = min(end, (pos // piece + 1) * piece) - pos
+            data = os.pread(fd, n, pos)
+            if len(data) != n:
+                raise XVAUsageError(f"short read at {pos}: the disk changed under the export")
+            if progress is not None:
+                progress(n)
+            yield pos, data
+            pos += n
+
+
+class Export:
+    """An export in progress: iterate for byte pieces of at most ``OUT_PIECE`` bytes;
+    ``done``/``total`` are data bytes read of the disks' data bytes (task progress);
+    ``cancel()`` (any thread) stops it at the next piece; ``close()`` releases files and
+    compression threads."""
+
+    def __init__(self, stream: Iterator[bytes], files: list[int], total: int) -> None:
+        self._stream, self._files = stream, files
+        self.total, self.done = total, 0
+        self.bytes_out = 0
+        self._cancelled = threading.Event()
+
+    @property
+    def progress(self) -> float:
+        return self.done / self.total if self.total else 1.0
+
+    def _count(self, n: int) -> None:
+        self.done += n
+
+    def cancel(self) -> None:
+        self._cancelled.set()
+
+    def __iter__(self) -> Iterator[bytes]:
+        try:
+            for data in self._stream:
+                for i in range(0, len(data), OUT_PIECE):
+                    if self._cancelled.is_set():
+                        raise XVAUsageError("export cancelled")
+                    piece = data[i:i + OUT_PIECE] if len(data) > OUT_PIECE else data
+                    self.bytes_out += len(piece)
+                    yield piece
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        self._stream.close()
+        while self._files:
+            os.close(self._files.pop())
+
+
+def _open_disks(paths: Iterable[str]) -> tuple[list[int], list[list[tuple[int, int]]]]:
+    fds, extents = [], []
+    try:
+        for path in paths:
+            fds.append(os.open(path, os.O_RDONLY))
+            extents.append(data_extents(fds[-1]))
+    except BaseException:
+        for fd in fds:
+            os.close(fd)
+        raise
+    return fds, extents
+
+
+def export_appliance(appliance: Appliance, disks: Mapping[str, str], **writer_options) -> Export:
+    """Export files (vdi name -> path) in the appliance layout."""
+    names = [v.name for v in appliance.vdis if v.name in disks]
+    fds, extents = _open_disks(disks[n] for n in names)
+    export = Export(iter(()), fds, sum(l for ext in extents for _, l in ext))
+    writer = ApplianceWriter(appliance, **writer_options)
+    export._stream = writer.stream({
+        n: sparse_pieces(fd, v.size, extents=ext, progress=export._count)
+        for n, fd, ext, v in zip(names, fds, extents,
+                                 [v for v in appliance.vdis if v.name in disks])})
+    return export
+
+
+def export_blocks(ova_xml: bytes, disks: Iterable[tuple[str, str, int]],
+                  **writer_options) -> Export:
+    """Export files given as ``(ref_id, path, size)`` in xapi's block layout."""
+    disks = list(disks)
+    fds, extents = _open_disks(path for _, path, _ in disks)
+    export = Export(iter(()), fds, sum(l for ext in extents for _, l in ext))
+    writer = BlockWriter(ova_xml, **writer_options)
+    export._stream = writer.stream(
+        (ref, size, sparse_pieces(fd, size, extents=ext, progress=export._count))
+        for (ref, _, size), fd, ext in zip(disks, fds, extents))
+    return export
+
+
+class DiskApplier:
+    """Apply reader events to destination files.  Destinations are opened by ``open_disk``
+    (disk id -> path) on first use and created empty, so a :class:`Zeros` event costs
+    nothing and the result stays sparse; :class:`DiskDone` sets the final size."""
+
+    def __init__(self, open_disk: Callable[[str], str]) -> None:
+        self._open_disk = open_disk
+        self._fds: dict[str, int] = {}
+        self.paths: dict[str, str] = {}
+        self.warnings: list[str] = []
+        self.bytes_written = 0
+
+    def apply(self, event: Event) -> None:
+        if isinstance(event, Write):
+            fd = self._fd(event.disk)
+            n = os.pwrite(fd, event.data, event.offset)
+            while n < len(event.data):
+                n += os.pwrite(fd, event.data[n:], event.offset + n)
+            self.bytes_written += n
+        elif isinstance(event, Zeros):
+            self._fd(event.disk)
+        elif isinstance(event, DiskDone):
+            os.ftruncate(self._fd(event.disk), event.size)
+        elif isinstance(event, Warning_):
+            self.warnings.append(event.message)
+
+    def _fd(self, disk: str) -> int:
+        fd = self._fds.get(disk)
+        if fd is None:
+            path = self._open_disk(disk)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            self._fds[disk], self.paths[disk] = fd, path
+        return fd
+
+    def close(self) -> None:
+        while self._fds:
+            os.close(self._fds.popitem()[1])
+
+
+def _run(events_of, reader, on_metadata, open_disk) -> dict[str, str]:
+    applier = DiskApplier(open_disk)
+    try:
+        for event in events_of():
+            if isinstance(event, Metadata):
+                disks = on_metadata(event)
+                if disks is not None:
+                    reader.expect_disks(disks)
+            else:
+                applier.apply(event)
+    finally:
+        applier.close()
+    return applier.paths
+
+
+def import_stream(chunks: Iterable[bytes], open_disk: Callable[[str], str],
+                  on_metadata: Callable[[Metadata], Mapping[str, int] | None] = lambda m: None,
+                  *, force: bool = False) -> dict[str, str]:
+    """Import an XVA byte stream into files.  ``on_metadata`` sees the Metadata event and,
+    for the xapi layout, returns the disks to expect; ``open_disk`` maps a disk id to the
+    destination path.  Returns disk id -> path.  Stop it by making ``chunks`` raise."""
+    reader = XVAReader(force=force)
+
+    def events() -> Iterator[Event]:
+        for chunk in chunks:
+            yield from reader.feed(chunk)
+            if reader.done:
+                return
+        yield from reader.close()
+
+    return _run(events, reader, on_metadata, open_disk)
+
+
+def import_directory(path: str, open_disk: Callable[[str], str],
+                     on_metadata: Callable[[Metadata], Mapping[str, int] | None] = lambda m: None,
+                     *, force: bool = False) -> dict[str, str]:
+    """Import an extracted XVA directory (either layout) into files."""
+    reader = DirectoryReader(path, force=force)
+    return _run(reader.events, reader, on_metadata, open_disk)

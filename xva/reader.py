@@ -1,0 +1,326 @@
+"""Reading an XVA of either layout: from a byte stream (:class:`XVAReader`, sans-IO) or from an
+extracted directory (:class:`DirectoryReader`).
+
+Both emit the same events: :class:`Metadata` first; for the xapi layout the caller must then
+call ``expect_disks({ref: size})`` before it asks for the next event (the disk sizes live in
+the XML-RPC metadata, which the daemon decodes with its own codec); then :class:`Write` /
+:class:`Zeros` / :class:`DiskDone` and finally :class:`End`.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import tarfile
+from collections.abc import Iterator, Mapping
+
+from .appliance import Appliance, ApplianceDisks, _CHUNK_RE
+from .blocks import BlockDisks
+from .errors import XVAError, XVAFormatError, XVAUsageError
+from .events import LAYOUT_APPLIANCE, LAYOUT_XAPI, End, Event, Metadata
+from .gz import GzipInflater
+from .tar import BLOCK, MemberData, MemberEnd, MemberStart, TarReader, safe_name
+from .xmlsafe import MAX_OVA_XML, parse_xml
+
+__all__ = ["DirectoryReader", "XVAReader"]
+
+_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+_GZIP_MAGIC = b"\x1f\x8b"
+_READ_PIECE = 1 << 20
+
+# Phases of an import, and the legal moves between them (anything else is a bug or misuse).
+_OVA, _NEED_DISKS, _DISKS, _DONE, _ERROR = "ova.xml", "need-disks", "disks", "done", "error"
+_TRANSITIONS = {(_OVA, _NEED_DISKS), (_OVA, _DISKS), (_NEED_DISKS, _DISKS), (_DISKS, _DONE)}
+
+
+class _Members:
+    """Tar members (from a stream or a directory) to events: ``ova.xml``, then the disks."""
+
+    def __init__(self, force: bool, step: int) -> None:
+        self.phase = _OVA
+        self.force, self.step = force, step
+        self.metadata: Metadata | None = None
+        self._xml = bytearray()
+        self._handler: ApplianceDisks | BlockDisks | None = None
+
+    def goto(self, phase: str) -> None:
+        if (self.phase, phase) not in _TRANSITIONS:
+            raise XVAUsageError(f"cannot go from {self.phase} to {phase}")
+        self.phase = phase
+
+    def expect_disks(self, disks: Mapping[str, int]) -> None:
+        if self.phase != _NEED_DISKS:
+            raise XVAUsageError("expect_disks() answers the xapi layout's Metadata event only")
+        self._handler = BlockDisks(disks, self.force)
+        self.goto(_DISKS)
+
+    def start(self, name: str, size: int, directory: bool) -> list[Event]:
+        self._check_disks()
+        if self.phase == _OVA:
+            if directory or name != "ova.xml":
+                raise XVAFormatError.unexpected_file("ova.xml", name)
+            if size > MAX_OVA_XML:
+                raise XVAFormatError.bad("ova.xml is too large")
+            return []
+        return self._handler.start(name, size, directory)
+
+    def data(self, data: memoryview) -> Iterator[Event]:
+        if self.phase == _OVA:
+            self._xml += data
+            return iter(())
+        return iter(self._handler.data(data))
+
+    def end(self) -> list[Event]:
+        if self.phase != _OVA:
+            return self._handler.end()
+        xml = bytes(self._xml)
+        self._xml = bytearray()
+        root = parse_xml(xml)
+        if root.tag == "appliance":
+            appliance = Appliance.from_xml(xml)
+            self._handler = ApplianceDisks(appliance, self.step)
+            self.metadata = Metadata(LAYOUT_APPLIANCE, xml, appliance)
+            self.goto(_DISKS)
+        elif root.tag == "value":
+            self.metadata = Metadata(LAYOUT_XAPI, xml)
+            self.goto(_NEED_DISKS)
+        else:
+            raise XVAFormatError.bad(f"ova.xml: unknown root element <{root.tag}>")
+        return [self.metadata]
+
+    def finish(self) -> list[Event]:
+        """The archive ended (tar end blocks, or the last file of a directory)."""
+        self._check_disks()
+        if self.phase == _OVA:
+            raise XVAFormatError.unexpected_file("ova.xml", "end of archive")
+        out = self._handler.finish()
+        self.goto(_DONE)
+        return [*out, End()]
+
+    def _check_disks(self) -> None:
+        if self.phase == _NEED_DISKS:
+            raise XVAUsageError("call expect_disks() after the xapi layout's Metadata event")
+
+
+class XVAReader:
+    """Sans-IO import of an XVA byte stream: uncompressed tar (first member ``ova.xml``),
+    gzip, or zstd (refused: no zstd library is available).
+
+    ``feed(data)`` returns an iterator of events that must be consumed before the next call;
+    it is lazy so a decompression bomb never materialises: output is inflated ``step`` bytes
+    at a time and checked against the declared disk sizes as it goes.  ``close()`` at end of
+    input raises IMPORT_ERROR_PREMATURE_EOF unless :class:`End` was seen.  After any error
+    every call raises the same error."""
+
+    def __init__(self, *, force: bool = False, step: int = 1 << 20) -> None:
+        self._members = _Members(force, step)
+        self._sniff = bytearray()
+        self._gzip: GzipInflater | None = None
+        self._tar = TarReader()
+        self._compression: str | None = None
+        self._busy = False
+        self._in_dir = False
+        self._error: XVAError | None = None
+        self.bytes_in = 0
+
+    @property
+    def done(self) -> bool:
+        return self._members.phase == _DONE
+
+    @property
+    def compression(self) -> str | None:
+        """``None`` until known, then ``"none"`` or ``"gzip"``."""
+        return self._compression
+
+    def expect_disks(self, disks: Mapping[str, int]) -> None:
+        """Answer a xapi-layout :class:`Metadata`: the disks (``Ref:N`` -> size) to expect."""
+        self._check()
+        self._members.expect_disks(disks)
+
+    def feed(self, data: bytes | bytearray | memoryview) -> Iterator[Event]:
+        self._check()
+        if self._busy:
+            raise XVAUsageError("consume the previous feed's events first")
+        self.bytes_in += len(data)
+        self._busy = True
+        return self._guard(self._feed(data))
+
+    def close(self) -> list[Event]:
+        """End of input.  Returns nothing new on success; raises if the XVA is incomplete."""
+        self._check()
+        if self._busy:
+            raise XVAUsageError("consume the previous feed's events first")
+        if self.done:
+            return []
+        self._busy = True
+        return list(self._guard(self._close()))
+
+    def _check(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def _guard(self, events: Iterator[Event]) -> Iterator[Event]:
+        try:
+            yield from events
+        except XVAError as e:
+            self._error = e
+            self._members.phase = _ERROR
+            raise
+        finally:
+            self._busy = False
+
+    def _feed(self, data) -> Iterator[Event]:
+        if self.done:
+            return                                  # after the tar end: padding, ignored
+        if self._compression is None:
+            self._sniff += data
+            if not self._detect(final=False):
+                return
+            data, self._sniff = bytes(self._sniff), bytearray()
+        if self._gzip is None:
+            yield from self._untar(data)
+            return
+        step = self._members.step
+        for piece, n in self._gzip.feed(data):
+            if piece is not None:
+                yield from self._untar(piece)
+            else:                                   # a run of zero members: bounded pieces
+                zeros = bytes(min(n, step))
+                while n and not self.done:
+                    yield from self._untar(zeros[:min(n, step)])
+                    n -= min(n, step)
+            if self.done:
+                return
+
+    def _close(self) -> Iterator[Event]:
+        if self._compression is None:
+            if not self._detect(final=True):
+                raise XVAFormatError.premature_eof()
+            yield from self._feed(b"")
+            if self.done:
+                return
+        if self._gzip is not None:
+            self._gzip.close()
+        self._tar.close()                           # not done: raises PREMATURE_EOF
+
+    def _detect(self, final: bool) -> bool:
+        head = bytes(self._sniff[:BLOCK])
+        if head.startswith(_ZSTD_MAGIC):
+            raise XVAFormatError.bad("zstd-compressed XVA is not supported by this host; "
+                                     "export with use_compression=gzip or false")
+        if head.startswith(_GZIP_MAGIC):
+            self._compression, self._gzip = "gzip", GzipInflater(self._members.step)
+            return True
+        if len(head) < BLOCK:
+            if final and head:
+                raise XVAFormatError.premature_eof()
+            return False
+        try:
+            name = tarfile.TarInfo.frombuf(head, "utf-8", "strict").name
+        except (tarfile.HeaderError, UnicodeDecodeError, ValueError):
+            name = None
+        if name is None or name.lstrip("./") != "ova.xml":
+            raise XVAFormatError.bad("not an XVA: neither a tar starting with ova.xml, "
+                                     "nor gzip, nor zstd")
+        self._compression = "none"
+        return True
+
+    def _untar(self, data) -> Iterator[Event]:
+        m = self._members
+        for ev in self._tar.feed(data):
+            if isinstance(ev, MemberData):
+                yield from m.data(ev.data)
+            elif isinstance(ev, MemberStart):
+                self._in_dir = ev.directory
+                yield from m.start(ev.name, ev.size, ev.directory)
+            elif isinstance(ev, MemberEnd) and not self._in_dir:
+                yield from m.end()
+        if self._tar.done:
+            yield from m.finish()
+
+
+class DirectoryReader:
+    """Read an extracted XVA directory (``xe vm-import filename=<dir>``) of either layout.
+
+    Only names the layout expects are opened, relative to the directory, with symlinks and
+    non-regular files refused, so nothing outside the directory is ever read."""
+
+    def __init__(self, path: str | os.PathLike, *, force: bool = False,
+                 step: int = 1 << 20) -> None:
+        self.path = os.fspath(path)
+        self._members = _Members(force, step)
+        self._disks: dict[str, int] | None = None
+
+    def expect_disks(self, disks: Mapping[str, int]) -> None:
+        self._members.expect_disks(disks)
+        self._disks = dict(disks)
+
+    def events(self) -> Iterator[Event]:
+        m = self._members
+        yield from self._file("ova.xml")
+        if m.phase == _NEED_DISKS:
+            m._check_disks()                        # raises: expect_disks() was not called
+        if m.metadata.layout == LAYOUT_APPLIANCE:
+            for vdi in m.metadata.appliance.vdis:
+                names = self._listing(vdi.directory)
+                names.sort(key=lambda n: (0, int(c.group(1))) if (c := _CHUNK_RE.fullmatch(n))
+                           else (1, 0))
+                for name in names:
+                    yield from self._file(f"{vdi.directory}/{name}")
+        else:
+            for ref in sorted(self._disks):
+                if not os.path.lexists(os.path.join(self.path, ref)):
+                    continue                        # finish() reports the missing disk
+                names = self._listing(ref)
+                names.sort(key=_block_order)
+                for name in names:
+                    yield from self._file(f"{ref}/{name}")
+        yield from m.finish()
+
+    def _listing(self, rel: str) -> list[str]:
+        path = self._confined(rel)
+        st = os.lstat(path)
+        if not stat.S_ISDIR(st.st_mode):
+            raise XVAFormatError.bad(f"{rel} is not a directory")
+        return os.listdir(path)
+
+    def _confined(self, rel: str) -> str:
+        """Join ``rel`` (checked by safe_name) to the root, refusing symlinked components."""
+        path = self.path
+        for part in safe_name(rel).split("/"):
+            path = os.path.join(path, part)
+            try:
+                if stat.S_ISLNK(os.lstat(path).st_mode):
+                    raise XVAFormatError.bad(f"refusing symlink {rel}")
+            except FileNotFoundError:
+                raise XVAFormatError.unexpected_file(rel, "nothing") from None
+        return path
+
+    def _file(self, rel: str) -> Iterator[Event]:
+        path = self._confined(rel)
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_NONBLOCK", 0))
+        except OSError as e:
+            raise XVAFormatError.bad(f"cannot open {rel}: {e.strerror}") from None
+        with os.fdopen(fd, "rb", buffering=0) as f:
+            st = os.fstat(f.fileno())
+            if stat.S_ISDIR(st.st_mode):
+                yield from self._members.start(rel, 0, True)
+                return
+            if not stat.S_ISREG(st.st_mode):
+                raise XVAFormatError.bad(f"refusing {rel}: not a regular file")
+            m = self._members
+            yield from m.start(rel, st.st_size, False)
+            left = st.st_size
+            while left:
+                piece = f.read(min(_READ_PIECE, left))
+                if not piece:
+                    raise XVAFormatError.premature_eof()
+                left -= len(piece)
+                yield from m.data(memoryview(piece))
+            yield from m.end()
+
+
+def _block_order(name: str) -> tuple[int, int, str]:
+    stem, dot, ext = name.partition(".")
+    return (0, int(stem), ext) if stem.isdigit() and len(stem) <= 20 else (1, 0, name)
