@@ -24,6 +24,14 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--unix-socket", action="append", default=[], help="PATH of a local socket")
     s.add_argument("--public-address", help="the address clients use (console locations)")
     s.add_argument("--log-level", default="INFO")
+    tune = s.add_argument_group("tuning (defaults follow the SDK guide)")
+    tune.add_argument("--session-limit", type=int, default=200)
+    tune.add_argument("--session-idle-timeout", type=float, default=24 * 3600)
+    tune.add_argument("--login-fail-delay", type=float, default=0.5)
+    tune.add_argument("--event-queue-size", type=int, default=10_000)
+    tune.add_argument("--janitor-interval", type=float, default=60.0)
+    tune.add_argument("--db-synchronous", choices=["FULL", "NORMAL"], default="FULL",
+                      help="FULL survives power loss; NORMAL survives process crashes")
     pw = sub.add_parser("passwd", help="change root's password")
     pw.add_argument("--data-dir", default="./var", type=Path)
     pw.add_argument("--stdin", action="store_true", help="read the new password from stdin")
@@ -54,7 +62,13 @@ def main(argv: list[str] | None = None) -> int:
                     listen=tuple(args.listen or ["127.0.0.1:8080"]),
                     https_listen=tuple(args.https_listen),
                     unix_socket=tuple(args.unix_socket),
-                    public_address=args.public_address)
+                    public_address=args.public_address,
+                    session_limit=args.session_limit,
+                    session_idle_timeout=args.session_idle_timeout,
+                    login_fail_delay=args.login_fail_delay,
+                    event_queue_size=args.event_queue_size,
+                    janitor_interval=args.janitor_interval,
+                    db_synchronous=args.db_synchronous)
 
     def announce(line: str) -> None:
         print(line, flush=True)

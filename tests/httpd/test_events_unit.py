@@ -1,0 +1,76 @@
+"""EventHub: coalescing for event.from, bounded queue for event.next."""
+
+from __future__ import annotations
+
+import pytest
+
+from httpd.errors import XenAPIError
+from httpd.events import EventHub, Subscription
+
+
+def test_coalesces_per_object_and_tells_add_from_mod():
+    hub = EventHub()
+    t0 = hub.last_id
+    hub.publish("VM", "add", "r1", {})
+    t1 = hub.last_id
+    hub.publish("VM", "mod", "r1", {})
+    hub.publish("VM", "mod", "r1", {})
+    hub.publish("network", "add", "n1", {})
+    sub = Subscription(["vm"])
+    assert [(c, r, op) for c, r, op, _ in hub.changes_since(t0, sub)] == [("VM", "r1", "add")]
+    assert [(c, r, op) for c, r, op, _ in hub.changes_since(t1, sub)] == [("VM", "r1", "mod")]
+    assert hub.changes_since(hub.last_id, Subscription(["*"])) == []
+
+
+def test_created_then_deleted_is_invisible_but_old_deletes_show():
+    hub = EventHub()
+    hub.publish("VM", "add", "old", {})
+    t = hub.last_id
+    hub.publish("VM", "add", "tmp", {})
+    hub.publish("VM", "del", "tmp", None)
+    hub.publish("VM", "del", "old", None)
+    assert [(r, op) for _, r, op, _ in hub.changes_since(t, Subscription(["VM"]))] == [
+        ("old", "del")]
+
+
+def test_object_subscription():
+    hub = EventHub()
+    t = hub.last_id
+    hub.publish("task", "add", "a", {})
+    hub.publish("task", "add", "b", {})
+    assert [r for _, r, _, _ in hub.changes_since(t, Subscription(["task/b"]))] == ["b"]
+
+
+def test_bad_subscriptions_and_tokens():
+    with pytest.raises(XenAPIError) as e:
+        Subscription(["vmm"])
+    assert e.value.code == "EVENT_SUBSCRIPTION_PARSE_FAILURE"
+    with pytest.raises(XenAPIError) as e:
+        EventHub().parse_token("abc")
+    assert e.value.code == "EVENT_FROM_TOKEN_PARSE_FAILURE"
+
+
+def test_next_queue_overflow_is_events_lost():
+    hub = EventHub(queue_size=3)
+    hub.register("s", Subscription(["*"]))
+    hub.publish("VM", "add", "a", {"n": 1})
+    assert [c.ref for c in hub.take_next("s")] == ["a"]
+    for i in range(5):
+        hub.publish("VM", "mod", "a", {"n": i})
+    with pytest.raises(XenAPIError) as e:
+        hub.take_next("s")
+    assert e.value.code == "EVENTS_LOST"
+    hub.publish("VM", "mod", "a", {"n": 9})
+    assert [c.snapshot for c in hub.take_next("s")] == [{"n": 9}]
+
+
+def test_task_and_metrics_do_not_reach_next():
+    hub = EventHub()
+    hub.register("s", Subscription(["*"]))
+    hub.publish("task", "add", "t", {})
+    hub.publish("VM_metrics", "mod", "m", {})
+    hub.publish("VM", "mod", "v", {})
+    assert [c.cls for c in hub.take_next("s")] == ["VM"]
+    with pytest.raises(XenAPIError) as e:
+        hub.take_next("unregistered")
+    assert e.value.code == "SESSION_NOT_REGISTERED"

@@ -1,0 +1,83 @@
+"""Run the real daemon as a subprocess on loopback for tests (no mocks of our own server)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+__all__ = ["Server"]
+
+PASSWORD = "s3cret-test"
+
+
+class Server:
+    """`xcp-httpd serve` on 127.0.0.1 with an ephemeral port and a Unix socket."""
+
+    def __init__(self, data_dir: Path, *extra: str, password: str = PASSWORD) -> None:
+        self.data_dir = Path(data_dir)
+        self.password = password
+        self.extra = extra
+        self.proc: subprocess.Popen | None = None
+        self.url = ""
+        self.output: list[str] = []
+
+    @property
+    def socket_path(self) -> str:
+        return str(self.data_dir / "xapi.sock")
+
+    @property
+    def port(self) -> int:
+        return int(self.url.rsplit(":", 1)[1])
+
+    def start(self, timeout: float = 30.0) -> "Server":
+        env = {**os.environ, "XCP_ROOT_PASSWORD": self.password, "PYTHONUNBUFFERED": "1"}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "httpd.cli", "serve", "--data-dir", str(self.data_dir),
+             "--listen", "127.0.0.1:0", "--unix-socket", self.socket_path,
+             "--login-fail-delay", "0.05", "--log-level", "WARNING", *self.extra],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+            cwd=Path(__file__).resolve().parent.parent)
+        deadline = time.monotonic() + timeout
+        self.output = []
+        while time.monotonic() < deadline:
+            line = self.proc.stdout.readline()
+            if not line:
+                raise RuntimeError("server exited early:\n" + "".join(self.output))
+            self.output.append(line)
+            if line.startswith("xcp-httpd listening on http://") and not self.url:
+                self.url = line.split()[-1]
+            if line.strip() == "ready":
+                return self
+        raise RuntimeError("server did not start:\n" + "".join(self.output))
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> int:
+        if self.proc is None:
+            return 0
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            rc = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            rc = self.proc.wait()
+        self.proc.stdout.close()
+        self.proc = None
+        self.url = ""
+        return rc
+
+    def kill9(self) -> None:
+        self.stop(signal.SIGKILL)
+
+    def restart(self) -> "Server":
+        self.stop()
+        return self.start()
+
+    def session(self):
+        import XenAPI
+        s = XenAPI.Session(self.url)
+        s.xenapi.login_with_password("root", self.password, "2.21", "tests")
+        return s
