@@ -166,6 +166,10 @@ class XVAReader:
             self._error = e
             self._members.phase = _ERROR
             raise
+        except GeneratorExit:               # events abandoned half way: the state is lost
+            self._error = XVAUsageError("the events of a feed were abandoned")
+            self._members.phase = _ERROR
+            raise
         finally:
             self._busy = False
 

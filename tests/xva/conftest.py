@@ -34,10 +34,36 @@ def appliance(sizes: dict[str, int]) -> Appliance:
     return Appliance(VMSpec("vm", "test vm", "a description", vbds=vbds), vdis)
 
 
+class Image:
+    """A disk image rebuilt from events without materialising its holes."""
+
+    def __init__(self) -> None:
+        self.size = 0
+        self.writes: dict[int, bytes] = {}
+
+    def write(self, offset: int, data) -> None:
+        self.writes[offset] = bytes(data)
+
+    def read(self, offset: int, length: int) -> bytes:
+        out = bytearray(length)
+        for off, data in self.writes.items():
+            lo, hi = max(off, offset), min(off + len(data), offset + length)
+            if lo < hi:
+                out[lo - offset:hi - offset] = data[lo - off:hi - off]
+        return bytes(out)
+
+    def __bytes__(self) -> bytes:
+        return self.read(0, self.size)
+
+    @property
+    def data_bytes(self) -> int:
+        return sum(len(d) for d in self.writes.values())
+
+
 def read_events(data: bytes, piece: int = 65536, disks=None, force=False, reader=None):
-    """Feed ``data`` in pieces; return (metadata, {disk: bytearray image}, other events)."""
+    """Feed ``data`` in pieces; return (metadata, {disk: Image}, other events)."""
     reader = reader or XVAReader(force=force)
-    images: dict[str, bytearray] = {}
+    images: dict[str, Image] = {}
     meta, others = None, []
 
     def take(ev):
@@ -47,14 +73,9 @@ def read_events(data: bytes, piece: int = 65536, disks=None, force=False, reader
             if disks is not None:
                 reader.expect_disks(disks)
         elif isinstance(ev, Write):
-            img = images.setdefault(ev.disk, bytearray())
-            end = ev.offset + len(ev.data)
-            if len(img) < end:
-                img.extend(bytes(end - len(img)))
-            img[ev.offset:end] = ev.data
+            images.setdefault(ev.disk, Image()).write(ev.offset, ev.data)
         elif isinstance(ev, DiskDone):
-            img = images.setdefault(ev.disk, bytearray())
-            img.extend(bytes(ev.size - len(img)))
+            images.setdefault(ev.disk, Image()).size = ev.size
             others.append(ev)
         elif not isinstance(ev, Zeros):
             others.append(ev)
