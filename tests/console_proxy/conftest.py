@@ -76,3 +76,72 @@ async def eventually(predicate, timeout: float = 10.0) -> None:
     async with asyncio.timeout(timeout):
         while not predicate():
             await asyncio.sleep(0.01)
+
+
+class Agent:
+    """A tiny daemon stand-in: aiohttp app + ConnectFrontEnd, authorising `session_id=good`."""
+
+    SESSION = "OpaqueRef:good"
+
+    def __init__(self, upstream, *, head_timeout: float = 10.0, idle_timeout: float | None = None) -> None:
+        from aiohttp import web
+
+        from console_proxy import ConnectFrontEnd, UpstreamUnavailable, bridge_websocket
+
+        self.upstream = upstream
+        self.app = web.Application()
+        self.connects: list = []
+
+        async def hello(request):
+            return web.Response(text="hello")
+
+        async def echo(request):
+            return web.Response(body=await request.read())
+
+        async def console_ws(request):
+            if request.query.get("session_id") != self.SESSION:
+                raise web.HTTPUnauthorized()
+            try:
+                return await bridge_websocket(request, self.upstream, heartbeat=5.0)
+            except UpstreamUnavailable:
+                raise web.HTTPNotFound()
+
+        async def on_connect(client):
+            self.connects.append(client.head)
+            if client.head.path != "/console":
+                client.reject(404)
+                return
+            session = client.head.cookies.get("session_id") or client.head.query.get("session_id")
+            if session != self.SESSION:
+                client.reject(401, realm="xapi")
+                return
+            try:
+                await client.tunnel(self.upstream, idle_timeout=idle_timeout)
+            except UpstreamUnavailable:
+                client.reject(404, message="no console server running")
+
+        self.app.router.add_get("/hello", hello)
+        self.app.router.add_post("/echo", echo)
+        self.app.router.add_get("/console", console_ws)
+        self.front_end = ConnectFrontEnd(on_connect, head_timeout=head_timeout)
+        self.runner = web.AppRunner(self.app)
+        self.sites = []
+
+    async def start(self, *, ssl_context=None, unix_path: str | None = None) -> "Agent":
+        from console_proxy import ConnectTCPSite, ConnectUnixSite
+
+        await self.runner.setup()
+        site = ConnectTCPSite(self.runner, "127.0.0.1", 0, front_end=self.front_end, ssl_context=ssl_context)
+        await site.start()
+        self.port = site.port
+        if unix_path is not None:
+            await ConnectUnixSite(self.runner, unix_path, front_end=self.front_end).start()
+        return self
+
+    async def stop(self) -> None:
+        await self.front_end.shutdown()
+        await self.runner.cleanup()
+
+
+async def read_head(reader: asyncio.StreamReader) -> bytes:
+    return await reader.readuntil(b"\r\n\r\n")

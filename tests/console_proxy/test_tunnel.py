@@ -1,0 +1,166 @@
+"""Tunnels: the whole CONNECT path with a real viewer, half-close, idle timeout, the close handle."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+
+from console_proxy import CONNECT_OK, ConsoleForwarder, ForwardError, TextConsoleServer, reply_error
+from console_proxy.keys import LineEditor
+
+from .conftest import Agent, eventually, read_head, rfb_handshake, vnc_capture, vnc_type
+
+
+@pytest.fixture
+async def console():
+    server = TextConsoleServer(name="tunnelled")
+    server.on_text = LineEditor(server.write, lambda line: server.write(f"ran {line}\n$ ")).feed
+    server.write("$ ")
+    await server.start()
+    yield server
+    await server.stop()
+
+
+async def test_vncdotool_through_forwarder_front_end_and_tunnel(vnc_api, console, tmp_path):
+    unix_path = str(tmp_path / "vnc.sock")
+    await console.stop()
+    await console.start(port=None, path=unix_path)  # the VNC server on a Unix socket, like vncterm
+    agent = await Agent(unix_path).start()
+    forwarder = ConsoleForwarder(f"http://127.0.0.1:{agent.port}/console?ref=OpaqueRef:vm",
+                                 session_id=Agent.SESSION)
+    await forwarder.start()
+    try:
+        client = await asyncio.to_thread(vnc_api.connect, f"127.0.0.1::{forwarder.port}", timeout=20)
+        try:
+            np.testing.assert_array_equal(await vnc_capture(client), console.screen.render())
+            await vnc_type(client, "ls\r")
+            await eventually(lambda: "ran ls" in console.screen.text())
+            np.testing.assert_array_equal(await vnc_capture(client, incremental=True), console.screen.render())
+            assert len(agent.front_end.tunnels) == 1 and len(forwarder.tunnels) == 1
+        finally:
+            await asyncio.to_thread(client.disconnect)
+        await eventually(lambda: not agent.front_end.tunnels and not forwarder.tunnels)
+        assert agent.connects[0].header("Cookie") == f"session_id={Agent.SESSION}"
+    finally:
+        await forwarder.stop()
+        await agent.stop()
+
+
+async def test_forwarder_refused_by_agent(console):
+    agent = await Agent(("127.0.0.1", console.port)).start()
+    forwarder = ConsoleForwarder(f"http://127.0.0.1:{agent.port}/console?ref=x", session_id="OpaqueRef:bad")
+    await forwarder.start()
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", forwarder.port)
+        assert await reader.read() == b""  # the viewer is closed ...
+        writer.close()
+        await eventually(lambda: bool(forwarder.failures))
+        assert isinstance(forwarder.failures[0], ForwardError) and forwarder.failures[0].status == 401
+    finally:
+        await forwarder.stop()
+        await agent.stop()
+
+
+async def _echo_server():
+    """Upstream that echoes, and after the client's EOF sends a trailer and closes (half-close check)."""
+    async def handle(reader, writer):
+        while data := await reader.read(65536):
+            writer.write(data)
+        writer.write(b"<trailer after your EOF>")
+        await writer.drain()
+        writer.close()
+
+    return await asyncio.start_server(handle, "127.0.0.1", 0)
+
+
+async def test_half_close_bulk_and_handle_close():
+    echo = await _echo_server()
+    agent = await Agent(("127.0.0.1", echo.sockets[0].getsockname()[1])).start()
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", agent.port)
+        payload = bytes(range(256)) * 16384  # 4 MiB: exercises pause/resume on both legs
+        writer.write(b"CONNECT /console HTTP/1.1\r\nCookie: session_id=OpaqueRef:good\r\n\r\n" + payload)
+        assert await read_head(reader) == CONNECT_OK
+
+        async def send_and_eof():
+            await writer.drain()
+            writer.write_eof()
+
+        sender = asyncio.create_task(send_and_eof())
+        echoed = await reader.read(-1)
+        await sender
+        assert echoed == payload + b"<trailer after your EOF>"
+        writer.close()
+        await eventually(lambda: not agent.front_end.tunnels)
+
+        # the daemon's handle: VM stopped -> close the tunnel
+        reader, writer = await asyncio.open_connection("127.0.0.1", agent.port)
+        writer.write(b"CONNECT /console HTTP/1.1\r\nCookie: session_id=OpaqueRef:good\r\n\r\nping")
+        assert await read_head(reader) == CONNECT_OK
+        assert await reader.readexactly(4) == b"ping"
+        [tunnel] = agent.front_end.tunnels
+        assert tunnel.bytes_from_client == 4 and tunnel.bytes_from_server == 4
+        tunnel.close("VM halted")
+        await tunnel.wait_closed()
+        assert await reader.read() == b"" and tunnel.close_reason == "VM halted"
+        writer.close()
+    finally:
+        await agent.stop()
+        echo.close()
+        await echo.wait_closed()
+
+
+async def test_idle_timeout_counts_only_input_events():
+    console = TextConsoleServer()
+    await console.start()
+    agent = await Agent(("127.0.0.1", console.port), idle_timeout=0.4).start()
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", agent.port)
+        writer.write(b"CONNECT /console HTTP/1.1\r\nCookie: session_id=OpaqueRef:good\r\n\r\n")
+        assert await read_head(reader) == CONNECT_OK
+        await rfb_handshake(reader, writer)
+        [tunnel] = agent.front_end.tunnels
+        # update requests do not count as activity: the tunnel still closes for idleness
+        for _ in range(100):
+            writer.write(b"\x03\x01\x00\x00\x00\x00\x00\x01\x00\x01")
+            await asyncio.sleep(0.02)
+            if tunnel.closed:
+                break
+        await tunnel.wait_closed()
+        assert tunnel.close_reason == "idle timeout"
+        writer.close()
+    finally:
+        await agent.stop()
+        await console.stop()
+
+
+class _FakeTransport:
+    def __init__(self):
+        self.data, self.closed = b"", False
+
+    def is_closing(self):
+        return self.closed
+
+    def write(self, data):
+        self.data += data
+
+    def close(self):
+        self.closed = True
+
+
+@pytest.mark.parametrize("status, kwargs, expected", [
+    (401, {"realm": "pool"}, b'WWW-Authenticate: Basic realm="pool"'),
+    (403, {}, b"HTTP/1.1 403 Forbidden"),
+    (500, {"message": "VM not running here"}, b"VM not running here"),
+    (503, {}, b"HTTP/1.1 503 Service Unavailable"),
+    (302, {"location": "https://10.0.0.2/console?uuid=u"}, b"Location: https://10.0.0.2/console?uuid=u"),
+])
+def test_reply_error(status, kwargs, expected):
+    transport = _FakeTransport()
+    reply_error(transport, status, **kwargs)
+    assert expected in transport.data and b"\r\nConnection: close\r\n" in transport.data
+    assert transport.closed
+    head, body = transport.data.split(b"\r\n\r\n", 1)
+    assert f"Content-Length: {len(body)}".encode() in head
