@@ -6,7 +6,7 @@ import numpy as np
 
 __all__ = ["GRANULE", "is_zero", "zero_spans"]
 
-GRANULE = 64 * 1024           # holes are reported in aligned units of this many bytes
+GRANULE = 4096              # holes are reported in aligned units of a file-system block
 _ZEROS = bytes(1 << 20)
 
 
