@@ -272,6 +272,9 @@ class ConnectFrontEnd:
             if not client.answered:
                 client.transport.abort()
             raise
+        except ConnectionResetError as exc:  # the client left while it was being authorised
+            log.info("CONNECT %s: %s", client.head.target, exc)
+            return
         except Exception:
             log.exception("CONNECT %s handler failed", client.head.target)
             if not client.answered:

@@ -191,3 +191,22 @@ async def test_tls_and_unix_sites(console, tls_files, tmp_path):
             writer.close()
     finally:
         await agent.stop()
+
+
+async def test_forwarder_over_tls(console, tls_files):
+    from console_proxy import ConsoleForwarder
+
+    cert, key = tls_files
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_ctx.load_cert_chain(cert, key)
+    agent = await Agent(("127.0.0.1", console.port)).start(ssl_context=server_ctx)
+    forwarder = ConsoleForwarder(f"https://127.0.0.1:{agent.port}/console?session_id={Agent.SESSION}",
+                                 ssl_context=ssl.create_default_context(cafile=str(cert)))
+    await forwarder.start()
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", forwarder.port)
+        assert (await rfb_handshake(reader, writer))[4] == b"fe"  # plain RFB on the local side
+        writer.close()
+    finally:
+        await forwarder.stop()
+        await agent.stop()

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from console_proxy.keys import LineEditor
+from console_proxy.pixels import encode_pixels
 from console_proxy.rfb_events import PixelFormat
 from console_proxy.server import TextConsoleServer
 
@@ -120,3 +121,28 @@ async def test_unix_socket_and_bad_client_closed():
         finally:
             await server.stop()
         assert not os.path.exists(path)
+
+
+async def test_clients_keep_their_own_pixel_formats():
+    server = TextConsoleServer()
+    await server.start()
+    formats = [PixelFormat(16, 16, True, True, 31, 63, 31, 11, 5, 0), PixelFormat(), PixelFormat(8, 8, False, True, 7, 7, 3, 0, 3, 6)]
+    conns = [await asyncio.open_connection("127.0.0.1", server.port) for _ in formats]
+    try:
+        for (reader, writer), pf in zip(conns, formats):
+            await rfb_handshake(reader, writer)
+            writer.write(b"\0\0\0\0" + pf.pack() + update_request(True, 0, 0, 6, 11))
+            await read_update(reader, pf.bytes_per_pixel)  # first incremental: full area
+            writer.write(update_request(True, 0, 0, 6, 11))
+            await writer.drain()
+        await asyncio.sleep(0)
+        server.write("#")
+        for (reader, _), pf in zip(conns, formats):
+            [(x, y, w, h, data)] = await read_update(reader, pf.bytes_per_pixel)
+            assert len(data) == w * h * pf.bytes_per_pixel
+            expected = encode_pixels(server.screen.render()[y:y + h, x:x + w], pf)
+            assert data == expected and any(data)
+    finally:
+        for _, writer in conns:
+            writer.close()
+        await server.stop()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 
 import numpy as np
 import pytest
@@ -50,7 +51,8 @@ async def test_vncdotool_through_forwarder_front_end_and_tunnel(vnc_api, console
 
 async def test_forwarder_refused_by_agent(console):
     agent = await Agent(("127.0.0.1", console.port)).start()
-    forwarder = ConsoleForwarder(f"http://127.0.0.1:{agent.port}/console?ref=x", session_id="OpaqueRef:bad")
+    forwarder = ConsoleForwarder(f"http://127.0.0.1:{agent.port}/console?ref=x", username="root",
+                                 password="wrong", host_header="pool-master")
     await forwarder.start()
     try:
         reader, writer = await asyncio.open_connection("127.0.0.1", forwarder.port)
@@ -58,6 +60,9 @@ async def test_forwarder_refused_by_agent(console):
         writer.close()
         await eventually(lambda: bool(forwarder.failures))
         assert isinstance(forwarder.failures[0], ForwardError) and forwarder.failures[0].status == 401
+        head = agent.connects[0]
+        assert (head.target, head.version, head.header("host")) == ("/console?ref=x", "1.0", "pool-master")
+        assert head.header("authorization") == "Basic " + base64.b64encode(b"root:wrong").decode()
     finally:
         await forwarder.stop()
         await agent.stop()
