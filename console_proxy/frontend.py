@@ -57,7 +57,8 @@ class ConnectHead:
     def __post_init__(self) -> None:
         if not self.target.startswith("/"):
             raise ValueError(f"CONNECT target {self.target!r} is not a path")
-        object.__setattr__(self, "url", URL(self.target, encoded=True))
+        path, _, query = self.target.partition("?")  # never let "//host/..." parse as an authority
+        object.__setattr__(self, "url", URL.build(path=path, query_string=query, encoded=True))
 
     @property
     def method(self) -> str:

@@ -165,12 +165,14 @@ class _End(asyncio.Protocol):
         return False
 
     def pause_writing(self) -> None:
-        if self.peer is not None and not self.peer.lost:
-            self.peer.transport.pause_reading()
+        peer = self.peer
+        if peer is not None and peer.transport is not None and not peer.lost:
+            peer.transport.pause_reading()
 
     def resume_writing(self) -> None:
-        if self.peer is not None and not self.peer.lost and not self.peer.eof:
-            self.peer.transport.resume_reading()
+        peer = self.peer
+        if peer is not None and peer.transport is not None and not peer.lost and not peer.eof:
+            peer.transport.resume_reading()
 
     def connection_lost(self, exc: BaseException | None) -> None:
         self.lost = True

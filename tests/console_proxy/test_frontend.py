@@ -210,3 +210,15 @@ async def test_forwarder_over_tls(console, tls_files):
     finally:
         await forwarder.stop()
         await agent.stop()
+
+
+def test_head_parsing():
+    from console_proxy.frontend import parse_connect_head
+
+    head = parse_connect_head(b"CONNECT //evil/console?ref=a%3Ab HTTP/1.1\r\n"
+                              b"Cookie: session_id=OpaqueRef:x; other=1\r\nHost:  h \r\n\r\n", b"RFB")
+    assert head.path == "//evil/console"  # a path, never an authority
+    assert head.query["ref"] == "a:b" and head.cookies == {"session_id": "OpaqueRef:x", "other": "1"}
+    assert head.header("HOST") == "h" and head.leftover == b"RFB"
+    with pytest.raises(ValueError):
+        parse_connect_head(b"CONNECT host:443 HTTP/1.1\r\n\r\n")  # classic proxy CONNECT is not ours
