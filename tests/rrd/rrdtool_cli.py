@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from lxml import etree
 
-from rrd.engine import DataSource, DSType, Layout, RRDState
+from rrd.engine import DataSource, DSType, Layout, RRDState, RRDStore
 
 RRDTOOL = shutil.which("rrdtool")
 needs_rrdtool = pytest.mark.skipif(RRDTOOL is None, reason="rrdtool CLI not installed")
@@ -94,3 +94,14 @@ def assert_same(mine: dict, theirs: dict, rtol: float = 1e-9) -> None:
                                    err_msg=f"rra {i} cdp_prep")
         np.testing.assert_allclose(a["rows"], b["rows"], rtol=rtol, atol=0,
                                    err_msg=f"rra {i} rows")
+
+
+def fed_store(rrd_id: str, t0: int, dss: list[DataSource], updates, **create) -> RRDStore:
+    """Our store with one RRD created at ``t0`` and fed ``updates`` one by one."""
+    store = RRDStore()
+    store.create(rrd_id, t0, **create)
+    for d in dss:
+        store.add_ds(rrd_id, d)
+    for t, vals in updates:
+        store.update(rrd_id, t, vals)
+    return store

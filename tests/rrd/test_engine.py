@@ -52,13 +52,7 @@ def _series(seed: int, n: int, max_gap: int = 12) -> list[tuple[int, list[float]
 
 
 def _ours(layout: Layout, updates, dss=DSS) -> RRDStore:
-    store = RRDStore()
-    store.create("vm:x", T0, layout=layout)
-    for d in dss:
-        store.add_ds("vm:x", d)
-    for t, vals in updates:
-        store.update("vm:x", t, vals)
-    return store
+    return cli.fed_store("vm:x", T0, dss, updates, layout=layout)
 
 
 def _rrdtool(tmp_path, layout: Layout, updates, dss=DSS) -> dict:
