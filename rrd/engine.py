@@ -213,7 +213,7 @@ class _Fold:
 
     empty: float  # carry-over after a CDP closes on a boundary
     close: Callable[[np.ndarray, np.ndarray, int, int, np.ndarray], np.ndarray]
-    add: Callable[[np.ndarray, np.ndarray, int], np.ndarray]  # pdp known
+    add: Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]  # (cv, pdp, pdp*n), pdp known
     carry: Callable[[np.ndarray, int], np.ndarray]  # pdp known, `into` > 0 PDPs
 
 
@@ -225,22 +225,24 @@ _FOLDS: dict[CF, _Fold] = {
     CF.AVERAGE: _Fold(
         0.0,
         lambda cv, x, off, p, unk: (_nan_to(cv, 0.0) + _nan_to(x, 0.0) * off) / (p - unk),
-        lambda cv, x, n: np.where(np.isnan(cv), x * n, cv + x * n),
+        lambda cv, x, xn: _nan_to(cv, 0.0) + xn,
         lambda x, into: x * into,
     ),
     CF.MIN: _Fold(
         _INF,
         lambda cv, x, off, p, unk: np.minimum(_nan_to(cv, _INF), _nan_to(x, _INF)),
-        lambda cv, x, n: np.where(np.isnan(cv), x, np.where(x < cv, x, cv)),
+        lambda cv, x, xn: np.fmin(cv, x),  # x known; a NaN cv takes x
         lambda x, into: x,
     ),
     CF.MAX: _Fold(
         -_INF,
         lambda cv, x, off, p, unk: np.maximum(_nan_to(cv, -_INF), _nan_to(x, -_INF)),
-        lambda cv, x, n: np.where(np.isnan(cv), x, np.where(x > cv, x, cv)),
+        lambda cv, x, xn: np.fmax(cv, x),
         lambda x, into: x,
     ),
 }
+
+_AVERAGE = _FOLDS[CF.AVERAGE]
 
 Sel = slice | np.ndarray
 
@@ -265,6 +267,7 @@ class _Group:
         self.gid = np.zeros(0, np.int64)  # global id per column, -1 when free
         self.cdp = [np.zeros((4, 0)) for _ in range(n)]  # primary, secondary, value, unknown
         self.rows = [np.zeros((a.rows, 0)) for a in layout.archives]
+        self.folds = [_FOLDS[a.cf] for a in layout.archives]
 
     # -- allocation ------------------------------------------------------------
 
@@ -367,30 +370,40 @@ class _Group:
         self.pdp_value[sel] = np.where(unk, NAN, pdp_new / interval * post_int)
 
         x_unk = np.isnan(pdp_temp)
-        for a, cdp, rows in zip(self.layout.archives, self.cdp, self.rows):
+        any_unk = bool(x_unk.any())
+        x_known = ~x_unk if any_unk else None  # None: every PDP known, no masks needed
+        xn = pdp_temp * elapsed
+        in_place = isinstance(sel, slice)  # a slice gives views: no write-back
+        for a, fold, cdp, rows in zip(self.layout.archives, self.folds, self.cdp, self.rows):
             p = a.pdp_per_row
             start_off = p - proc_cnt % p
             count = min((elapsed - start_off) // p + 1, a.rows) if start_off <= elapsed else 0
             c = cdp[:, sel]
             prim, sec, cv, unkn = c[0], c[1], c[2], c[3]
-            if p == 1:
-                prim = pdp_temp
+            if p == 1:  # rrdtool: primary (and secondary) are the PDP itself
+                prim[...] = pdp_temp
                 if elapsed >= 2:
-                    sec = pdp_temp
+                    sec[...] = pdp_temp
             elif count:
-                fold = _FOLDS[a.cf]
-                unkn = np.where(x_unk, unkn + start_off, unkn)
-                sec = np.where(x_unk, NAN, pdp_temp)
-                prim = np.where(unkn > p * a.xff, NAN, fold.close(cv, pdp_temp, start_off, p, unkn))
+                unkn += np.where(x_unk, start_off, 0)
+                sec[...] = pdp_temp
+                closed = fold.close(cv, pdp_temp, start_off, p, unkn)
+                prim[...] = np.where(unkn > p * a.xff, NAN, closed)
                 into = (elapsed - start_off) % p
-                cv = np.full_like(cv, fold.empty) if into == 0 else \
-                    np.where(x_unk, fold.empty, fold.carry(pdp_temp, into))
-                unkn = np.where(x_unk, float(into), 0.0)
+                if into == 0:
+                    cv.fill(fold.empty)
+                else:
+                    cv[...] = np.where(x_unk, fold.empty, fold.carry(pdp_temp, into))
+                unkn[...] = np.where(x_unk, float(into), 0.0)
             else:
-                fold = _FOLDS[a.cf]
-                unkn = np.where(x_unk, unkn + elapsed, unkn)
-                cv = np.where(x_unk, cv, fold.add(cv, pdp_temp, elapsed))
-            cdp[:, sel] = np.stack((prim, sec, cv, unkn))
+                if any_unk:
+                    np.add(unkn, elapsed, out=unkn, where=x_unk)
+                if fold is _AVERAGE and not np.isnan(cv).any():
+                    np.add(cv, xn, out=cv, where=x_known if any_unk else True)
+                else:
+                    np.copyto(cv, fold.add(cv, pdp_temp, xn), where=x_known if any_unk else True)
+            if not in_place:
+                cdp[:, sel] = c
             if count:
                 span = p * step
                 newest = now // span
@@ -642,18 +655,26 @@ class RRDStore:
         n = 0 if end < start else min(nrows, (end - start) // span + 1)
         times = end - span * np.arange(n, dtype=np.int64)
         legend: list[str] = []
-        blocks: list[np.ndarray] = []
+        # Consecutive RRDs reading the same (group, archive) are gathered at once.
+        segments: list[tuple[_Group, int, list[int], list[int]]] = []
         for r, own_last in zip(rrds, lasts):
-            layout = r.group.layout
-            own_end = own_last // span * span
-            valid = (times <= own_end) & (times > own_end - nrows * span)
-            for k, a in enumerate(layout.archives):
+            for k, a in enumerate(r.group.layout.archives):
                 if a.pdp_per_row != pdp or (cf is not None and a.cf is not cf):
                     continue
                 legend.extend(f"{a.cf.value}:{r.rrd_id}:{d.name}" for d in r.data_sources)
-                block = r.group.rows[k][np.ix_(self._slots(a, step, times), r.cols)]
-                block[~valid] = NAN
-                blocks.append(block)
+                if not segments or segments[-1][:2] != (r.group, k):
+                    segments.append((r.group, k, [], []))
+                segments[-1][2].extend(r.cols)
+                segments[-1][3].extend([own_last // span * span] * len(r.cols))
+        blocks = []
+        for g, k, cols, own_ends in segments:
+            a = g.layout.archives[k]
+            block = g.rows[k][np.ix_(self._slots(a, step, times), cols)]
+            own_end = np.array(own_ends, np.int64)
+            if (own_end != end).any():  # an RRD behind the others: no stale ring rows
+                ok = (times[:, None] <= own_end) & (times[:, None] > own_end - nrows * span)
+                block[~ok] = NAN
+            blocks.append(block)
         values = np.hstack(blocks) if blocks else np.zeros((n, 0))
         return Xport(start, span, end, legend, values)
 
