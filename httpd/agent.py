@@ -14,12 +14,14 @@ from typing import Any
 from . import passwords
 from .api import all_tables
 from .bootstrap import ensure_host
-from .config import Config, parse_hostport
+from .config import Config
 from .dispatch import Dispatcher, run_soon
 from .errors import XenAPIError
 from .events import EventHub
 from .implicit import implicit_table
+from .lifecycle import Lifecycle
 from .sessions import SessionManager
+from .simulated import SimulatedBackend
 from .store import Store
 from .tasks import TaskManager
 from .xtypes import NULL_REF
@@ -39,10 +41,13 @@ class Agent:
         for table in all_tables():
             self.dispatcher.add_table(table)
         self.tasks = TaskManager(self)
+        self.lifecycle = Lifecycle(self)
+        self.domains = SimulatedBackend(self.lifecycle.on_guest_event)
         self.sessions: SessionManager | None = None
         self.host_ref = NULL_REF
         self.pool_ref = NULL_REF
         self.first_password: str | None = None   # set only on the start that created it
+        self.listen_urls: list[str] = []
         self._background: set[asyncio.Task] = set()
 
     # --- lifecycle -------------------------------------------------------------------------
@@ -59,6 +64,7 @@ class Agent:
         ensure_host(self)
         self.tasks.recover_after_restart()
         await self.store.sync()
+        await self.lifecycle.restore_all()
         run_soon(self._janitor(), self._background)
 
     async def stop(self) -> None:
@@ -66,6 +72,9 @@ class Agent:
             t.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
         await self.tasks.shutdown()
+        await self.lifecycle.close()
+        await self.lifecycle.save_all()
+        await self.domains.close()
         self.events.wake()
         await self.store.close()
 
@@ -102,16 +111,27 @@ class Agent:
         """How clients reach this agent: HTTPS when we listen on it, like xapi's locations."""
         address = self.store.get("host", self.host_ref)["address"] if self.host_ref != NULL_REF \
             else "127.0.0.1"
-        if self.config.https_listen:
-            _, port = parse_hostport(self.config.https_listen[0], 443)
-            scheme = "https"
-        elif self.config.listen:
-            _, port = parse_hostport(self.config.listen[0], 80)
-            scheme = "http"
-        else:
+        urls = [u for u in self.listen_urls if u.startswith("https://")] or \
+            [u for u in self.listen_urls if u.startswith("http://")]
+        if not urls:
             return f"http://{address}"
+        scheme, _, rest = urls[0].partition("://")
+        port = int(rest.rsplit(":", 1)[1])
         default = 443 if scheme == "https" else 80
         return f"{scheme}://{address}" + ("" if port == default else f":{port}")
+
+    async def on_listening(self, urls: list[str]) -> None:
+        """Listeners are bound (ephemeral ports resolved): console locations can name them."""
+        self.listen_urls = list(urls)
+        with self.store.transaction():
+            for ref, rec in self.store.all("console").items():
+                key = f"ref={ref}" if rec["VM"] == self.dom0_ref else f"uuid={rec['uuid']}"
+                self.store.update("console", ref, {"location": f"{self.base_url()}/console?{key}"})
+        await self.store.sync()
+
+    @property
+    def dom0_ref(self) -> str:
+        return self.store.get("host", self.host_ref)["control_domain"]
 
     def console_location(self, *, ref: str | None = None, uuid: str | None = None) -> str:
         query = f"ref={ref}" if ref else f"uuid={uuid}"

@@ -132,6 +132,7 @@ async def serve(config: Config, *, announce: Callable[[str], None] = print) -> N
     try:
         urls = await start_sites(runner, config)
         agent = app[AGENT]
+        await agent.on_listening(urls)
         for url in urls:
             announce(f"xcp-httpd listening on {url}")
         if agent.first_password is not None:

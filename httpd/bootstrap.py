@@ -101,9 +101,6 @@ def ensure_host(agent: "Agent") -> None:
             "API_version_major": API_VERSION[0], "API_version_minor": API_VERSION[1]})
         agent.host_ref = host_ref
         agent.pool_ref = next(iter(store.all("pool")))
-        for ref, rec in store.all("console").items():
-            if rec["VM"] == store.get("host", host_ref)["control_domain"]:
-                store.update("console", ref, {"location": agent.console_location(ref=ref)})
 
 
 def _first_start(agent: "Agent", hostname: str, address: str) -> None:

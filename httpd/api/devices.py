@@ -1,0 +1,178 @@
+"""VBD and VIF messages: create with sane device numbers and MACs, hot plug and unplug.
+
+As the guide says, create alone changes nothing inside a running guest (currently_attached
+stays false); plug makes the device appear in the domain, unplug removes it.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+
+from ..datamodel import CLASSES
+from ..dispatch import Ctx, MessageTable
+from ..domains import DiskSpec, NicSpec
+from ..errors import XenAPIError
+from ..implicit import ANY_RECORD, check_record
+from ..lifecycle import vbd_device
+from ..operations import refresh_allowed
+from ..xtypes import NULL_REF, Ref
+from .storage import vdi_file
+
+table = MessageTable()
+
+__all__ = ["table", "new_mac"]
+
+_MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
+
+
+def new_mac() -> str:
+    """A random locally administered unicast MAC (xapi's convention)."""
+    b = bytearray(secrets.token_bytes(6))
+    b[0] = (b[0] & 0xFC) | 0x02
+    return ":".join(f"{x:02x}" for x in b)
+
+
+def _running_domain(ctx: Ctx, vm: str):
+    rec = ctx.store.get("VM", vm)
+    if rec["power_state"] != "Running":
+        raise XenAPIError("VM_BAD_POWER_STATE", vm, "running", rec["power_state"].lower())
+    dom = ctx.agent.domains.get(rec["uuid"])
+    if dom is None:
+        raise XenAPIError("INTERNAL_ERROR", f"VM {rec['uuid']} has no running domain")
+    return dom
+
+
+def _free_device(used: set[str]) -> str:
+    n = 0
+    while str(n) in used:
+        n += 1
+    return str(n)
+
+
+# --- VBD ------------------------------------------------------------------------------------
+@table.message("VBD.create", ("args", ANY_RECORD))
+def vbd_create(ctx: Ctx, record: dict) -> str:
+    fields = check_record(ctx, CLASSES["VBD"], record)
+    vm = fields.get("VM", NULL_REF)
+    vm_rec = ctx.store.get("VM", vm)
+    vdi = fields.get("VDI", NULL_REF)
+    empty = fields.get("empty", False) or vdi == NULL_REF
+    if vdi != NULL_REF:
+        vdi_rec = ctx.store.get("VDI", vdi)
+        if vdi_rec["read_only"] and fields.get("mode", "RW") == "RW":
+            raise XenAPIError("VDI_READ_ONLY", vdi)
+    elif fields.get("type", "Disk") == "Disk":
+        raise XenAPIError("HANDLE_INVALID", "VDI", vdi)
+    used = {ctx.store.get("VBD", b)["userdevice"] for b in vm_rec["VBDs"]}
+    userdevice = fields.get("userdevice", "") or "autodetect"
+    if userdevice == "autodetect":
+        userdevice = _free_device(used)
+    elif userdevice in used:
+        raise XenAPIError("DEVICE_ALREADY_EXISTS", userdevice)
+    fields.update({"userdevice": userdevice, "empty": empty, "device": vbd_device(userdevice)})
+    vbd = ctx.store.create("VBD", {**fields, "currently_attached": False})
+    refresh_allowed(ctx, "VBD", vbd)
+    return vbd
+
+
+@table.message("VBD.plug", ("self", Ref("VBD")))
+async def vbd_plug(ctx: Ctx, vbd: str) -> str:
+    rec = ctx.store.get("VBD", vbd)
+    if rec["currently_attached"]:
+        raise XenAPIError("DEVICE_ALREADY_ATTACHED", vbd)
+    dom = _running_domain(ctx, rec["VM"])
+    device = vbd_device(rec["userdevice"])
+    if not rec["empty"]:
+        vdi = ctx.store.get("VDI", rec["VDI"])
+        dom.plug_disk(DiskSpec(device, str(vdi_file(ctx, rec["VDI"])),
+                               rec["mode"] == "RO" or vdi["read_only"]))
+    ctx.store.update("VBD", vbd, {"currently_attached": True, "device": device})
+    refresh_allowed(ctx, "VBD", vbd)
+    return ""
+
+
+@table.message("VBD.unplug", ("self", Ref("VBD")))
+async def vbd_unplug(ctx: Ctx, vbd: str) -> str:
+    rec = ctx.store.get("VBD", vbd)
+    if not rec["currently_attached"]:
+        raise XenAPIError("DEVICE_ALREADY_DETACHED", vbd)
+    if not rec["unpluggable"]:
+        raise XenAPIError("VBD_NOT_UNPLUGGABLE", vbd)
+    dom = _running_domain(ctx, rec["VM"])
+    dom.unplug_disk(vbd_device(rec["userdevice"]))
+    ctx.store.update("VBD", vbd, {"currently_attached": False})
+    refresh_allowed(ctx, "VBD", vbd)
+    return ""
+
+
+@table.message("VBD.unplug_force", ("self", Ref("VBD")))
+async def vbd_unplug_force(ctx: Ctx, vbd: str) -> str:
+    rec = ctx.store.get("VBD", vbd)
+    if rec["currently_attached"] and not rec["unpluggable"]:
+        ctx.store.update("VBD", vbd, {"unpluggable": True})
+    return await vbd_unplug(ctx, vbd)
+
+
+@table.message("VBD.destroy", ("self", Ref("VBD")))
+def vbd_destroy(ctx: Ctx, vbd: str) -> str:
+    if ctx.store.get("VBD", vbd)["currently_attached"]:
+        raise XenAPIError("DEVICE_ALREADY_ATTACHED", vbd)
+    ctx.store.destroy("VBD", vbd)
+    return ""
+
+
+# --- VIF ------------------------------------------------------------------------------------
+@table.message("VIF.create", ("args", ANY_RECORD))
+def vif_create(ctx: Ctx, record: dict) -> str:
+    fields = check_record(ctx, CLASSES["VIF"], record)
+    vm_rec = ctx.store.get("VM", fields.get("VM", NULL_REF))
+    net = ctx.store.get("network", fields.get("network", NULL_REF))
+    used = {ctx.store.get("VIF", v)["device"] for v in vm_rec["VIFs"]}
+    device = fields.get("device", "") or _free_device(used)
+    if device in used:
+        raise XenAPIError("DEVICE_ALREADY_EXISTS", device)
+    mac = fields.get("MAC", "").lower()
+    if mac and not _MAC.match(mac):
+        raise XenAPIError("MAC_INVALID", mac)
+    fields.update({"device": device, "MAC": mac or new_mac(), "MAC_autogenerated": not mac,
+                   "MTU": fields.get("MTU") or net["MTU"]})
+    vif = ctx.store.create("VIF", {**fields, "currently_attached": False})
+    refresh_allowed(ctx, "VIF", vif)
+    return vif
+
+
+@table.message("VIF.plug", ("self", Ref("VIF")))
+async def vif_plug(ctx: Ctx, vif: str) -> str:
+    rec = ctx.store.get("VIF", vif)
+    if rec["currently_attached"]:
+        raise XenAPIError("DEVICE_ALREADY_ATTACHED", vif)
+    dom = _running_domain(ctx, rec["VM"])
+    dom.plug_nic(NicSpec(rec["device"], rec["MAC"], rec["MTU"]))
+    ctx.store.update("VIF", vif, {"currently_attached": True})
+    refresh_allowed(ctx, "VIF", vif)
+    return ""
+
+
+@table.message("VIF.unplug", ("self", Ref("VIF")))
+async def vif_unplug(ctx: Ctx, vif: str) -> str:
+    rec = ctx.store.get("VIF", vif)
+    if not rec["currently_attached"]:
+        raise XenAPIError("DEVICE_ALREADY_DETACHED", vif)
+    _running_domain(ctx, rec["VM"]).unplug_nic(rec["device"])
+    ctx.store.update("VIF", vif, {"currently_attached": False})
+    refresh_allowed(ctx, "VIF", vif)
+    return ""
+
+
+@table.message("VIF.unplug_force", ("self", Ref("VIF")))
+async def vif_unplug_force(ctx: Ctx, vif: str) -> str:
+    return await vif_unplug(ctx, vif)
+
+
+@table.message("VIF.destroy", ("self", Ref("VIF")))
+def vif_destroy(ctx: Ctx, vif: str) -> str:
+    if ctx.store.get("VIF", vif)["currently_attached"]:
+        raise XenAPIError("DEVICE_ALREADY_ATTACHED", vif)
+    ctx.store.destroy("VIF", vif)
+    return ""

@@ -1,0 +1,399 @@
+"""VM messages: create/destroy, clone/copy/provision, and the power-state machine.
+
+Each operation holds the VM's lock (operations.operation) while it runs and changes the
+database only through lifecycle.mark_*, after the domain backend did its part. Disk work done
+before a failure is undone (copied VDIs destroyed) so a failed clone leaves nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as _dt
+import io
+import os
+import tarfile
+import time
+
+from lxml import etree
+
+from ..datamodel import CLASSES
+from ..dispatch import Ctx, MessageTable
+from ..errors import XenAPIError
+from ..implicit import ANY_RECORD, check_record
+from ..lifecycle import domain_config, mark_halted, mark_running, mark_suspended
+from ..operations import operation, refresh_allowed, require_power_state
+from ..simulated import ROOTFS_OFFSET
+from ..xtypes import BOOL, NULL_REF, STRING, Ref
+from .devices import new_mac
+from .storage import copy_vdi, create_vdi, default_sr, destroy_vdi, refresh_vdi, vdi_file
+
+table = MessageTable()
+
+__all__ = ["table"]
+
+_VM = ("vm", Ref("VM"))
+_SAFE_XML = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False)
+
+
+def _vm(ctx: Ctx, vm: str) -> dict:
+    rec = ctx.store.get("VM", vm)
+    if rec["is_control_domain"]:
+        raise XenAPIError("OPERATION_NOT_ALLOWED", "this is the control domain")
+    return rec
+
+
+def _not_template(vm: str, rec: dict, op: str) -> None:
+    if rec["is_a_template"]:
+        raise XenAPIError("VM_IS_TEMPLATE", vm, op)
+
+
+def _domain(ctx: Ctx, rec: dict):
+    dom = ctx.agent.domains.get(rec["uuid"])
+    if dom is None:
+        raise XenAPIError("INTERNAL_ERROR", f"VM {rec['uuid']} has no running domain")
+    return dom
+
+
+# --- create / destroy ----------------------------------------------------------------------
+@table.message("VM.create", ("args", ANY_RECORD))
+def vm_create(ctx: Ctx, record: dict) -> str:
+    fields = check_record(ctx, CLASSES["VM"], record)
+    with ctx.store.transaction():
+        metrics = ctx.store.create("VM_metrics", {"install_time": _utcnow()})
+        vm = ctx.store.create("VM", {**fields, "power_state": "Halted", "metrics": metrics})
+        refresh_allowed(ctx, "VM", vm)
+    return vm
+
+
+@table.message("VM.destroy", ("self", Ref("VM")))
+def vm_destroy(ctx: Ctx, vm: str) -> str:
+    rec = _vm(ctx, vm)
+    require_power_state(vm, rec, "Halted", "Suspended")
+    if rec["current_operations"]:
+        key, op = next(iter(rec["current_operations"].items()))
+        raise XenAPIError("OTHER_OPERATION_IN_PROGRESS", "VM", vm, op, key)
+    if rec["suspend_VDI"] != NULL_REF and ctx.store.find("VDI", rec["suspend_VDI"]):
+        destroy_vdi(ctx, rec["suspend_VDI"])
+    with ctx.store.transaction():
+        for cls, field in (("VBD", "VBDs"), ("VIF", "VIFs"), ("console", "consoles")):
+            for ref in rec[field]:
+                ctx.store.destroy(cls, ref)
+        for cls, field in (("VM_metrics", "metrics"), ("VM_guest_metrics", "guest_metrics")):
+            if rec[field] != NULL_REF and ctx.store.find(cls, rec[field]) is not None:
+                ctx.store.destroy(cls, rec[field])
+        ctx.store.destroy("VM", vm)
+    return ""
+
+
+# --- clone / copy / provision --------------------------------------------------------------
+_RESET = {"power_state": "Halted", "is_default_template": False, "current_operations": {},
+          "domid": -1, "resident_on": NULL_REF, "guest_metrics": NULL_REF, "suspend_VDI": NULL_REF,
+          "is_a_snapshot": False, "snapshot_of": NULL_REF, "snapshot_time": None,
+          "generation_id": "", "blobs": {}, "uuid": ""}
+
+
+async def _duplicate(ctx: Ctx, vm: str, new_name: str, sr: str | None, op: str) -> str:
+    rec = _vm(ctx, vm)
+    if not rec["is_a_template"]:
+        require_power_state(vm, rec, "Halted")
+    created: list[str] = []
+    async with operation(ctx, "VM", vm, op):
+        try:
+            disk_map = {}
+            vbds = [ctx.store.get("VBD", b) for b in rec["VBDs"]]
+            for b in vbds:
+                if b["VDI"] != NULL_REF and b["VDI"] not in disk_map:
+                    ctx.raise_if_cancelled()
+                    disk_map[b["VDI"]] = await copy_vdi(ctx, b["VDI"], sr)
+                    created.append(disk_map[b["VDI"]])
+            with ctx.store.transaction():
+                source = ctx.store.get("VM", vm)
+                fields = {f.name: source[f.name] for f in CLASSES["VM"].fields
+                          if not f.reverse and f.name not in _RESET}
+                fields.update({k: v for k, v in _RESET.items() if v is not None and k != "uuid"})
+                other = {k: v for k, v in source["other_config"].items() if k != "default_template"}
+                metrics = ctx.store.create("VM_metrics", {"install_time": _utcnow()})
+                new = ctx.store.create("VM", {**fields, "name_label": new_name,
+                                              "other_config": other, "metrics": metrics})
+                for b in vbds:
+                    keep = {k: b[k] for k in ("userdevice", "bootable", "mode", "type",
+                                              "unpluggable", "empty", "other_config",
+                                              "qos_algorithm_type", "qos_algorithm_params")}
+                    ctx.store.create("VBD", {**keep, "VM": new,
+                                             "VDI": disk_map.get(b["VDI"], NULL_REF)})
+                for vif in rec["VIFs"]:
+                    v = ctx.store.get("VIF", vif)
+                    ctx.store.create("VIF", {
+                        "device": v["device"], "network": v["network"], "VM": new,
+                        "MAC": new_mac(), "MAC_autogenerated": True, "MTU": v["MTU"],
+                        "other_config": v["other_config"]})
+                refresh_allowed(ctx, "VM", new)
+            return new
+        except BaseException:
+            for vdi in created:
+                if ctx.store.find("VDI", vdi) is not None:
+                    destroy_vdi(ctx, vdi)
+            raise
+
+
+@table.message("VM.clone", _VM, ("new_name", STRING))
+async def vm_clone(ctx: Ctx, vm: str, new_name: str) -> str:
+    return await _duplicate(ctx, vm, new_name, None, "clone")
+
+
+@table.message("VM.copy", _VM, ("new_name", STRING), ("sr", Ref("SR")))
+async def vm_copy(ctx: Ctx, vm: str, new_name: str, sr: str) -> str:
+    if sr != NULL_REF:
+        ctx.store.get("SR", sr)
+    return await _duplicate(ctx, vm, new_name, sr if sr != NULL_REF else None, "copy")
+
+
+def _provision_disks(text: str) -> list[dict]:
+    try:
+        root = etree.fromstring(text.encode(), _SAFE_XML)
+    except etree.XMLSyntaxError as e:
+        raise XenAPIError("INVALID_VALUE", "other_config:disks", str(e)) from None
+    if root.tag != "provision":
+        raise XenAPIError("INVALID_VALUE", "other_config:disks", "expected <provision>")
+    disks = []
+    for el in root.iter("disk"):
+        try:
+            size = int(el.get("size", ""))
+        except ValueError:
+            raise XenAPIError("INVALID_VALUE", "other_config:disks", "size") from None
+        disks.append({"device": el.get("device", str(len(disks))), "size": size,
+                      "sr": el.get("sr", ""), "bootable": el.get("bootable") == "true",
+                      "type": el.get("type", "system")})
+    return disks
+
+
+def _rootfs_tar(distro: str, name: str) -> bytes:
+    """The "Debian root filesystem" the guide says provisioning writes: a small real tree."""
+    buf = io.BytesIO()
+    files = {
+        "etc/debian_version": {"etch": "4.0\n", "lenny": "5.0\n"}.get(distro, "unknown\n"),
+        "etc/hostname": name + "\n",
+        "etc/fstab": "/dev/xvda1 / ext3 defaults 0 1\nproc /proc proc defaults 0 0\n",
+        "etc/passwd": "root:x:0:0:root:/root:/bin/bash\n",
+        "etc/issue": f"Debian GNU/Linux {distro} \\n \\l\n",
+    }
+    for src in ("/usr/share/common-licenses/GPL-2", "/etc/services", "/etc/protocols"):
+        try:
+            with open(src, "rb") as fh:
+                files["usr/share/" + os.path.basename(src)] = fh.read()
+        except OSError:
+            pass
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+        for path, data in files.items():
+            data = data.encode() if isinstance(data, str) else data
+            info = tarfile.TarInfo(path)
+            info.size, info.mtime, info.mode = len(data), int(time.time()), 0o644
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+@table.message("VM.provision", _VM)
+async def vm_provision(ctx: Ctx, vm: str) -> str:
+    rec = _vm(ctx, vm)
+    require_power_state(vm, rec, "Halted")
+    spec = rec["other_config"].get("disks", "")
+    disks = _provision_disks(spec) if spec else []
+    created: list[str] = []
+    async with operation(ctx, "VM", vm, "provision"):
+        try:
+            for i, d in enumerate(disks):
+                ctx.raise_if_cancelled()
+                sr = default_sr(ctx) if not d["sr"] else ctx.store.ref_of_uuid("SR", d["sr"])
+                vdi = await create_vdi(ctx, sr, d["size"], {
+                    "name_label": f"{rec['name_label']} {d['device']}", "type": d["type"]})
+                created.append(vdi)
+                distro = rec["other_config"].get("debian-release")
+                if distro and d["bootable"] and d["size"] > ROOTFS_OFFSET * 2:
+                    data = _rootfs_tar(distro, rec["name_label"])
+                    await asyncio.to_thread(_write_at, vdi_file(ctx, vdi), ROOTFS_OFFSET, data)
+                ctx.progress((i + 1) / max(1, len(disks)))
+            with ctx.store.transaction():
+                for d, vdi in zip(disks, created):
+                    ctx.store.create("VBD", {"VM": vm, "VDI": vdi, "userdevice": d["device"],
+                                             "bootable": d["bootable"], "mode": "RW",
+                                             "type": "Disk"})
+                other = {k: v for k, v in ctx.store.get("VM", vm)["other_config"].items()
+                         if k != "disks"}
+                ctx.store.update("VM", vm, {"is_a_template": False, "other_config": other})
+            for vdi in created:
+                refresh_vdi(ctx, vdi)
+        except BaseException:
+            for vdi in created:
+                if ctx.store.find("VDI", vdi) is not None:
+                    destroy_vdi(ctx, vdi)
+            raise
+    return ""
+
+
+def _write_at(path, offset: int, data: bytes) -> None:
+    with open(path, "r+b") as fh:
+        fh.seek(offset)
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+# --- power state ---------------------------------------------------------------------------
+def _check_install(vm: str, rec: dict) -> None:
+    oc = rec["other_config"]
+    if "install-methods" in oc and oc.get("install-distro") and not oc.get("install-repository"):
+        raise XenAPIError("OPERATION_NOT_ALLOWED",
+                          "set other-config:install-repository before starting an installer VM")
+
+
+@table.message("VM.start", _VM, ("start_paused", BOOL), ("force", BOOL))
+async def vm_start(ctx: Ctx, vm: str, start_paused: bool, force: bool) -> str:
+    rec = _vm(ctx, vm)
+    _not_template(vm, rec, "start")
+    require_power_state(vm, rec, "Halted")
+    _check_install(vm, rec)
+    async with operation(ctx, "VM", vm, "start"):
+        dom = await ctx.agent.domains.start(domain_config(ctx, vm), start_paused)
+        try:
+            mark_running(ctx, vm, dom, start_paused)
+        except BaseException:
+            await dom.shutdown(clean=False)
+            raise
+    return ""
+
+
+@table.message("VM.start_on", _VM, ("host", Ref("host")), ("start_paused", BOOL),
+               ("force", BOOL))
+async def vm_start_on(ctx: Ctx, vm: str, host: str, start_paused: bool, force: bool) -> str:
+    ctx.store.get("host", host)
+    return await vm_start(ctx, vm, start_paused, force)
+
+
+@table.message("VM.pause", _VM)
+async def vm_pause(ctx: Ctx, vm: str) -> str:
+    rec = _vm(ctx, vm)
+    require_power_state(vm, rec, "Running")
+    async with operation(ctx, "VM", vm, "pause"):
+        await _domain(ctx, rec).pause()
+        ctx.store.update("VM", vm, {"power_state": "Paused"})
+    return ""
+
+
+@table.message("VM.unpause", _VM)
+async def vm_unpause(ctx: Ctx, vm: str) -> str:
+    rec = _vm(ctx, vm)
+    require_power_state(vm, rec, "Paused")
+    async with operation(ctx, "VM", vm, "unpause"):
+        await _domain(ctx, rec).unpause()
+        ctx.store.update("VM", vm, {"power_state": "Running"})
+    return ""
+
+
+async def _shutdown(ctx: Ctx, vm: str, clean: bool, op: str) -> str:
+    rec = _vm(ctx, vm)
+    if clean:
+        require_power_state(vm, rec, "Running")
+    else:
+        require_power_state(vm, rec, "Running", "Paused", "Suspended")
+    async with operation(ctx, "VM", vm, op):
+        if rec["power_state"] == "Suspended":
+            if rec["suspend_VDI"] != NULL_REF and ctx.store.find("VDI", rec["suspend_VDI"]):
+                destroy_vdi(ctx, rec["suspend_VDI"])
+            ctx.store.update("VM", vm, {"suspend_VDI": NULL_REF})
+        else:
+            dom = ctx.agent.domains.get(rec["uuid"])
+            if dom is not None:
+                await dom.shutdown(clean)
+        mark_halted(ctx, vm)
+    return ""
+
+
+@table.message("VM.clean_shutdown", _VM)
+async def vm_clean_shutdown(ctx: Ctx, vm: str) -> str:
+    return await _shutdown(ctx, vm, True, "clean_shutdown")
+
+
+@table.message("VM.hard_shutdown", _VM)
+async def vm_hard_shutdown(ctx: Ctx, vm: str) -> str:
+    return await _shutdown(ctx, vm, False, "hard_shutdown")
+
+
+@table.message("VM.shutdown", _VM)
+async def vm_shutdown(ctx: Ctx, vm: str) -> str:
+    """Clean if the VM runs, hard otherwise (the newer API's single shutdown)."""
+    rec = _vm(ctx, vm)
+    return await _shutdown(ctx, vm, rec["power_state"] == "Running", "shutdown")
+
+
+async def _reboot(ctx: Ctx, vm: str, clean: bool, op: str) -> str:
+    rec = _vm(ctx, vm)
+    if clean:
+        require_power_state(vm, rec, "Running")
+    else:
+        require_power_state(vm, rec, "Running", "Paused")
+    async with operation(ctx, "VM", vm, op):
+        dom = _domain(ctx, rec)
+        await dom.reboot(clean)
+        await dom.unpause()
+        mark_running(ctx, vm, dom, paused=False)
+    return ""
+
+
+@table.message("VM.clean_reboot", _VM)
+async def vm_clean_reboot(ctx: Ctx, vm: str) -> str:
+    return await _reboot(ctx, vm, True, "clean_reboot")
+
+
+@table.message("VM.hard_reboot", _VM)
+async def vm_hard_reboot(ctx: Ctx, vm: str) -> str:
+    return await _reboot(ctx, vm, False, "hard_reboot")
+
+
+@table.message("VM.suspend", _VM)
+async def vm_suspend(ctx: Ctx, vm: str) -> str:
+    rec = _vm(ctx, vm)
+    require_power_state(vm, rec, "Running")
+    pool = ctx.store.get("pool", ctx.agent.pool_ref)
+    sr = pool["suspend_image_SR"] if ctx.store.find("SR", pool["suspend_image_SR"]) \
+        else default_sr(ctx)
+    async with operation(ctx, "VM", vm, "suspend"):
+        vdi = await create_vdi(ctx, sr, max(rec["memory_static_max"], 2**20), {
+            "name_label": f"Suspend image for {rec['name_label']}", "type": "suspend"})
+        try:
+            await _domain(ctx, rec).suspend(str(vdi_file(ctx, vdi)))
+        except BaseException:
+            destroy_vdi(ctx, vdi)
+            raise
+        mark_suspended(ctx, vm, vdi)
+    return ""
+
+
+@table.message("VM.resume", _VM, ("start_paused", BOOL), ("force", BOOL))
+async def vm_resume(ctx: Ctx, vm: str, start_paused: bool, force: bool) -> str:
+    rec = _vm(ctx, vm)
+    require_power_state(vm, rec, "Suspended")
+    async with operation(ctx, "VM", vm, "resume"):
+        vdi = rec["suspend_VDI"]
+        if vdi == NULL_REF or ctx.store.find("VDI", vdi) is None:
+            raise XenAPIError("VDI_MISSING", NULL_REF, vdi)
+        try:
+            dom = await ctx.agent.domains.resume(domain_config(ctx, vm),
+                                                 str(vdi_file(ctx, vdi)), start_paused)
+        except (OSError, ValueError) as e:
+            raise XenAPIError("INTERNAL_ERROR", f"cannot resume from the suspend image: {e}") \
+                from None
+        mark_running(ctx, vm, dom, start_paused)
+        ctx.store.update("VM", vm, {"suspend_VDI": NULL_REF})
+        destroy_vdi(ctx, vdi)
+    return ""
+
+
+@table.message("VM.resume_on", _VM, ("host", Ref("host")), ("start_paused", BOOL),
+               ("force", BOOL))
+async def vm_resume_on(ctx: Ctx, vm: str, host: str, start_paused: bool, force: bool) -> str:
+    ctx.store.get("host", host)
+    return await vm_resume(ctx, vm, start_paused, force)
+
+
+def _utcnow() -> _dt.datetime:
+    return _dt.datetime.now(_dt.timezone.utc)

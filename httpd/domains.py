@@ -1,0 +1,125 @@
+"""The domain backend interface: what the VM lifecycle needs from a hypervisor.
+
+Small on purpose (start, pause, unpause, suspend to a file, resume, shutdown, reboot, hot plug,
+console endpoint, statistics counters) so the same API code drives the simulated backend that
+runs everywhere and a real one later.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from typing import Callable
+
+__all__ = ["DiskSpec", "NicSpec", "DomainConfig", "DomainCounters", "Domain", "DomainBackend",
+           "GuestEvent"]
+
+
+@dataclass(frozen=True)
+class DiskSpec:
+    device: str          # "xvda", or the userdevice number when no name was chosen
+    path: str            # the VDI file
+    read_only: bool = False
+
+
+@dataclass(frozen=True)
+class NicSpec:
+    device: str          # "0", "1", ... as VIF.device
+    mac: str
+    mtu: int = 1500
+    settings: tuple[tuple[str, str], ...] = ()   # validated ethtool-*/promiscuous keys
+
+
+@dataclass(frozen=True)
+class DomainConfig:
+    uuid: str
+    name: str
+    vcpus: int = 1
+    memory: int = 256 * 2**20
+    disks: tuple[DiskSpec, ...] = ()
+    nics: tuple[NicSpec, ...] = ()
+    vm_data: tuple[tuple[str, str], ...] = ()      # xenstore vm-data/* only (the guide)
+    vnc: bool = True                                # False: other-config:disable_pv_vnc
+    boot_lines: tuple[str, ...] = ()                # installer messages (install-repository...)
+
+
+@dataclass(frozen=True)
+class DomainCounters:
+    """Cumulative counters since the domain started; the collector turns them into rates."""
+    cpu_seconds: tuple[float, ...]                         # per vCPU
+    memory: int                                            # bytes in use by the domain
+    memory_target: int
+    memory_internal_free: int                              # KiB, as the guest reports it
+    vif: dict[str, tuple[int, int]] = field(default_factory=dict)   # device -> (rx, tx) bytes
+    vbd: dict[str, tuple[int, int]] = field(default_factory=dict)   # device -> (read, written)
+
+
+@dataclass(frozen=True)
+class GuestEvent:
+    uuid: str
+    kind: str            # "halt" | "reboot" | "crash" | "guest_metrics"
+
+
+class Domain(abc.ABC):
+    uuid: str
+    domid: int
+    paused: bool
+
+    @property
+    @abc.abstractmethod
+    def vnc_address(self) -> tuple[str, int] | str | None:
+        """(host, port) or a Unix socket path of the console's RFB server; None if none."""
+
+    @abc.abstractmethod
+    async def pause(self) -> None: ...
+
+    @abc.abstractmethod
+    async def unpause(self) -> None: ...
+
+    @abc.abstractmethod
+    async def suspend(self, path: str) -> None:
+        """Write the whole domain state to `path` and stop; resume() brings it back."""
+
+    @abc.abstractmethod
+    async def shutdown(self, clean: bool) -> None: ...
+
+    @abc.abstractmethod
+    async def reboot(self, clean: bool) -> None: ...
+
+    @abc.abstractmethod
+    def plug_disk(self, disk: DiskSpec) -> None: ...
+
+    @abc.abstractmethod
+    def unplug_disk(self, device: str) -> None: ...
+
+    @abc.abstractmethod
+    def plug_nic(self, nic: NicSpec) -> None: ...
+
+    @abc.abstractmethod
+    def unplug_nic(self, device: str) -> None: ...
+
+    @abc.abstractmethod
+    def counters(self) -> DomainCounters: ...
+
+    @abc.abstractmethod
+    def console_text(self) -> list[str]:
+        """What the text console shows (for the host console and tests)."""
+
+
+class DomainBackend(abc.ABC):
+    def __init__(self, on_guest_event: Callable[[GuestEvent], None]) -> None:
+        self.on_guest_event = on_guest_event
+
+    @abc.abstractmethod
+    async def start(self, config: DomainConfig, paused: bool = False) -> Domain: ...
+
+    @abc.abstractmethod
+    async def resume(self, config: DomainConfig, state_path: str, paused: bool = False) -> Domain:
+        """Bring back a domain from what suspend() wrote; raises if the state is unusable."""
+
+    @abc.abstractmethod
+    def get(self, uuid: str) -> Domain | None: ...
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Stop every domain (the server is going down)."""

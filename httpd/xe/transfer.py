@@ -1,0 +1,389 @@
+"""vm-export and vm-import over HTTP, with a progress bar on a terminal and cancellation.
+
+The protocol (the guide, chapter 5): create a task, `GET /export?uuid=&session_id=&task_id=` or
+`PUT /import?session_id=&task_id=&sr_uuid=` streaming the body, then wait for the task: its
+status, not the HTTP status, says how it went; an import's `task.result` is the XML-RPC text of
+the new VM refs. Ctrl-C cancels the task on the server (task.cancel) and exits non-zero.
+"""
+
+from __future__ import annotations
+
+import http.client
+import os
+import sys
+import tarfile
+import time
+from pathlib import Path
+from typing import BinaryIO, Iterator, TextIO
+from urllib.parse import urlencode
+
+from ..xmlrpc import XMLRPCParseError, parse_value_text
+from .client import ApiFailure, Session, XeError
+from .core import Ctx, UsageError, command
+from .vm import select
+
+__all__ = ["Progress", "tar_stream", "tar_size"]
+
+CHUNK = 1 << 20
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
+def _clock(s: float) -> str:
+    s = int(s)
+    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
+
+
+class Progress:
+    """`label [####------] 42% 1.2 GiB/2.9 GiB 85.3 MiB/s ETA 0:00:21` on a terminal only."""
+
+    def __init__(self, label: str, total: int | None, stream: TextIO | None = None,
+                 enabled: bool | None = None, width: int = 30) -> None:
+        self.stream = stream if stream is not None else sys.stderr
+        self.enabled = self.stream.isatty() if enabled is None else enabled
+        self.label, self.total, self.width = label, total, width
+        self.done = 0
+        self.start = time.monotonic()
+        self._last = 0.0
+
+    def line(self) -> str:
+        elapsed = max(time.monotonic() - self.start, 1e-6)
+        rate = self.done / elapsed
+        if self.total:
+            frac = min(self.done / self.total, 1.0)
+            bar = "#" * int(frac * self.width)
+            eta = _clock((self.total - self.done) / rate) if rate > 0 else "--:--:--"
+            return (f"{self.label} [{bar.ljust(self.width, '-')}] {frac * 100:3.0f}% "
+                    f"{_human(self.done)}/{_human(self.total)} {_human(rate)}/s ETA {eta}")
+        return f"{self.label} {_human(self.done)} {_human(rate)}/s {_clock(elapsed)}"
+
+    def update(self, n: int) -> None:
+        self.done += n
+        if not self.enabled:
+            return
+        now = time.monotonic()
+        if now - self._last >= 0.1:
+            self._last = now
+            self.stream.write("\r" + self.line() + "\x1b[K")
+            self.stream.flush()
+
+    def finish(self) -> None:
+        if self.enabled:
+            self.stream.write("\r" + self.line() + "\x1b[K\n")
+            self.stream.flush()
+
+
+# --- an XVA directory as a tar stream, made on the fly ------------------------------------------
+
+def _members(root: Path) -> list[tuple[str, Path]]:
+    files = sorted(p for p in root.rglob("*") if p.is_file())
+    rel = [(p.relative_to(root).as_posix(), p) for p in files]
+    rel.sort(key=lambda t: (t[0] != "ova.xml", t[0]))   # ova.xml first, as importers expect
+    return rel
+
+
+def _header(name: str, size: int, mtime: float) -> bytes:
+    info = tarfile.TarInfo(name)
+    info.size, info.mtime, info.mode = size, int(mtime), 0o644
+    return info.tobuf(format=tarfile.GNU_FORMAT)
+
+
+def tar_size(root: Path) -> int:
+    total = 1024
+    for name, path in _members(root):
+        st = path.stat()
+        total += len(_header(name, st.st_size, st.st_mtime)) + (st.st_size + 511) // 512 * 512
+    return total
+
+
+def tar_stream(root: Path) -> Iterator[bytes]:
+    for name, path in _members(root):
+        st = path.stat()
+        yield _header(name, st.st_size, st.st_mtime)
+        sent = 0
+        with open(path, "rb") as f:
+            while sent < st.st_size:
+                block = f.read(min(CHUNK, st.st_size - sent))
+                if not block:
+                    raise XeError(f"Error: {path} shrank while being sent")
+                sent += len(block)
+                yield block
+        if st.st_size % 512:
+            yield b"\0" * (512 - st.st_size % 512)
+    yield b"\0" * 1024
+
+
+def _file_chunks(f: BinaryIO) -> Iterator[bytes]:
+    while True:
+        block = f.read(CHUNK) if not hasattr(f, "read1") else f.read1(CHUNK)  # type: ignore
+        if not block:
+            return
+        yield block
+
+
+# --- tasks ---------------------------------------------------------------------------------------
+
+def _wait_task(ctx: Ctx, task: str, timeout: float = 3600.0) -> dict:
+    deadline = time.monotonic() + timeout
+    delay = 0.05
+    while True:
+        rec = dict(ctx.call("task.get_record", task))  # type: ignore[arg-type]
+        if rec.get("status") not in ("pending", "cancelling"):
+            return rec
+        if time.monotonic() > deadline:
+            raise XeError("Error: the server did not finish the task in time")
+        time.sleep(delay)
+        delay = min(delay * 2, 0.5)
+
+
+def _task_failed(rec: dict) -> ApiFailure | None:
+    if rec.get("status") == "success":
+        return None
+    info = list(rec.get("error_info") or [])
+    if rec.get("status") == "cancelled" and not info:
+        info = ["TASK_CANCELLED", rec.get("uuid", "")]
+    return ApiFailure(info or ["INTERNAL_ERROR", f"task {rec.get('status')}"])
+
+
+def _settled_failure(ctx: Ctx, task: str, wait: float = 2.0) -> ApiFailure | None:
+    """After an HTTP-level failure: the task's error if the server finished it (soon)."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            rec = dict(ctx.call("task.get_record", task))  # type: ignore[arg-type]
+        except ApiFailure:
+            return None
+        if rec.get("status") not in ("pending", "cancelling"):
+            return _task_failed(rec)
+        if time.monotonic() > deadline:
+            return None
+        time.sleep(0.1)
+
+
+def _cancel(ctx: Ctx, task: str) -> None:
+    """Ctrl-C: cancel the task with a fresh connection (the transfer's may be mid-body)."""
+    try:
+        s = Session(ctx.endpoint, ref=ctx.session.ref)
+        s.call("task.cancel", task)
+        s.close()
+    except (ApiFailure, XeError, OSError):
+        pass
+
+
+def _destroy(ctx: Ctx, task: str) -> None:
+    try:
+        ctx.call("task.destroy", task)
+    except (ApiFailure, XeError):
+        pass
+
+
+def _http_error(resp: http.client.HTTPResponse, body: bytes) -> XeError:
+    code = resp.getheader("X-XenAPI-Error")
+    text = body[:300].decode(errors="replace").strip()
+    if code:
+        from .errors import describe
+        parts = text.split()
+        return XeError(describe(parts[0] if parts else code, parts[1:]))
+    return XeError(f"Error: the server answered HTTP {resp.status} {resp.reason}"
+                   f"{': ' + text if text else ''}")
+
+
+# --- vm-export -----------------------------------------------------------------------------------
+
+@command("vm-export", "Export a VM to a file (filename=- for stdout) as XVA.",
+         reqd=("filename",), optn=("compress", "format", "preserve-power-state"),
+         selector="VM", flags=("multiple",))
+def vm_export(ctx: Ctx) -> int:
+    filename = ctx.need("filename")
+    (ref, rec), = select(ctx, "VM", ("filename", "compress", "format", "preserve-power-state"))
+    compress = (ctx.get("compress") or "false").lower()
+    if compress not in ("true", "false", "gzip", "zstd"):
+        raise UsageError("compress= takes true, false, gzip or zstd", ctx.cmd.name)
+    to_stdout = filename == "-"
+    if not to_stdout and os.path.isdir(filename):
+        raise XeError(f"Error: {filename} is a directory")
+    task = str(ctx.call("task.create", f"Export of VM: {rec['uuid']}", "xe vm-export"))
+    query = {"uuid": rec["uuid"], "session_id": ctx.session.ref, "task_id": task,
+             "use_compression": compress}
+    if ctx.get("format"):
+        query["format"] = ctx.params["format"]
+    if ctx.get("preserve-power-state"):
+        query["preserve_power_state"] = ctx.params["preserve-power-state"]
+    conn = ctx.endpoint.connection()
+    out: BinaryIO | None = None
+    ok = False
+    try:
+        try:
+            conn.request("GET", "/export?" + urlencode(query), headers={"User-Agent": "xe"})
+            resp = conn.getresponse()
+        except (OSError, http.client.HTTPException) as e:
+            raise ctx.endpoint.explain(e) from None
+        if resp.status != 200:
+            body = resp.read()
+            failure = _settled_failure(ctx, task)
+            if failure:
+                raise failure
+            raise _http_error(resp, body)
+        length = resp.getheader("Content-Length")
+        progress = Progress(f"Exporting {rec['name_label']}",
+                            int(length) if length and length.isdigit() else None)
+        out = sys.stdout.buffer if to_stdout else open(filename, "wb")
+        try:
+            while True:
+                block = resp.read1(CHUNK) if hasattr(resp, "read1") else resp.read(CHUNK)
+                if not block:
+                    break
+                out.write(block)
+                progress.update(len(block))
+            out.flush()
+        except (OSError, http.client.HTTPException) as e:
+            if isinstance(e, BrokenPipeError) and to_stdout:
+                _cancel(ctx, task)
+                raise XeError("Error: the output pipe closed; export cancelled") from None
+            failure = _settled_failure(ctx, task)
+            if failure:
+                raise failure from None
+            raise ctx.endpoint.explain(e) from None
+        progress.finish()
+        failure = _task_failed(_wait_task(ctx, task))
+        if failure:
+            raise failure
+        ok = True
+    except KeyboardInterrupt:
+        _cancel(ctx, task)
+        ctx.err.write("\nExport cancelled: the task was cancelled on the server\n")
+        return 130
+    finally:
+        conn.close()
+        if out is not None and not to_stdout:
+            out.close()
+            if not ok:
+                try:
+                    os.unlink(filename)
+                except OSError:
+                    pass
+        _destroy(ctx, task)
+    return 0
+
+
+# --- vm-import -----------------------------------------------------------------------------------
+
+def _send(conn: http.client.HTTPConnection, chunks: Iterator[bytes], chunked: bool,
+          progress: Progress) -> None:
+    for block in chunks:
+        if not block:
+            continue
+        if chunked:
+            conn.send(f"{len(block):X}\r\n".encode() + block + b"\r\n")
+        else:
+            conn.send(block)
+        progress.update(len(block))
+    if chunked:
+        conn.send(b"0\r\n\r\n")
+
+
+@command("vm-import", "Import a VM from an XVA file (filename=- for stdin) or an XVA directory; "
+         "prints the new VM uuid(s).", reqd=("filename",),
+         optn=("sr-uuid", "preserve", "force"), flags=("force",))
+def vm_import(ctx: Ctx) -> int:
+    filename = ctx.need("filename")
+    chunked = False
+    if filename == "-":
+        chunks: Iterator[bytes] = _file_chunks(sys.stdin.buffer)
+        size: int | None = None
+        chunked = True
+        label = "Importing from stdin"
+    else:
+        path = Path(filename)
+        if path.is_dir():
+            if not (path / "ova.xml").is_file():
+                raise XeError(f"Error: {filename} is a directory without ova.xml: not an XVA")
+            size = tar_size(path)
+            chunks = tar_stream(path)
+        elif path.is_file():
+            size = path.stat().st_size
+            chunks = _file_chunks(open(path, "rb"))
+        else:
+            raise XeError(f"Error: cannot read {filename}: no such file or directory")
+        label = f"Importing {path.name}"
+    sr_uuid = ctx.get("sr-uuid")
+    if sr_uuid:
+        ctx.by_uuid("SR", sr_uuid)   # a bad uuid fails here, clearly, before any upload
+    task = str(ctx.call("task.create", "Import of VM", "xe vm-import"))
+    query = {"session_id": ctx.session.ref, "task_id": task,
+             "restore": "true" if ctx.flag("preserve") else "false",
+             "force": "true" if ctx.flag("force") else "false"}
+    if sr_uuid:
+        query["sr_uuid"] = sr_uuid
+    conn = ctx.endpoint.connection()
+    progress = Progress(label, size)
+    try:
+        try:
+            conn.putrequest("PUT", "/import?" + urlencode(query), skip_accept_encoding=True)
+            conn.putheader("User-Agent", "xe")
+            conn.putheader("Content-Type", "application/octet-stream")
+            if chunked:
+                conn.putheader("Transfer-Encoding", "chunked")
+            else:
+                conn.putheader("Content-Length", str(size))
+            conn.endheaders()
+        except (OSError, http.client.HTTPException) as e:
+            raise ctx.endpoint.explain(e) from None
+        send_error: BaseException | None = None
+        try:
+            _send(conn, chunks, chunked, progress)
+        except (BrokenPipeError, ConnectionResetError) as e:
+            send_error = e     # the server stopped reading: its answer says why
+        progress.finish()
+        try:
+            resp = conn.getresponse()
+            body = resp.read()
+        except (OSError, http.client.HTTPException) as e:
+            resp, body = None, b""
+            send_error = send_error or e
+        if resp is None or resp.status != 200:
+            failure = _settled_failure(ctx, task)
+            if failure:
+                raise failure
+            if resp is not None:
+                raise _http_error(resp, body)
+            raise ctx.endpoint.explain(send_error)  # type: ignore[arg-type]
+        rec = _wait_task(ctx, task)
+        failure = _task_failed(rec)
+        if failure:
+            raise failure
+        refs = _result_refs(str(rec.get("result", "")))
+        uuids = [str(ctx.call("VM.get_uuid", r)) for r in refs]
+        ctx.out.write(",".join(uuids) + "\n")
+    except KeyboardInterrupt:
+        _cancel(ctx, task)
+        ctx.err.write("\nImport cancelled: the task was cancelled on the server\n")
+        return 130
+    finally:
+        conn.close()
+        _destroy(ctx, task)
+    return 0
+
+
+def _result_refs(text: str) -> list[str]:
+    text = text.strip()
+    if not text:
+        return []
+    if text.startswith("<"):
+        try:
+            value = parse_value_text(text)
+        except XMLRPCParseError as e:
+            raise XeError(f"Error: cannot read the import task's result: {e}") from None
+    else:
+        value = text
+    if isinstance(value, str):
+        return [value] if value else []
+    if isinstance(value, list):
+        return [str(v) for v in value]
+    raise XeError(f"Error: unexpected import task result {text[:100]!r}")

@@ -1,0 +1,71 @@
+"""The file SR's sparse copies and its failure paths (ENOSPC on a real small filesystem)."""
+
+from __future__ import annotations
+
+import errno
+import os
+import subprocess
+
+import pytest
+
+from httpd.errors import XenAPIError
+from httpd.storage import FileSR, copy_sparse, data_extents
+
+
+def _sparse(path, size, chunks):
+    with open(path, "wb") as fh:
+        fh.truncate(size)
+        for off, data in chunks:
+            fh.seek(off)
+            fh.write(data)
+
+
+def test_extents_and_sparse_copy(tmp_path):
+    src = tmp_path / "src"
+    _sparse(src, 64 * 2**20, [(0, b"a" * 4096), (32 * 2**20, os.urandom(2**20))])
+    fd = os.open(src, os.O_RDONLY)
+    extents = list(data_extents(fd, 64 * 2**20))
+    os.close(fd)
+    assert extents[0][0] == 0 and sum(n for _, n in extents) <= 2 * 2**20
+    dst = tmp_path / "dst"
+    copy_sparse(str(src), str(dst), 64 * 2**20)
+    assert dst.read_bytes() == src.read_bytes()
+    assert os.stat(dst).st_blocks * 512 <= 3 * 2**20
+
+
+@pytest.fixture
+def tiny_fs(tmp_path):
+    mnt = tmp_path / "tiny"
+    mnt.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mnt)],
+                       capture_output=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {r.stderr.decode().strip()}")
+    yield mnt
+    subprocess.run(["umount", str(mnt)], check=True)
+
+
+def test_enospc_mid_copy_leaves_no_file(tmp_path, tiny_fs):
+    src = tmp_path / "big"
+    _sparse(src, 16 * 2**20, [(0, os.urandom(8 * 2**20))])
+    with pytest.raises(OSError) as e:
+        copy_sparse(str(src), str(tiny_fs / "out.raw"), 16 * 2**20)
+    assert e.value.errno == errno.ENOSPC
+    assert os.listdir(tiny_fs) == []
+
+
+def test_sr_full_is_refused_before_writing(tmp_path, tiny_fs):
+    sr = FileSR(tiny_fs)
+    src = tmp_path / "big"
+    _sparse(src, 16 * 2**20, [(0, os.urandom(8 * 2**20))])
+    with pytest.raises(XenAPIError) as e:
+        sr.copy_from(src, "copy", 16 * 2**20)
+    assert e.value.code == "SR_FULL"
+    with pytest.raises(XenAPIError) as e:
+        sr.create("huge", 2**40)
+    assert e.value.code == "SR_FULL"
+    assert os.listdir(tiny_fs) == []
+    sr.create("ok", 2**20)
+    assert sr.scan() == {"ok": 2**20}
+    with pytest.raises(XenAPIError):
+        sr.vdi_path("../escape")
