@@ -55,9 +55,8 @@ class Agent:
         cfg = self.config
         cfg.data_dir.mkdir(parents=True, exist_ok=True)
         os_umask_private(cfg.data_dir)
-        pw_hash, self.first_password = passwords.load_or_init(str(cfg.password_path),
-                                                              cfg.root_password)
-        self.sessions = SessionManager(self, pw_hash, limit=cfg.session_limit,
+        _, self.first_password = passwords.load_or_init(str(cfg.password_path), cfg.root_password)
+        self.sessions = SessionManager(self, str(cfg.password_path), limit=cfg.session_limit,
                                        idle_timeout=cfg.session_idle_timeout,
                                        fail_delay=cfg.login_fail_delay)
         self.store.open()
@@ -102,9 +101,8 @@ class Agent:
             log.exception("%s failed", method)
             raise XenAPIError("INTERNAL_ERROR", f"{type(e).__name__}: {e}") from None
 
-    def set_root_password(self, new: str) -> dict:
+    def set_root_password(self, new: str) -> None:
         passwords.write_hash(str(self.config.password_path), new)
-        return passwords.load_or_init(str(self.config.password_path), None)[0]
 
     # --- derived facts ---------------------------------------------------------------------
     def base_url(self) -> str:

@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         args.data_dir.mkdir(parents=True, exist_ok=True)
         write_hash(str(args.data_dir / "root.passwd"), new)
-        print("root password changed (restart the service to apply)")
+        print("root password changed (a running service applies it at the next login)")
         return 0
     logging.basicConfig(level=args.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import datetime as _dt
+import json
+import os
 import time
 from typing import TYPE_CHECKING
 
@@ -28,10 +30,12 @@ def _now() -> _dt.datetime:
 
 
 class SessionManager:
-    def __init__(self, agent: "Agent", password_hash: dict, *, limit: int = 200,
+    def __init__(self, agent: "Agent", password_path: str, *, limit: int = 200,
                  idle_timeout: float = 24 * 3600, fail_delay: float = 0.5) -> None:
         self.agent = agent
-        self.password_hash = password_hash
+        self.password_path = password_path
+        self._hash_stamp: tuple[int, int] | None = None
+        self._hash: dict = {}
         self.limit = limit
         self.idle_timeout = idle_timeout
         self.fail_delay = fail_delay
@@ -39,6 +43,17 @@ class SessionManager:
     @property
     def store(self):
         return self.agent.store
+
+    @property
+    def password_hash(self) -> dict:
+        """Re-read when the file changes, so `xcp-httpd passwd` applies without a restart."""
+        st = os.stat(self.password_path)
+        stamp = (st.st_mtime_ns, st.st_ino)
+        if stamp != self._hash_stamp:
+            with open(self.password_path) as fh:
+                self._hash = json.load(fh)
+            self._hash_stamp = stamp
+        return self._hash
 
     def password_ok(self, user: str, password: str) -> bool:
         return user == ROOT and verify_password(self.password_hash, password)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from ..dispatch import Ctx, MessageTable
 from ..errors import XenAPIError
 from ..xtypes import STRING
@@ -32,9 +34,9 @@ def local_logout(ctx: Ctx) -> str:
                async_ok=False)
 async def change_password(ctx: Ctx, old: str, new: str) -> str:
     sessions = ctx.agent.sessions
-    if not ctx.local and not sessions.password_ok("root", old):
+    if not ctx.local and not await asyncio.to_thread(sessions.password_ok, "root", old):
         raise XenAPIError("SESSION_AUTHENTICATION_FAILED", "root", "Authentication failure")
     if not new:
         raise XenAPIError("INVALID_VALUE", "new_pwd", "")
-    sessions.password_hash = ctx.agent.set_root_password(new)
+    await asyncio.to_thread(ctx.agent.set_root_password, new)
     return ""
