@@ -15,7 +15,7 @@ from . import passwords
 from .api import all_tables
 from .bootstrap import ensure_host
 from .config import Config
-from .dispatch import Dispatcher, run_soon
+from .dispatch import Ctx, Dispatcher, run_soon
 from .errors import XenAPIError
 from .events import EventHub
 from .implicit import implicit_table
@@ -60,11 +60,29 @@ class Agent:
                                        idle_timeout=cfg.session_idle_timeout,
                                        fail_delay=cfg.login_fail_delay)
         self.store.open()
+        first_start = not self.store.all("host")
         ensure_host(self)
         self.tasks.recover_after_restart()
         await self.store.sync()
         await self.lifecycle.restore_all()
+        if first_start and cfg.demo:
+            await self._create_demo()
         run_soon(self._janitor(), self._background)
+
+    async def _create_demo(self) -> None:
+        """A halted VM made the guide's way (clone + provision), for the README's examples."""
+        ctx = Ctx(self, None)
+        templates = [r for r, v in self.store.all("VM").items()
+                     if v["name_label"] == "Debian Etch 4.0"]
+        vm = await self.call(ctx, "VM.clone", templates[0], "demo")
+        await self.call(ctx, "VM.provision", vm)
+        net = next(iter(self.store.all("network")))
+        await self.call(ctx, "VIF.create", {"VM": vm, "network": net, "device": "0"})
+
+    async def call(self, ctx: Ctx, name: str, *args: Any) -> Any:
+        """Run a message on the agent's own behalf (no session, types already right)."""
+        msg, _ = self.dispatcher.lookup(name)
+        return await self.dispatcher.invoke(ctx, msg, list(args))
 
     async def stop(self) -> None:
         for t in list(self._background):

@@ -24,6 +24,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--unix-socket", action="append", default=[], help="PATH of a local socket")
     s.add_argument("--public-address", help="the address clients use (console locations)")
     s.add_argument("--log-level", default="INFO")
+    s.add_argument("--no-demo", action="store_true", help="no demo VM on first start")
     tune = s.add_argument_group("tuning (defaults follow the SDK guide)")
     tune.add_argument("--session-limit", type=int, default=200)
     tune.add_argument("--session-idle-timeout", type=float, default=24 * 3600)
@@ -68,7 +69,8 @@ def main(argv: list[str] | None = None) -> int:
                     login_fail_delay=args.login_fail_delay,
                     event_queue_size=args.event_queue_size,
                     janitor_interval=args.janitor_interval,
-                    db_synchronous=args.db_synchronous)
+                    db_synchronous=args.db_synchronous,
+                    demo=not args.no_demo)
 
     def announce(line: str) -> None:
         print(line, flush=True)

@@ -32,6 +32,7 @@ class Config:
     max_rpc_body: int = 16 * 2**20
     db_synchronous: str = "FULL"
     janitor_interval: float = 60.0
+    demo: bool = True                      # first start also makes a halted "demo" VM
 
     @property
     def db_path(self) -> Path:
