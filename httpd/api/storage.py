@@ -97,10 +97,13 @@ async def copy_vdi(ctx: Ctx, vdi: str, sr: str | None = None, fields: dict | Non
     dst = sr_backend(ctx, sr)
     uuid = new_uuid()
 
+    loop = asyncio.get_running_loop()
+    total = max(1, src["physical_utilisation"])
+
     def check(done: int) -> None:
+        # In the copying thread: read-only look at the task, progress handed to the loop.
         ctx.raise_if_cancelled()
-        if src["virtual_size"]:
-            ctx.progress(min(0.99, done / max(1, src["physical_utilisation"] or 1)))
+        loop.call_soon_threadsafe(ctx.progress, min(0.99, done / total))
     try:
         await asyncio.to_thread(dst.copy_from, src_path, uuid, src["virtual_size"], check)
     except FileNotFoundError:

@@ -157,6 +157,21 @@ def test_permute_style_async_loop(xenapi):
         assert {x.VM.get_power_state(vm) for vm in clones} == {state}
 
 
+def test_async_clone_reports_a_result(xenapi):
+    x = xenapi.xenapi
+    vm = x.VM.clone(_template(x), "async-source")
+    x.VM.provision(vm)
+    task = x.Async.VM.clone(vm, "async-copy")
+    token, status = "", "pending"
+    while status == "pending":
+        ev = x.event_from([f"task/{task}"], token, 30.0)
+        token = ev["token"]
+        status = next((e["snapshot"]["status"] for e in ev["events"] if "snapshot" in e), status)
+    assert status == "success", x.task.get_error_info(task)
+    new = x.task.get_result(task)[len("<value>"):-len("</value>")]
+    assert x.VM.get_name_label(new) == "async-copy" and len(x.VM.get_VBDs(new)) == 1
+
+
 def test_lifecycle_errors_leave_nothing(xenapi):
     x = xenapi.xenapi
     t = _template(x)
