@@ -131,15 +131,15 @@ def run(argv: Sequence[str], out=None, err=None) -> int:
     out = out or sys.stdout
     err = err or sys.stderr
     _load()
+    if len(argv) >= 1 and argv[0] == "complete":
+        out.write("".join(c + "\n" for c in complete(argv[1] if len(argv) > 1 else "")))
+        return 0
     inv = parse_argv(argv)
     if inv.command is None:
         err.write(_usage() + "\n")
         return 1
     if inv.command == "help":
         return _help(inv, out)
-    if inv.command == "complete":
-        out.write("\n".join(complete(inv.extra[0] if inv.extra else "")) + "\n")
-        return 0
     cmd = COMMANDS.get(inv.command)
     if cmd is None:
         raise _unknown(inv.command)
