@@ -21,6 +21,7 @@ from xml.sax.saxutils import escape
 import numpy as np
 
 from .engine import ArchiveState, RRDState, Xport
+from .numformat import format_rows
 
 __all__ = ["format_value", "format_exact", "xport_xml", "xport_json", "dump_xml", "dump_json",
            "XML_CONTENT_TYPE", "JSON_CONTENT_TYPE"]
@@ -51,7 +52,8 @@ class _RowFormatter:
 
     ``open``/``close`` wrap each value (``<v>``/``</v>`` or quotes); the
     special spellings are fixed afterwards with a few ``str.replace`` calls
-    instead of a Python call per value.
+    instead of a Python call per value.  Used for rows that
+    :func:`numformat.format_rows` leaves out (|x| < 1e-8 or >= 1e15).
     """
 
     def __init__(self, n: int, open_: str, close: str, sep: str) -> None:
@@ -66,6 +68,20 @@ class _RowFormatter:
         return s
 
 
+_BLOCK_ROWS = 4  # rows formatted per numpy pass: big enough to amortise, small to stream
+
+
+def _value_rows(values: np.ndarray, open_: str, close: str, sep: str) -> Iterator[bytes]:
+    """The text of each row of values, vectorised, with the exact fallback."""
+    slow_fmt = _RowFormatter(values.shape[1], open_, close, sep)
+    wrap = (open_.encode(), close.encode(), sep.encode())
+    for i in range(0, values.shape[0], _BLOCK_ROWS):
+        block = values[i: i + _BLOCK_ROWS]
+        texts, incomplete = format_rows(block, *wrap)
+        for row, text, redo in zip(block, texts, incomplete.tolist()):
+            yield slow_fmt(row).encode() if redo else text
+
+
 def xport_xml(x: Xport) -> Iterator[bytes]:
     rows, cols = x.values.shape
     head = [f'<?xml version="1.0" encoding="UTF-8"?>\n<xport><meta><start>{x.start}</start>'
@@ -74,9 +90,8 @@ def xport_xml(x: Xport) -> Iterator[bytes]:
     head.extend(f"<entry>{escape(e)}</entry>" for e in x.legend)
     head.append("</legend></meta><data>")
     yield "".join(head).encode()
-    fmt = _RowFormatter(cols, "<v>", "</v>", "")
-    for t, row in zip(x.times.tolist(), x.values):
-        yield f"<row><t>{t}</t>{fmt(row)}</row>".encode()
+    for t, text in zip(x.times.tolist(), _value_rows(x.values, "<v>", "</v>", "")):
+        yield b"<row><t>%d</t>%s</row>" % (t, text)
     yield b"</data></xport>"
 
 
@@ -85,9 +100,8 @@ def xport_json(x: Xport) -> Iterator[bytes]:
     meta = {"start": str(x.start), "step": str(x.step), "end": str(x.end), "rows": str(rows),
             "columns": str(cols), "legend": x.legend}
     yield ('{"meta":' + json.dumps(meta, separators=(",", ":")) + ',"data":[').encode()
-    fmt = _RowFormatter(cols, '"', '"', ",")
-    for i, (t, row) in enumerate(zip(x.times.tolist(), x.values)):
-        yield f'{"," if i else ""}{{"t":"{t}","values":[{fmt(row)}]}}'.encode()
+    for i, (t, text) in enumerate(zip(x.times.tolist(), _value_rows(x.values, '"', '"', ","))):
+        yield b'%s{"t":"%d","values":[%s]}' % (b"," if i else b"", t, text)
     yield b"]}"
 
 

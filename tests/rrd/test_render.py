@@ -136,3 +136,38 @@ def test_dump_xml_and_json_same_tree():
     assert len(doc["rra"]) == 10 and doc["rra"][1]["params"]["xff"] == "1.0"
     np.testing.assert_array_equal([[float(v) for v in r] for r in doc["rra"][0]["database"]],
                                   values)
+
+
+def test_every_kind_of_value_renders_like_percent_g():
+    """Out-of-range magnitudes go through the per-value path, others vectorised."""
+    store = RRDStore()
+    store.create("vm:W", NOW)
+    values = [0.0, 1e20, 3e-12, -2.5e-6, 123.456, 1e15, math.inf, -math.inf, math.nan]
+    for i in range(len(values)):
+        store.add_ds("vm:W", DataSource(f"d{i}"))
+    for k in range(1, 4):
+        store.update("vm:W", NOW + 5 * k, values)
+    x = store.xport(["vm:W"], start=NOW + 5)
+    rows = _xml(x).find("data").findall("row")
+    assert len(rows) == 3
+    for r in rows:
+        assert [v.text for v in r.findall("v")] == [format_value(v) for v in values]
+    doc = json.loads(b"".join(xport_json(x)))
+    assert doc["data"][0]["values"] == [format_value(v) for v in values]
+
+
+def test_rrd_behind_the_others_shows_no_stale_rows():
+    store = RRDStore()
+    for rid in ("host:H", "vm:old"):
+        store.create(rid, NOW)
+        store.add_ds(rid, DataSource("x"))
+    for k in range(1, 200):  # both wrap their 120-row ring
+        store.update("host:H", NOW + 5 * k, [1.0])
+        if k < 150:
+            store.update("vm:old", NOW + 5 * k, [2.0])
+    x = store.xport(["host:H", "vm:old"], start=NOW + 5 * 100)
+    assert x.end == NOW + 5 * 199
+    old = x.values[:, 1]
+    times = x.times
+    assert np.isnan(old[times > NOW + 5 * 149]).all()
+    assert (old[times <= NOW + 5 * 149] == 2.0).all() and (x.values[:, 0] == 1.0).all()
