@@ -102,6 +102,11 @@ class Domain(abc.ABC):
     def counters(self) -> DomainCounters: ...
 
     @abc.abstractmethod
+    def guest_report(self) -> dict | None:
+        """What the guest agent says (os_version, PV_drivers_version, memory, nics); None
+        until the guest has booted far enough to run its agent."""
+
+    @abc.abstractmethod
     def console_text(self) -> list[str]:
         """What the text console shows (for the host console and tests)."""
 

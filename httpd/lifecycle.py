@@ -11,6 +11,7 @@ import asyncio
 import datetime as _dt
 import logging
 import os
+import zlib
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -150,6 +151,7 @@ class Lifecycle:
     def __init__(self, agent: "Agent") -> None:
         self.agent = agent
         self._jobs: set[asyncio.Task] = set()
+        self._ips: dict[str, str] = {}
 
     @property
     def state_dir(self) -> Path:
@@ -170,6 +172,10 @@ class Lifecycle:
         dom = self.agent.domains.get(event.uuid)
         if dom is None:
             return
+        if event.kind == "guest_metrics":
+            self.update_guest_metrics(ctx, vm, dom)
+            await ctx.store.sync()
+            return
         rec = ctx.store.get("VM", vm)
         action = rec["actions_after_shutdown"] if event.kind == "halt" else \
             rec["actions_after_reboot"]
@@ -183,6 +189,44 @@ class Lifecycle:
             await ctx.store.sync()
         except Exception:  # noqa: BLE001 - a guest event has no caller to report to
             log.exception("guest %s of %s failed", event.kind, event.uuid)
+
+    def guest_ip(self, vif_uuid: str) -> str:
+        """The address this host hands the VIF (stable for the VIF, unique among live ones)."""
+        ip = self._ips.get(vif_uuid)
+        if ip is None:
+            taken = set(self._ips.values())
+            n = zlib.crc32(vif_uuid.encode()) % (254 * 254)
+            while True:
+                ip = f"10.213.{n // 254}.{n % 254 + 1}"
+                if ip not in taken:
+                    break
+                n = (n + 1) % (254 * 254)
+            self._ips[vif_uuid] = ip
+        return ip
+
+    def update_guest_metrics(self, ctx: Ctx, vm: str, dom: Domain) -> None:
+        report = dom.guest_report()
+        rec = ctx.store.find("VM", vm)
+        if report is None or rec is None or rec["power_state"] not in ("Running", "Paused"):
+            return
+        networks = {}
+        for vif in rec["VIFs"]:
+            v = ctx.store.get("VIF", vif)
+            if v["device"] in report["nics"]:
+                networks[f"{v['device']}/ip"] = self.guest_ip(v["uuid"])
+        fields = {"os_version": report["os_version"],
+                  "PV_drivers_version": report["PV_drivers_version"],
+                  "PV_drivers_up_to_date": True, "memory": report["memory"],
+                  "networks": networks, "other": report["other"], "live": True,
+                  "last_updated": _now(), "can_use_hotplug_vbd": "yes",
+                  "can_use_hotplug_vif": "yes"}
+        with ctx.store.transaction():
+            gm = rec["guest_metrics"]
+            if gm != NULL_REF and ctx.store.find("VM_guest_metrics", gm) is not None:
+                ctx.store.update("VM_guest_metrics", gm, fields)
+            else:
+                gm = ctx.store.create("VM_guest_metrics", fields)
+                ctx.store.update("VM", vm, {"guest_metrics": gm})
 
     async def save_all(self) -> None:
         """Server shutdown: every running domain's state to disk, to be resumed at next start."""

@@ -33,6 +33,7 @@ STATE_MAGIC = "xcp-httpd simulated domain state v1"
 ROOTFS_OFFSET = 2**20          # where provisioning writes the root filesystem tar
 _READ_SIZE = 64 * 1024
 _TICK = 1.0
+_REPORT_EVERY = 30           # ticks between guest agent reports
 
 
 class SimulatedDomain(Domain):
@@ -57,6 +58,7 @@ class SimulatedDomain(Domain):
         self.user = ""
         self._tasks: set[asyncio.Task] = set()
         self._rng = random.Random(config.uuid)
+        self.agent_up = False       # the in-guest agent runs once boot reached the login prompt
 
     # --- console and shell -----------------------------------------------------------------
     def _write(self, text: str) -> None:
@@ -145,6 +147,8 @@ class SimulatedDomain(Domain):
         self.load = 0.02
         self._write(f"\nDebian GNU/Linux 4.0 {self.hostname} tty1\n\n")
         self._prompt()
+        self.agent_up = True
+        self._report()
 
     def _boot_messages(self) -> list[str]:
         cfg = self.config
@@ -190,11 +194,19 @@ class SimulatedDomain(Domain):
         io[0] += read
         io[1] += written
 
+    def _report(self) -> None:
+        if self.agent_up:
+            self.backend.on_guest_event(GuestEvent(self.uuid, "guest_metrics"))
+
     async def _activity(self) -> None:
         """Every tick: CPU time, a real read from each disk, a little network chatter."""
         last = time.monotonic()
+        ticks = 0
         while True:
             await asyncio.sleep(_TICK)
+            ticks += 1
+            if ticks % _REPORT_EVERY == 0 and not self.paused:
+                self._report()
             now = time.monotonic()
             dt, last = now - last, now
             if self.paused:
@@ -233,6 +245,7 @@ class SimulatedDomain(Domain):
             self._spawn(self._boot(self._boot_messages()))
         else:
             self._restore(restored)
+            self._report()
         self._spawn(self._activity())
 
     # --- Domain interface ------------------------------------------------------------------
@@ -268,6 +281,7 @@ class SimulatedDomain(Domain):
         if self.shell == "shell":
             self._write("\n")
             self._prompt()
+        self.agent_up = True
 
     async def suspend(self, path: str) -> None:
         data = json.dumps(self._state()).encode()
@@ -287,6 +301,7 @@ class SimulatedDomain(Domain):
         await self._stop()
 
     async def reboot(self, clean: bool) -> None:
+        self.agent_up = False
         self.screen.clear()
         self.shell = "boot"
         self.started = time.time()
@@ -315,10 +330,26 @@ class SimulatedDomain(Domain):
         self.nics[nic.device] = nic
         self.vif_io.setdefault(nic.device, [0, 0])
         self._write(f"\n[hotplug] eth{nic.device} {nic.mac} attached\n")
+        self._report()
 
     def unplug_nic(self, device: str) -> None:
         self.nics.pop(device, None)
         self._write(f"\n[hotplug] eth{device} detached\n")
+        self._report()
+
+    def guest_report(self) -> dict | None:
+        if not self.agent_up:
+            return None
+        mem_kib = self.config.memory // 1024
+        return {
+            "os_version": {"name": "Debian GNU/Linux 4.0 (etch)", "distro": "debian",
+                           "major": "4", "minor": "0", "uname": "2.6.18-xen"},
+            "PV_drivers_version": {"major": "6", "minor": "0", "micro": "0",
+                                   "build": "simulated"},
+            "memory": {"total": str(mem_kib), "free": str(int(mem_kib * 0.6))},
+            "nics": sorted(self.nics),
+            "other": {"feature-shutdown": "1", "feature-suspend": "1", "has-vendor-device": "0"},
+        }
 
     def counters(self) -> DomainCounters:
         mem = self.config.memory

@@ -1,0 +1,77 @@
+"""Chapter 6 and guest metrics: what other_config / xenstore_data keys change (issue 8)."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import XenAPI
+
+
+def _template(x, name="Debian Etch 4.0"):
+    return next(r for r, v in x.VM.get_all_records().items() if v["name_label"] == name)
+
+
+def _wait_for_ip(x, vm, device="0", timeout=20.0):
+    """The guide's install flow: after start, wait through event.from for the IP."""
+    token = x.event_from(["vm", "vm_guest_metrics"], "", 0.0)["token"]
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        gm = x.VM.get_guest_metrics(vm)
+        if gm != "OpaqueRef:NULL":
+            ip = x.VM_guest_metrics.get_networks(gm).get(f"{device}/ip")
+            if ip:
+                return ip
+        token = x.event_from(["vm", "vm_guest_metrics"], token, 5.0)["token"]
+    raise AssertionError("no IP reported")
+
+
+def test_install_flow_waits_for_ip(xenapi):
+    x = xenapi.xenapi
+    vm = x.VM.clone(_template(x), "install-flow")
+    x.VM.provision(vm)
+    net = x.network.get_all()[0]
+    x.VIF.create({"VM": vm, "network": net, "device": "0", "MAC": "", "other_config": {}})
+    x.VM.start(vm, False, False)
+    try:
+        ip = _wait_for_ip(x, vm)
+        assert ip.startswith("10.213.")
+        gm = x.VM_guest_metrics.get_record(x.VM.get_guest_metrics(vm))
+        assert gm["os_version"]["distro"] == "debian" and gm["PV_drivers_up_to_date"]
+        assert int(gm["memory"]["total"]) > 0
+        # a hot-plugged NIC gets an address too
+        vif2 = x.VIF.create({"VM": vm, "network": net, "device": "1", "MAC": "",
+                             "other_config": {}})
+        x.VIF.plug(vif2)
+        ip2 = _wait_for_ip(x, vm, "1")
+        assert ip2 != ip
+        gm_ref = x.VM.get_guest_metrics(vm)
+    finally:
+        x.VM.hard_shutdown(vm)
+    assert x.VM.get_guest_metrics(vm) == "OpaqueRef:NULL"
+    with pytest.raises(XenAPI.Failure) as e:
+        x.VM_guest_metrics.get_record(gm_ref)
+    assert e.value.details[0] == "HANDLE_INVALID"
+
+
+def test_disable_pv_vnc_means_no_rfb_console(xenapi):
+    x = xenapi.xenapi
+    vm = x.VM.clone(_template(x), "novnc")
+    x.VM.provision(vm)
+    x.VM.add_to_other_config(vm, "disable_pv_vnc", "1")
+    x.VM.start(vm, False, False)
+    try:
+        assert [x.console.get_protocol(c) for c in x.VM.get_consoles(vm)] == ["vt100"]
+    finally:
+        x.VM.hard_shutdown(vm)
+
+
+def test_installer_template_needs_a_repository(xenapi):
+    x = xenapi.xenapi
+    vm = x.VM.clone(_template(x, "CentOS 5 (64-bit)"), "installer")
+    x.VM.provision(vm)
+    with pytest.raises(XenAPI.Failure) as e:
+        x.VM.start(vm, False, False)
+    assert e.value.details[0] == "OPERATION_NOT_ALLOWED"
+    assert "install-repository" in e.value.details[1]
+    assert x.VM.get_power_state(vm) == "Halted"
