@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 from .dispatch import Ctx, run_soon
 from .domains import DiskSpec, Domain, DomainConfig, GuestEvent, NicSpec
 from .errors import XenAPIError
+from .nic_settings import effective_mtu, nic_settings
 from .operations import refresh_allowed
 from .xtypes import NULL_REF
 
@@ -55,7 +56,8 @@ def domain_config(ctx: Ctx, vm: str) -> DomainConfig:
     nics = []
     for vif in rec["VIFs"]:
         v = ctx.store.get("VIF", vif)
-        nics.append(NicSpec(v["device"], v["MAC"], v["MTU"]))
+        nics.append(NicSpec(v["device"], v["MAC"], effective_mtu(v["other_config"], v["MTU"]),
+                            nic_settings(v["other_config"])))
     oc = rec["other_config"]
     vm_data = tuple(sorted((k, v) for k, v in rec["xenstore_data"].items()
                            if k.startswith("vm-data/") or k == "vm-data"))
@@ -93,7 +95,9 @@ def mark_running(ctx: Ctx, vm: str, dom: Domain, paused: bool) -> None:
                                       "device": vbd_device(b["userdevice"])})
             refresh_allowed(ctx, "VBD", vbd)
         for vif in rec["VIFs"]:
-            store.update("VIF", vif, {"currently_attached": True})
+            v = store.get("VIF", vif)
+            store.update("VIF", vif, {"currently_attached": True,
+                                      "MTU": effective_mtu(v["other_config"], v["MTU"])})
             refresh_allowed(ctx, "VIF", vif)
         _drop_consoles(ctx, vm)
         if dom.vnc_address is not None:

@@ -122,7 +122,7 @@ class SimulatedDomain(Domain):
             self._write(f"up {int(time.time() - self.started)} seconds\n")
         elif name == "ip":
             for dev, nic in sorted(self.nics.items()):
-                self._write(f"eth{dev}: link/ether {nic.mac} mtu {nic.mtu}\n")
+                self._write(f"eth{dev}: link/ether {nic.mac} mtu {nic.mtu}{_settings(nic)}\n")
         elif name == "echo":
             self._write(" ".join(args) + "\n")
         elif name in ("halt", "poweroff"):
@@ -163,7 +163,7 @@ class SimulatedDomain(Domain):
             if files:
                 lines.append(f"EXT3-fs: mounted filesystem on {dev}: {len(files)} files")
         for dev, nic in sorted(self.nics.items()):
-            lines.append(f"eth{dev}: xen-netfront {nic.mac} mtu {nic.mtu}")
+            lines.append(f"eth{dev}: xen-netfront {nic.mac} mtu {nic.mtu}{_settings(nic)}")
         return lines
 
     @staticmethod
@@ -329,7 +329,8 @@ class SimulatedDomain(Domain):
     def plug_nic(self, nic: NicSpec) -> None:
         self.nics[nic.device] = nic
         self.vif_io.setdefault(nic.device, [0, 0])
-        self._write(f"\n[hotplug] eth{nic.device} {nic.mac} attached\n")
+        self._write(f"\n[hotplug] eth{nic.device} {nic.mac} mtu {nic.mtu}{_settings(nic)}"
+                    " attached\n")
         self._report()
 
     def unplug_nic(self, device: str) -> None:
@@ -361,6 +362,10 @@ class SimulatedDomain(Domain):
 
     def console_text(self) -> list[str]:
         return self.screen.text()
+
+
+def _settings(nic: NicSpec) -> str:
+    return "".join(f" {k}={v}" for k, v in nic.settings)
 
 
 class SimulatedBackend(DomainBackend):

@@ -15,8 +15,9 @@ from ..domains import DiskSpec, NicSpec
 from ..errors import XenAPIError
 from ..implicit import ANY_RECORD, check_record
 from ..lifecycle import vbd_device
+from ..nic_settings import check_nic_settings, effective_mtu, nic_settings
 from ..operations import refresh_allowed
-from ..xtypes import NULL_REF, Ref
+from ..xtypes import NULL_REF, STRING, MapOf, Ref
 from .storage import vdi_file
 
 table = MessageTable()
@@ -132,6 +133,7 @@ def vif_create(ctx: Ctx, record: dict) -> str:
     device = fields.get("device", "") or _free_device(used)
     if device in used:
         raise XenAPIError("DEVICE_ALREADY_EXISTS", device)
+    check_nic_settings(fields.get("other_config", {}))
     mac = fields.get("MAC", "").lower()
     if mac and not _MAC.match(mac):
         raise XenAPIError("MAC_INVALID", mac)
@@ -148,8 +150,9 @@ async def vif_plug(ctx: Ctx, vif: str) -> str:
     if rec["currently_attached"]:
         raise XenAPIError("DEVICE_ALREADY_ATTACHED", vif)
     dom = _running_domain(ctx, rec["VM"])
-    dom.plug_nic(NicSpec(rec["device"], rec["MAC"], rec["MTU"]))
-    ctx.store.update("VIF", vif, {"currently_attached": True})
+    mtu = effective_mtu(rec["other_config"], rec["MTU"])
+    dom.plug_nic(NicSpec(rec["device"], rec["MAC"], mtu, nic_settings(rec["other_config"])))
+    ctx.store.update("VIF", vif, {"currently_attached": True, "MTU": mtu})
     refresh_allowed(ctx, "VIF", vif)
     return ""
 
@@ -175,4 +178,55 @@ def vif_destroy(ctx: Ctx, vif: str) -> str:
     if ctx.store.get("VIF", vif)["currently_attached"]:
         raise XenAPIError("DEVICE_ALREADY_ATTACHED", vif)
     ctx.store.destroy("VIF", vif)
+    return ""
+
+
+# --- other_config of VIFs and PIFs: the NIC keys are checked when set ----------------------
+def _apply_pif(ctx: Ctx, pif: str) -> None:
+    rec = ctx.store.get("PIF", pif)
+    mtu = effective_mtu(rec["other_config"], rec["MTU"])
+    if mtu != rec["MTU"]:
+        ctx.store.update("PIF", pif, {"MTU": mtu})
+
+
+def _nic_config_messages(cls: str) -> None:
+    def set_other_config(ctx: Ctx, ref: str, value: dict) -> str:
+        ctx.store.get(cls, ref)
+        check_nic_settings(value)
+        ctx.store.update(cls, ref, {"other_config": value})
+        if cls == "PIF":
+            _apply_pif(ctx, ref)
+        return ""
+
+    def add_to_other_config(ctx: Ctx, ref: str, key: str, value: str) -> str:
+        rec = ctx.store.get(cls, ref)
+        if key in rec["other_config"]:
+            raise XenAPIError("MAP_DUPLICATE_KEY", cls, "other_config", rec["uuid"], key)
+        return set_other_config(ctx, ref, {**rec["other_config"], key: value})
+
+    this = ("self", Ref(cls))
+    table.message(f"{cls}.set_other_config", this, ("value", MapOf(STRING, STRING)),
+                  async_ok=False)(set_other_config)
+    table.message(f"{cls}.add_to_other_config", this, ("key", STRING), ("value", STRING),
+                  async_ok=False)(add_to_other_config)
+
+
+_nic_config_messages("VIF")
+_nic_config_messages("PIF")
+
+
+@table.message("PIF.plug", ("self", Ref("PIF")))
+def pif_plug(ctx: Ctx, pif: str) -> str:
+    _apply_pif(ctx, pif)
+    ctx.store.update("PIF", pif, {"currently_attached": True})
+    return ""
+
+
+@table.message("PIF.unplug", ("self", Ref("PIF")))
+def pif_unplug(ctx: Ctx, pif: str) -> str:
+    rec = ctx.store.get("PIF", pif)
+    if rec["management"] or rec["disallow_unplug"]:
+        raise XenAPIError("PIF_IS_MANAGEMENT_INTERFACE" if rec["management"]
+                          else "PIF_DOES_NOT_ALLOW_UNPLUG", pif)
+    ctx.store.update("PIF", pif, {"currently_attached": False})
     return ""

@@ -75,3 +75,48 @@ def test_installer_template_needs_a_repository(xenapi):
     assert e.value.details[0] == "OPERATION_NOT_ALLOWED"
     assert "install-repository" in e.value.details[1]
     assert x.VM.get_power_state(vm) == "Halted"
+
+
+@pytest.mark.parametrize("key,bad", [("ethtool-tso", "maybe"), ("ethtool-speed", "42"),
+                                     ("ethtool-duplex", "double"), ("promiscuous", "yes"),
+                                     ("mtu", "big"), ("mtu", "10")])
+def test_nic_keys_refuse_invalid_values(xenapi, key, bad):
+    x = xenapi.xenapi
+    vm = x.VM.get_by_name_label("demo")[0]
+    vif = x.VM.get_VIFs(vm)[0]
+    pif = x.PIF.get_all()[0] if x.PIF.get_all() else None
+    before = x.VIF.get_other_config(vif)
+    with pytest.raises(XenAPI.Failure) as e:
+        x.VIF.add_to_other_config(vif, key, bad)
+    assert e.value.details == ["INVALID_VALUE", key, bad]
+    with pytest.raises(XenAPI.Failure) as e:
+        x.VIF.set_other_config(vif, {**before, key: bad})
+    assert e.value.details == ["INVALID_VALUE", key, bad]
+    assert x.VIF.get_other_config(vif) == before
+    if pif:
+        with pytest.raises(XenAPI.Failure) as e:
+            x.PIF.add_to_other_config(pif, key, bad)
+        assert e.value.details[0] == "INVALID_VALUE"
+    with pytest.raises(XenAPI.Failure) as e:
+        x.VIF.create({"VM": vm, "network": x.network.get_all()[0], "device": "7",
+                      "other_config": {key: bad}})
+    assert e.value.details[0] == "INVALID_VALUE"
+
+
+def test_nic_keys_are_applied_on_plug(xenapi):
+    x = xenapi.xenapi
+    vm = x.VM.clone(_template(x), "nic-keys")
+    x.VM.provision(vm)
+    vif = x.VIF.create({"VM": vm, "network": x.network.get_all()[0], "device": "0",
+                        "other_config": {"ethtool-tso": "false", "mtu": "9000"}})
+    x.VIF.add_to_other_config(vif, "ethtool-speed", "1000")
+    net_mtu = x.network.get_MTU(x.VIF.get_network(vif))
+    assert x.VIF.get_MTU(vif) == net_mtu          # applied on plug, not on set
+    x.VM.start(vm, False, False)
+    try:
+        assert x.VIF.get_MTU(vif) == "9000"
+    finally:
+        x.VM.hard_shutdown(vm)
+    for pif in x.PIF.get_all()[:1]:
+        x.PIF.add_to_other_config(pif, "mtu", "1400")
+        assert x.PIF.get_MTU(pif) == "1400"
