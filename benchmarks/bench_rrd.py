@@ -158,10 +158,12 @@ def main() -> None:
 
     archive = (len(HOST_DS) * sum(a.rows for a in LAYOUT_MIN_MAX.archives)
                + args.vms * len(VM_DS) * sum(a.rows for a in LAYOUT.archives)) * 8
-    print(f"RAM: store arrays {store.nbytes() / 2**20:.1f} MiB vs archive data "
-          f"{archive / 2**20:.1f} MiB ({store.nbytes() / archive:.2f}x; "
+    used, capacity = store.columns_in_use()
+    print(f"RAM: store arrays {store.nbytes() / 2**20:.1f} MiB allocated for {capacity} columns "
+          f"({used} in use) vs archive data {archive / 2**20:.1f} MiB "
+          f"({store.nbytes() / archive:.2f}x allocated, "
+          f"{store.nbytes() * used / capacity / archive:.2f}x per column in use; "
           f"{sum(a.rows for a in LAYOUT.archives)} doubles per VM DS)")
-
 
 if __name__ == "__main__":
     main()

@@ -717,6 +717,11 @@ class RRDStore:
 
     # -- accounting ---------------------------------------------------------------
 
+    def columns_in_use(self) -> tuple[int, int]:
+        """(data sources stored, columns allocated) over all layouts."""
+        used = sum(g.used - len(g.free) for g in self._groups.values())
+        return used, sum(g.cap for g in self._groups.values())
+
     def nbytes(self) -> int:
         """Bytes held by the store's arrays (capacity included)."""
         total = self._gid_col.nbytes

@@ -80,30 +80,40 @@ def _number_text(neg: bool, e: int, s: int) -> list[int | str]:
     return out
 
 
-@lru_cache(maxsize=8)
-def _patterns(open_: bytes, close: bytes, sep: bytes):
-    """Per pattern id: source index per output byte, and the byte length.
+@lru_cache(maxsize=1)
+def _patterns():
+    """Per pattern id: source byte index per output byte, and the byte length.
 
     Ids ``0.._N_FAST-1`` are ``((neg*_N_E) + e-_E_MIN)*15 + s-1``; then one
     per entry of :data:`SPECIALS`; the last id marks a value left to the
-    caller (empty text).
+    caller (empty text).  Every text ends with one space, the separator the
+    caller turns into the real wrapping with a C-level ``bytes.replace``.
     """
     texts: list[list[int | str]] = []
     for neg in (False, True):
         for e in range(_E_MIN, _E_MAX + 1):
             for s in range(1, 16):
-                texts.append(_number_text(neg, e, s))
-    texts += [list(t) for t in SPECIALS]
-    wrap = [list(open_.decode()), list(close.decode() + sep.decode())]
-    full = [wrap[0] + t + wrap[1] for t in texts] + [[]]
-    consts = sorted({c for t in full for c in t if isinstance(c, str)})
-    width = max(len(t) for t in full)
-    index = np.zeros((len(full), width), np.intp)
-    length = np.array([len(t) for t in full], np.intp)
-    for i, t in enumerate(full):
+                texts.append(_number_text(neg, e, s) + [" "])
+    texts += [list(t) + [" "] for t in SPECIALS]
+    texts.append([])
+    consts = sorted({c for t in texts for c in t if isinstance(c, str)})
+    width = max(len(t) for t in texts)
+    index = np.zeros((len(texts), width), np.intp)
+    length = np.array([len(t) for t in texts], np.intp)
+    for i, t in enumerate(texts):
         index[i, : len(t)] = [_DIGIT_AT[c] if isinstance(c, int) else 24 + consts.index(c)
                               for c in t]
     return index, length, np.frombuffer("".join(consts).encode(), np.uint8)
+
+
+@lru_cache(maxsize=1)
+def _trailing_zeros5() -> np.ndarray:
+    """Trailing zero digits of each 5-digit chunk (5 for 00000)."""
+    n = np.arange(100000)
+    tz = np.zeros(100000, np.int64)
+    for j in range(1, 6):
+        tz += (n % 10 ** j) == 0
+    return tz
 
 
 def format_rows(block: np.ndarray, open_: bytes, close: bytes, sep: bytes
@@ -116,7 +126,7 @@ def format_rows(block: np.ndarray, open_: bytes, close: bytes, sep: bytes
     """
     rows, cols = block.shape
     x = np.ascontiguousarray(block, dtype=np.float64).ravel()
-    index, length, consts = _patterns(open_, close, sep)
+    index, length, consts = _patterns()
     n = x.size
     ax = np.abs(x)
     neg = np.signbit(x)
@@ -148,8 +158,8 @@ def format_rows(block: np.ndarray, open_: bytes, close: bytes, sep: bytes
     words[:, 1] = lut.take(mid)
     words[:, 2] = lut.take(low)
     src[:, 24:] = consts
-    nonzero = src[:, _DIGIT_AT[::-1]] != 48
-    sig = 15 - np.argmax(nonzero, axis=1)
+    tz5 = _trailing_zeros5()
+    sig = 15 - np.where(low != 0, tz5[low], np.where(mid != 0, 5 + tz5[mid], 10 + tz5[top]))
 
     pid = ((neg * _N_E) + (np.clip(e, _E_MIN, _E_MAX) - _E_MIN)) * 15 + (sig - 1)
     special = np.full(n, len(SPECIALS), np.intp)  # "left to the caller"
@@ -169,6 +179,7 @@ def format_rows(block: np.ndarray, open_: bytes, close: bytes, sep: bytes
     row_lens = lens.reshape(rows, cols).sum(axis=1)
     ends = np.cumsum(row_lens).tolist()
     starts = [0] + ends[:-1]
-    cut = len(sep)
-    out = [text[a: b - cut] if b - a >= cut else b"" for a, b in zip(starts, ends)]
+    between = close + sep + open_
+    out = [open_ + text[a: b - 1].replace(b" ", between) + close if b > a else b""
+           for a, b in zip(starts, ends)]
     return out, (pid == _N_FAST + len(SPECIALS)).reshape(rows, cols).any(axis=1)

@@ -261,3 +261,19 @@ def test_add_ds_keeps_history_of_others_and_updates_metadata():
     _, _, rows = store.fetch("vm:a", 0)
     assert rows[:2, 0].tolist() == [2.0, 1.0]
     assert rows[0, 1] == 5.0 and np.isnan(rows[1, 1])
+
+
+def test_capacity_grows_geometrically_and_reuses_freed_columns():
+    store = RRDStore()
+    store.create("vm:a", 0)
+    caps = set()
+    for i in range(1000):
+        store.add_ds("vm:a", DataSource(f"d{i}"))
+        caps.add(store.columns_in_use()[1])
+    assert store.columns_in_use() == (1000, 1024) and len(caps) <= 8  # doublings only
+    for i in range(500):
+        store.remove_ds("vm:a", f"d{i}")
+    store.create("vm:b", 0)
+    for i in range(500):
+        store.add_ds("vm:b", DataSource(f"d{i}"))
+    assert store.columns_in_use() == (1000, 1024)
