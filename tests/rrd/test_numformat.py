@@ -24,8 +24,9 @@ def _values(seed: int) -> np.ndarray:
     parts = [rng.random(n), rng.normal(0, 1e6, n), np.round(rng.random(n), 3),
              10 ** rng.uniform(-8, 15, n) * rng.choice([-1, 1], n),
              rng.integers(0, 10 ** 15, n).astype(float),
-             # exact decimal ties at the 16th digit: half to even decides
-             (rng.integers(10 ** 14, 10 ** 15, n) * 10 + 5).astype(float) / 10 ** 10]
+             # exact ties (16th significant digit a 5, nothing after): half to even
+             rng.integers(10 ** 14, 10 ** 15, n) + 0.5,
+             rng.integers(10 ** 12, 10 ** 13, n) + rng.choice([0.125, 0.375, 0.625, 0.875], n)]
     x = np.concatenate(parts)
     return x[np.abs(x) < 1e15].reshape(-1, 100)[:1000]
 
@@ -37,6 +38,13 @@ def test_matches_percent_g_on_random_values(seed):
     assert not incomplete.any()
     for row, text in zip(x, texts):
         assert text == _expected(row)
+
+
+def test_ties_round_half_to_even():
+    x = np.array([[123456789012345.5, 123456789012344.5, 1234567890123.125, 0.5, 2.5]])
+    (text,), _ = format_rows(x, b"<v>", b"</v>", b"")
+    assert text == (b"<v>123456789012346</v><v>123456789012344</v><v>1234567890123.12</v>"
+                    b"<v>0.5</v><v>2.5</v>")
 
 
 def test_edges_and_json_wrapping():
