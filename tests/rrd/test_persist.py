@@ -163,3 +163,30 @@ def test_layout_of_min_max_rrd_survives(tmp_path):
     store = _store(_updates(20))
     persist.save(tmp_path / "h.xml", store.export("host:h"), now=T0)
     assert persist.load(tmp_path / "h.xml").layout == LAYOUT_MIN_MAX
+
+
+def test_fuzzed_dumps_raise_only_corrupt_rrd():
+    """Mutated files either load or raise CorruptRRD: no other error escapes."""
+    from rrd.engine import CF, Archive, Layout
+    small = Layout((Archive(CF.AVERAGE, 1, 4, 0.5), Archive(CF.MAX, 2, 3, 1.0)))
+    store = cli.fed_store("vm:f", T0, DSS[:2], [(T0 + 5 * k, [float(k), 1.5]) for k in range(1, 9)],
+                          layout=small)
+    good = b"".join(dump_xml(store.export("vm:f")))
+    rng = np.random.default_rng(11)
+    loaded = 0
+    for _ in range(400):
+        data = bytearray(good)
+        for _ in range(int(rng.integers(1, 4))):
+            op, i = rng.integers(0, 3), int(rng.integers(0, len(data)))
+            if op == 0:
+                data[i] = int(rng.choice(list(b"<>/0123456789.-eU x&;")))
+            elif op == 1:
+                del data[i: i + int(rng.integers(1, 30))]
+            else:
+                data[i:i] = data[int(rng.integers(0, len(data))):][: int(rng.integers(1, 30))]
+        try:
+            persist.parse_dump(bytes(data), "fuzz.xml")
+            loaded += 1
+        except CorruptRRD as e:
+            assert e.path == "fuzz.xml"
+    assert 0 < loaded < 400  # both outcomes were exercised
