@@ -158,7 +158,8 @@ def _first_start(agent: "Agent", hostname: str, address: str) -> None:
             "name_label": label, "name_description": desc, "is_a_template": True,
             "is_default_template": True, "power_state": "Halted",
             "other_config": {"disks": provision_xml(disks), "default_template": "true", **extra},
-            "PV_bootloader": "" if hvm else "pygrub",
+            "PV_bootloader": "" if hvm else ("eliloader" if "install-distro" in extra
+                                             else "pygrub"),
             "HVM_boot_policy": "BIOS order" if hvm else "",
             "HVM_boot_params": {"order": "dc"} if hvm else {},
             "domain_type": "hvm" if hvm else "pv", "affinity": NULL_REF,

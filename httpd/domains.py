@@ -70,6 +70,11 @@ class Domain(abc.ABC):
     def vnc_address(self) -> tuple[str, int] | str | None:
         """(host, port) or a Unix socket path of the console's RFB server; None if none."""
 
+    @property
+    def vt100_address(self) -> tuple[str, int] | str | None:
+        """Where the `vt100` text console streams; None if the backend has none."""
+        return None
+
     @abc.abstractmethod
     async def pause(self) -> None: ...
 

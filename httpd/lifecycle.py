@@ -64,7 +64,23 @@ def domain_config(ctx: Ctx, vm: str) -> DomainConfig:
     return DomainConfig(
         uuid=rec["uuid"], name=rec["name_label"], vcpus=max(1, rec["VCPUs_at_startup"]),
         memory=rec["memory_dynamic_max"] or rec["memory_static_max"], disks=tuple(disks),
-        nics=tuple(nics), vm_data=vm_data, vnc=oc.get("disable_pv_vnc", "") not in ("1", "true"))
+        nics=tuple(nics), vm_data=vm_data, vnc=oc.get("disable_pv_vnc", "") not in ("1", "true"),
+        boot_lines=_bootloader_lines(rec))
+
+
+def _bootloader_lines(rec: dict) -> tuple[str, ...]:
+    """What eliloader says on the console in an installer's first round (chapter 6)."""
+    if rec["PV_bootloader"] != "eliloader":
+        return (f"Bootloader: {rec['PV_bootloader'] or 'none'}",)
+    oc = rec["other_config"]
+    lines = [f"eliloader: install-round {oc.get('install-round', '1')}",
+             f"eliloader: fetching the installer kernel and ramdisk from "
+             f"{oc.get('install-repository', '')}"]
+    if oc.get("install-vnc", "false").lower() in ("true", "1", "yes"):
+        lines.append("installer: VNC enabled" + (
+            " with a password" if oc.get("install-vncpasswd") else " without a password"))
+    lines.append(f"installer: starting {oc.get('install-distro', 'the')} installation")
+    return tuple(lines)
 
 
 def _ensure_metrics(ctx: Ctx, vm: str) -> str:

@@ -34,6 +34,7 @@ ROOTFS_OFFSET = 2**20          # where provisioning writes the root filesystem t
 _READ_SIZE = 64 * 1024
 _TICK = 1.0
 _REPORT_EVERY = 30           # ticks between guest agent reports
+_VT100_BACKLOG = 2**20       # bytes queued for one vt100 reader before it is dropped
 
 
 class SimulatedDomain(Domain):
@@ -59,6 +60,8 @@ class SimulatedDomain(Domain):
         self._tasks: set[asyncio.Task] = set()
         self._rng = random.Random(config.uuid)
         self.agent_up = False       # the in-guest agent runs once boot reached the login prompt
+        self._vt100_clients: set[asyncio.StreamWriter] = set()
+        self._vt100_server: asyncio.AbstractServer | None = None
 
     # --- console and shell -----------------------------------------------------------------
     def _write(self, text: str) -> None:
@@ -66,6 +69,31 @@ class SimulatedDomain(Domain):
             self.console.write(text)
         else:
             self.screen.write(text)
+        if self._vt100_clients:
+            data = text.replace("\n", "\r\n").encode()
+            for w in list(self._vt100_clients):
+                if w.transport.get_write_buffer_size() > _VT100_BACKLOG:
+                    w.transport.abort()     # a reader this slow is gone: never buffer without end
+                    self._vt100_clients.discard(w)
+                else:
+                    w.write(data)
+
+    async def _serve_vt100(self, reader: asyncio.StreamReader,
+                           writer: asyncio.StreamWriter) -> None:
+        """The `vt100` console: the screen so far, then a plain stream of what is written."""
+        lines = self.screen.text()
+        while lines and not lines[-1].strip():
+            lines.pop()
+        writer.write("\r\n".join(line.rstrip() for line in lines).encode())
+        self._vt100_clients.add(writer)
+        try:
+            while data := await reader.read(4096):
+                self._on_text(data.decode("utf-8", "replace").replace("\r\n", "\r"))
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            self._vt100_clients.discard(writer)
+            writer.close()
 
     def _on_text(self, text: str) -> None:
         if self.shell != "boot" and not self.paused:
@@ -240,6 +268,7 @@ class SimulatedDomain(Domain):
     async def run(self, paused: bool, restored: dict | None = None) -> None:
         if self.console is not None:
             await self.console.start("127.0.0.1", 0)
+        self._vt100_server = await asyncio.start_server(self._serve_vt100, "127.0.0.1", 0)
         self.paused = paused
         if restored is None:
             self._spawn(self._boot(self._boot_messages()))
@@ -254,6 +283,12 @@ class SimulatedDomain(Domain):
         if self.console is None or self.console.port is None:
             return None
         return ("127.0.0.1", self.console.port)
+
+    @property
+    def vt100_address(self):
+        if self._vt100_server is None or not self._vt100_server.sockets:
+            return None
+        return ("127.0.0.1", self._vt100_server.sockets[0].getsockname()[1])
 
     async def pause(self) -> None:
         self.paused = True
@@ -315,6 +350,13 @@ class SimulatedDomain(Domain):
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self.console is not None:
             await self.console.stop()
+        if self._vt100_server is not None:
+            self._vt100_server.close()
+            for w in list(self._vt100_clients):
+                w.transport.abort()
+            self._vt100_clients.clear()
+            await self._vt100_server.wait_closed()
+            self._vt100_server = None
         self.backend._domains.pop(self.uuid, None)
 
     def plug_disk(self, disk: DiskSpec) -> None:

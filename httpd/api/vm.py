@@ -239,11 +239,30 @@ def _write_at(path, offset: int, data: bytes) -> None:
 
 
 # --- power state ---------------------------------------------------------------------------
+_REPOSITORY_SCHEMES = ("http://", "https://", "ftp://", "nfs:")
+
+
 def _check_install(vm: str, rec: dict) -> None:
-    oc = rec["other_config"]
-    if "install-methods" in oc and oc.get("install-distro") and not oc.get("install-repository"):
+    """eliloader's first round needs a repository to fetch the installer from (chapter 6)."""
+    if rec["PV_bootloader"] != "eliloader":
+        return
+    repo = rec["other_config"].get("install-repository", "")
+    if not repo:
         raise XenAPIError("OPERATION_NOT_ALLOWED",
                           "set other-config:install-repository before starting an installer VM")
+    if not repo.startswith(_REPOSITORY_SCHEMES):
+        raise XenAPIError("INVALID_VALUE", "install-repository", repo)
+
+
+def _after_install_round(ctx: Ctx, vm: str) -> None:
+    """eliloader advances install-round and hands over to pygrub (RHEL/CentOS 4.5/5.0)."""
+    rec = ctx.store.get("VM", vm)
+    if rec["PV_bootloader"] != "eliloader":
+        return
+    oc = rec["other_config"]
+    current = int(oc.get("install-round", "1")) if oc.get("install-round", "1").isdigit() else 1
+    ctx.store.update("VM", vm, {"PV_bootloader": "pygrub",
+                                "other_config": {**oc, "install-round": str(current + 1)}})
 
 
 @table.message("VM.start", _VM, ("start_paused", BOOL), ("force", BOOL))
@@ -255,7 +274,9 @@ async def vm_start(ctx: Ctx, vm: str, start_paused: bool, force: bool) -> str:
     async with operation(ctx, "VM", vm, "start"):
         dom = await ctx.agent.domains.start(domain_config(ctx, vm), start_paused)
         try:
-            mark_running(ctx, vm, dom, start_paused)
+            with ctx.store.transaction():
+                mark_running(ctx, vm, dom, start_paused)
+                _after_install_round(ctx, vm)
         except BaseException:
             await dom.shutdown(clean=False)
             raise

@@ -120,3 +120,23 @@ def test_nic_keys_are_applied_on_plug(xenapi):
     for pif in x.PIF.get_all()[:1]:
         x.PIF.add_to_other_config(pif, "mtu", "1400")
         assert x.PIF.get_MTU(pif) == "1400"
+
+
+def test_eliloader_rounds(xenapi):
+    x = xenapi.xenapi
+    vm = x.VM.clone(_template(x, "CentOS 5 (64-bit)"), "centos")
+    x.VM.provision(vm)
+    x.VM.add_to_other_config(vm, "install-repository", "cdrom-or-whatever")
+    with pytest.raises(XenAPI.Failure) as e:
+        x.VM.start(vm, False, False)
+    assert e.value.details == ["INVALID_VALUE", "install-repository", "cdrom-or-whatever"]
+    x.VM.remove_from_other_config(vm, "install-repository")
+    x.VM.add_to_other_config(vm, "install-repository", "http://mirror.example/centos/5/os/x86_64")
+    x.VM.add_to_other_config(vm, "install-vnc", "true")
+    assert x.VM.get_PV_bootloader(vm) == "eliloader"
+    x.VM.start(vm, False, False)
+    try:
+        oc = x.VM.get_other_config(vm)
+        assert oc["install-round"] == "2" and x.VM.get_PV_bootloader(vm) == "pygrub"
+    finally:
+        x.VM.hard_shutdown(vm)
