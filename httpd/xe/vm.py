@@ -36,6 +36,8 @@ def select(ctx: Ctx, cls: str = "VM", own: tuple[str, ...] = ()) -> list[tuple[s
     for k in filters:
         if find_param(cls, k) is None:
             raise UsageError(f"unknown parameter {k}= for {ctx.cmd.name}", ctx.cmd.name)
+    if "uuid" in filters:
+        ctx.by_uuid(cls, filters["uuid"])   # a bad uuid says so (UUID_INVALID), as xe does
     found = filter_records(ctx, cls, filters)
     if cls == "VM" and "is-a-template" not in filters and not ctx.cmd.name.startswith("template"):
         if len(found) > 1:
