@@ -42,6 +42,7 @@ class Agent:
             self.dispatcher.add_table(table)
         self.tasks = TaskManager(self)
         self.lifecycle = Lifecycle(self)
+        self.vm_listeners: list = []          # lifecycle.VMListener: statistics, consoles
         self.domains = SimulatedBackend(self.lifecycle.on_guest_event)
         self.sessions: SessionManager | None = None
         self.host_ref = NULL_REF

@@ -13,7 +13,7 @@ import logging
 import os
 import zlib
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from .dispatch import Ctx, run_soon
 from .domains import DiskSpec, Domain, DomainConfig, GuestEvent, NicSpec
@@ -26,13 +26,36 @@ if TYPE_CHECKING:
     from .agent import Agent
 
 __all__ = ["domain_config", "mark_running", "mark_halted", "mark_suspended", "vbd_device",
-           "Lifecycle"]
+           "Lifecycle", "VMListener"]
 
 log = logging.getLogger(__name__)
 
 
 def _now() -> _dt.datetime:
     return _dt.datetime.now(_dt.timezone.utc)
+
+
+class VMListener(Protocol):
+    """Services that follow VMs (statistics, console tunnels) register on agent.vm_listeners.
+
+    Called synchronously on the event loop right after the database says so; keep them quick
+    (schedule slow work) and never raise.
+    """
+
+    def vm_running(self, uuid: str) -> None: ...
+
+    def vm_stopped(self, uuid: str) -> None:
+        """Halted or suspended: its domain is gone."""
+
+    def vm_destroyed(self, uuid: str) -> None: ...
+
+
+def notify(ctx: Ctx, event: str, uuid: str) -> None:
+    for listener in list(ctx.agent.vm_listeners):
+        try:
+            getattr(listener, event)(uuid)
+        except Exception:  # noqa: BLE001 - a listener's bug must not undo a power change
+            log.exception("%s listener failed for %s", event, uuid)
 
 
 def vbd_device(userdevice: str) -> str:
@@ -127,6 +150,7 @@ def mark_running(ctx: Ctx, vm: str, dom: Domain, paused: bool) -> None:
                                 "domid": dom.domid, "resident_on": ctx.agent.host_ref,
                                 "memory_target": rec["memory_dynamic_max"]})
         refresh_allowed(ctx, "VM", vm)
+    notify(ctx, "vm_running", rec["uuid"])
 
 
 def _detach(ctx: Ctx, vm: str) -> None:
@@ -154,6 +178,7 @@ def mark_halted(ctx: Ctx, vm: str) -> None:
                                     "resident_on": NULL_REF, "guest_metrics": NULL_REF,
                                     "memory_target": 0})
         refresh_allowed(ctx, "VM", vm)
+    notify(ctx, "vm_stopped", ctx.store.get("VM", vm)["uuid"])
 
 
 def mark_suspended(ctx: Ctx, vm: str, suspend_vdi: str) -> None:
@@ -163,6 +188,7 @@ def mark_suspended(ctx: Ctx, vm: str, suspend_vdi: str) -> None:
                                     "resident_on": NULL_REF, "suspend_VDI": suspend_vdi,
                                     "guest_metrics": NULL_REF})
         refresh_allowed(ctx, "VM", vm)
+    notify(ctx, "vm_stopped", ctx.store.get("VM", vm)["uuid"])
 
 
 class Lifecycle:

@@ -20,7 +20,7 @@ from ..datamodel import CLASSES
 from ..dispatch import Ctx, MessageTable
 from ..errors import XenAPIError
 from ..implicit import ANY_RECORD, check_record
-from ..lifecycle import domain_config, mark_halted, mark_running, mark_suspended
+from ..lifecycle import domain_config, mark_halted, mark_running, mark_suspended, notify
 from ..operations import operation, refresh_allowed, require_power_state
 from ..simulated import ROOTFS_OFFSET
 from ..xtypes import BOOL, NULL_REF, STRING, Ref
@@ -82,6 +82,7 @@ def vm_destroy(ctx: Ctx, vm: str) -> str:
             if rec[field] != NULL_REF and ctx.store.find(cls, rec[field]) is not None:
                 ctx.store.destroy(cls, rec[field])
         ctx.store.destroy("VM", vm)
+    notify(ctx, "vm_destroyed", rec["uuid"])
     return ""
 
 
