@@ -49,7 +49,6 @@ class Invocation:
 
 def parse_argv(argv: Sequence[str]) -> Invocation:
     inv = Invocation()
-    it = iter(range(len(argv)))
     i = 0
     while i < len(argv):
         a = argv[i]
@@ -60,7 +59,8 @@ def parse_argv(argv: Sequence[str]) -> Invocation:
             i += 2
             continue
         if a in ("-h", "--help"):
-            inv.extra.insert(0, inv.command) if inv.command else None
+            if inv.command:
+                inv.extra.insert(0, inv.command)
             inv.command = "help"
         elif a.startswith("--") and len(a) > 2:
             name = a[2:]
@@ -79,7 +79,6 @@ def parse_argv(argv: Sequence[str]) -> Invocation:
         else:
             inv.extra.append(a)
         i += 1
-    del it
     return inv
 
 

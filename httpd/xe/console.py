@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 from .client import XeError
 from .core import Ctx, command
-from .vm import select
+from .vm import select_one
 
 ESCAPE = b"\x1d"   # Ctrl-]
 
@@ -55,7 +55,7 @@ def console(ctx: Ctx) -> None:
         vm = str(ctx.call("host.get_control_domain", host))
         rec = dict(ctx.call("VM.get_record", vm))  # type: ignore[arg-type]
     else:
-        (vm, rec), = select(ctx, "VM", ())
+        vm, rec = select_one(ctx, "VM", ())
     consoles = [ctx.lookup("console", c) for c in rec.get("consoles", [])]
     text = [c for c in consoles if c and c.get("protocol") == "vt100"]
     if not text:

@@ -20,7 +20,7 @@ from urllib.parse import urlencode
 from ..xmlrpc import XMLRPCParseError, parse_value_text
 from .client import ApiFailure, Session, XeError
 from .core import Ctx, UsageError, command
-from .vm import select
+from .vm import select_one
 
 __all__ = ["Progress", "tar_stream", "tar_size"]
 
@@ -201,7 +201,7 @@ def _http_error(resp: http.client.HTTPResponse, body: bytes) -> XeError:
          selector="VM", flags=("multiple",))
 def vm_export(ctx: Ctx) -> int:
     filename = ctx.need("filename")
-    (ref, rec), = select(ctx, "VM", ("filename", "compress", "format", "preserve-power-state"))
+    ref, rec = select_one(ctx, "VM", ("filename", "compress", "format", "preserve-power-state"))
     compress = (ctx.get("compress") or "false").lower()
     if compress not in ("true", "false", "gzip", "zstd"):
         raise UsageError("compress= takes true, false, gzip or zstd", ctx.cmd.name)

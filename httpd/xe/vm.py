@@ -11,10 +11,10 @@ from ..datamodel import CLASSES
 from ..xtypes import NULL_REF
 from .client import ApiFailure, XeError
 from .core import UUID_RE, Ctx, UsageError, class_of, command, format_record
-from .fields import find_param, matches, params_of
+from .fields import find_param, matches
 from .generic import filter_records
 
-__all__ = ["select", "parse_size"]
+__all__ = ["select", "select_one", "parse_size"]
 
 _OWN = {"uuid", "vm", "multiple", "force", "minimal"}
 
@@ -48,6 +48,15 @@ def select(ctx: Ctx, cls: str = "VM", own: tuple[str, ...] = ()) -> list[tuple[s
         raise XeError(f"Error: {len(found)} {key}s match ({_show(filters)}): give uuid= or "
                       f"add --multiple")
     return found
+
+
+def select_one(ctx: Ctx, cls: str = "VM", own: tuple[str, ...] = ()) -> tuple[str, dict]:
+    """For commands that act on exactly one object (clone, copy, export...)."""
+    found = select(ctx, cls, own)
+    if len(found) != 1:
+        raise XeError(f"Error: {ctx.cmd.name} works on one {cls.lower()} at a time, "
+                      f"{len(found)} match")
+    return found[0]
 
 
 def _show(filters: dict[str, str]) -> str:
@@ -205,7 +214,7 @@ def vm_install(ctx: Ctx) -> None:
          optn=("new-name-label", "new-name-description"))
 def vm_clone(ctx: Ctx) -> None:
     name = ctx.need("new-name-label")
-    (ref, _), = select(ctx, "VM", ctx.cmd.optn)
+    ref, _ = select_one(ctx, "VM", ctx.cmd.optn)
     new = str(ctx.call("VM.clone", ref, name))
     if ctx.get("new-name-description") is not None:
         ctx.call("VM.set_name_description", new, ctx.params["new-name-description"])
@@ -216,7 +225,7 @@ def vm_clone(ctx: Ctx) -> None:
          "the new uuid.", optn=("new-name-label", "new-name-description", "sr-uuid"))
 def vm_copy(ctx: Ctx) -> None:
     name = ctx.need("new-name-label")
-    (ref, _), = select(ctx, "VM", ctx.cmd.optn)
+    ref, _ = select_one(ctx, "VM", ctx.cmd.optn)
     new = str(ctx.call("VM.copy", ref, name, _sr(ctx)))
     if ctx.get("new-name-description") is not None:
         ctx.call("VM.set_name_description", new, ctx.params["new-name-description"])
@@ -248,7 +257,7 @@ def _free_device(ctx: Ctx, cls: str, refs: list[str], field: str) -> str:
          optn=("disk-size", "device", "sr-uuid", "sr-name-label", "name-label", "bootable"))
 def vm_disk_add(ctx: Ctx) -> None:
     size = parse_size(ctx.need("disk-size"))
-    (ref, rec), = select(ctx, "VM", ctx.cmd.optn)
+    ref, rec = select_one(ctx, "VM", ctx.cmd.optn)
     device = ctx.get("device") or _free_device(ctx, "VBD", rec.get("VBDs", []), "userdevice")
     sr = _sr(ctx, required=True)
     name = ctx.get("name-label") or f"{rec['name_label']} {device}"
@@ -277,7 +286,7 @@ def _vif_create(ctx: Ctx, vm: str, vm_rec: dict) -> None:
 @_vm_cmd("vm-vif-add", "Add a network interface to a VM; prints the new VIF's uuid.",
          optn=("network-uuid", "network", "device", "mac", "mtu"))
 def vm_vif_add(ctx: Ctx) -> None:
-    (ref, rec), = select(ctx, "VM", ctx.cmd.optn)
+    ref, rec = select_one(ctx, "VM", ctx.cmd.optn)
     _vif_create(ctx, ref, rec)
 
 
@@ -386,7 +395,7 @@ def host_ds_query(ctx: Ctx) -> None:
 
 @_vm_cmd("vm-data-source-list", "List the data sources a VM records.")
 def vm_ds_list(ctx: Ctx) -> None:
-    (ref, _), = select(ctx, "VM", ())
+    ref, _ = select_one(ctx, "VM", ())
     _print_sources(ctx, list(ctx.call("VM.get_data_sources", ref)))  # type: ignore
 
 
@@ -394,9 +403,7 @@ def vm_ds_list(ctx: Ctx) -> None:
          optn=("data-source",))
 def vm_ds_query(ctx: Ctx) -> None:
     name = ctx.need("data-source")
-    (ref, _), = select(ctx, "VM", ctx.cmd.optn)
+    ref, _ = select_one(ctx, "VM", ctx.cmd.optn)
     v = ctx.call("VM.query_data_source", ref, name)
     ctx.out.write(f"{float(v):f}\n")  # type: ignore[arg-type]
 
-
-_ = params_of  # re-exported for completion

@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 import socket
 import subprocess
-import threading
 import time
 
 import pytest
@@ -153,7 +152,7 @@ def test_event_wait(xe, xenapi):
     # already true: returns at once
     xe("event-wait", "class=vm", f"uuid={u}", "name-label=waiter")
     proc = subprocess.Popen([*XE, "event-wait", "class=vm", f"uuid={u}",
-                             "other-config:x=1" if False else "name-description=ready"],
+                             "name-description=ready"],
                             env=xe.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
     time.sleep(1.0)
@@ -269,7 +268,7 @@ def test_tls_self_signed(tmp_path):
         # HTTPS client against the plain HTTP port: a clear one-liner too
         plain_port = srv.url.rsplit(":", 1)[1]
         r = run_xe("-s", host, "-p", plain_port, "-pw", srv.password, "--no-verify",
-                   "host-list", env=xe_env(tmp_path / "x") if False else xe_env(tmp_path))
+                   "host-list", env=xe_env(tmp_path))
         msg = one_line(r)
         assert "TLS" in msg and "--nossl" in msg
     finally:
@@ -325,3 +324,11 @@ printf '%s\\n' "${{COMPREPLY[@]}}"
     assert complete(f"xe vm-param-list uuid={u[:6]}") == [u]
     assert complete("xe event-wait class=v") == ["vm", "vm-guest-metrics", "vm-metrics"] or \
         "vm" in complete("xe event-wait class=v")
+
+
+@pytest.mark.xfail(strict=False, reason="server: CONNECT /console not yet")
+def test_console_connects(xe):
+    """`xe console` (no VM: the control domain's vt100 console) reaches the console and
+    returns when stdin ends."""
+    r = xe("console", input="", check=False, timeout=20)
+    assert r.returncode == 0, r.stderr
