@@ -122,6 +122,7 @@ class GzipInflater:
         self._d = None                          # decompressobj of the current member
         self._carry = b""                       # partial input at a member start
         self._raw: bytearray | None = None      # compressed bytes of the current member
+        self._fed = 0                           # input bytes given to the current member
         self._all_zero = True
         self._out = 0
         self._zero_member = b""
@@ -155,7 +156,7 @@ class GzipInflater:
                 if buf[0] != 0x1F:
                     raise XVAFormatError.bad("data after the end of a gzip stream is not gzip")
                 self._d = isal_zlib.decompressobj(_WBITS_GZIP)
-                self._raw, self._all_zero, self._out = bytearray(), True, 0
+                self._raw, self._all_zero, self._out, self._fed = bytearray(), True, 0, 0
             yield from self._inflate(buf)
             buf = self._d.unused_data if self._d.eof else b""
             if self._d.eof:
@@ -163,11 +164,9 @@ class GzipInflater:
 
     def _inflate(self, buf: bytes | memoryview) -> Iterator[tuple[bytes, int]]:
         d = self._d
-        if self._raw is not None:
-            if len(self._raw) + len(buf) <= self._MAX_REMEMBERED:
-                self._raw += buf
-            else:
-                self._raw = None
+        if self._raw is not None:                   # keep the member's first bytes only
+            self._raw += buf[: self._MAX_REMEMBERED + 1 - len(self._raw)]
+            self._fed += len(buf)
         tail = buf
         while True:
             try:
@@ -187,8 +186,10 @@ class GzipInflater:
 
     def _member_end(self, unused: bytes) -> None:
         self.members += 1
-        if self._all_zero and self._raw is not None and self._out:
-            self._zero_member = bytes(self._raw[: len(self._raw) - len(unused)])
+        size = self._fed - len(unused)              # compressed bytes of this member
+        if self._all_zero and self._raw is not None and self._out and \
+                size <= self._MAX_REMEMBERED:
+            self._zero_member = bytes(self._raw[:size])
             self._zero_len = self._out
         self._d = None
         self._raw = None
