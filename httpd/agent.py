@@ -24,6 +24,7 @@ from .sessions import SessionManager
 from .simulated import SimulatedBackend
 from .store import Store
 from .tasks import TaskManager
+from .transfer import sweep_unfinished_imports
 from .xtypes import NULL_REF
 
 __all__ = ["Agent"]
@@ -64,6 +65,7 @@ class Agent:
         first_start = not self.store.all("host")
         ensure_host(self)
         self.tasks.recover_after_restart()
+        sweep_unfinished_imports(Ctx(self, None))
         await self.store.sync()
         await self.lifecycle.restore_all()
         if first_start and cfg.demo:

@@ -18,27 +18,15 @@ from typing import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 
-from . import rpc
+from . import rpc, transfer_http
 from .agent import Agent
 from .config import Config, parse_hostport
-from .errors import XenAPIError
+from .errors import XenAPIError, http_status
 from .keys import AGENT
 
-__all__ = ["build_app", "serve", "status_for"]
+__all__ = ["build_app", "serve"]
 
 log = logging.getLogger(__name__)
-
-_STATUS = {
-    "SESSION_INVALID": 401, "SESSION_AUTHENTICATION_FAILED": 401, "PERMISSION_DENIED": 403,
-    "HANDLE_INVALID": 404, "UUID_INVALID": 404, "INVALID_VALUE": 400, "FIELD_TYPE_ERROR": 400,
-    "VM_BAD_POWER_STATE": 409, "OTHER_OPERATION_IN_PROGRESS": 409, "OPERATION_NOT_ALLOWED": 409,
-    "SR_FULL": 507, "TASK_CANCELLED": 409, "DEFAULT_SR_NOT_FOUND": 404,
-}
-
-
-def status_for(err: XenAPIError) -> int:
-    return _STATUS.get(err.code, 500)
-
 
 @web.middleware
 async def errors_middleware(request: web.Request,
@@ -50,7 +38,7 @@ async def errors_middleware(request: web.Request,
     except web.HTTPException:
         raise
     except XenAPIError as e:
-        return web.Response(status=status_for(e), text=" ".join(e.description) + "\n",
+        return web.Response(status=http_status(e), text=" ".join(e.description) + "\n",
                             headers={"X-XenAPI-Error": e.code})
     except asyncio.CancelledError:
         raise
@@ -71,6 +59,7 @@ def build_app(config: Config) -> web.Application:
 
     app.cleanup_ctx.append(agent_ctx)
     app.add_routes(rpc.routes())
+    app.add_routes(transfer_http.routes())
     return app
 
 

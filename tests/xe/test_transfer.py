@@ -182,7 +182,6 @@ def test_progress_bar_on_a_terminal_only():
 
 # --- against the real server ---------------------------------------------------------------------
 
-@pytest.mark.xfail(strict=False, reason="server: /export and /import not yet")
 def test_round_trip_real_server_identical_disks(xe, xenapi, tmp_path):
     import hashlib
     import subprocess
