@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
 from .errors import XenAPIError
+from .store import WROTE
 from .xtypes import XType
 
 if TYPE_CHECKING:
@@ -138,13 +139,15 @@ class Dispatcher:
         return await self.invoke(ctx, msg, args)
 
     async def invoke(self, ctx: Ctx, msg: Message, args: list[Any]) -> Any:
-        store = self.agent.store
-        seq = store.write_seq
-        result = msg.impl(ctx, *args)
-        if msg.is_coroutine:
-            result = await result
-        if store.write_seq != seq:
-            await store.sync()
+        token = WROTE.set(False)
+        try:
+            result = msg.impl(ctx, *args)
+            if msg.is_coroutine:
+                result = await result
+            if WROTE.get():
+                await self.agent.store.sync()
+        finally:
+            WROTE.reset(token)
         return result
 
     def names(self) -> list[str]:

@@ -18,6 +18,7 @@ to SQLite (WAL) by one writer thread.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import queue
 import sqlite3
@@ -29,9 +30,14 @@ from typing import Iterator
 from .datamodel import CLASSES, ClassSpec, FieldSpec
 from .errors import XenAPIError, handle_invalid, uuid_invalid
 from .events import EventHub
+from .xmlrpc import CachedStruct
 from .xtypes import NULL_REF
 
-__all__ = ["Store", "new_ref", "new_uuid"]
+__all__ = ["Store", "new_ref", "new_uuid", "WROTE"]
+
+# Set in the context of the call (asyncio task) that wrote: its reply waits for durability,
+# a concurrent reader's does not.
+WROTE: contextvars.ContextVar[bool] = contextvars.ContextVar("store_wrote", default=False)
 
 log = logging.getLogger(__name__)
 
@@ -155,7 +161,7 @@ class Store:
                 for fs in spec.fields:
                     if fs.reverse:
                         rec[fs.name] = []
-                table[row[0]] = rec
+                table[row[0]] = CachedStruct(rec)
                 uuids[rec["uuid"]] = row[0]
         for (member_cls, member_field), owners in self._reverse.items():
             for ref, rec in self.tables[member_cls].items():
@@ -306,13 +312,14 @@ class Store:
         if rec is None:
             table.pop(ref, None)
         else:
-            table[ref] = rec
+            table[ref] = rec if type(rec) is CachedStruct else CachedStruct(rec)
             uuids[rec["uuid"]] = ref
 
     def _commit(self, txn: _Txn) -> None:
         if not txn.touched:
             return
         self.write_seq += 1
+        WROTE.set(True)
         for (cls, ref), before in txn.touched.items():
             after = self.tables[cls].get(ref)
             if before is None and after is None:

@@ -13,7 +13,7 @@ from lxml import etree
 from .xtypes import format_datetime, parse_datetime
 
 __all__ = [
-    "XMLRPCParseError", "parse_call", "parse_value_text", "dumps_value", "dumps_response",
+    "CachedStruct", "XMLRPCParseError", "parse_call", "parse_value_text", "dumps_value", "dumps_response",
     "dumps_call", "success", "failure",
 ]
 
@@ -126,6 +126,17 @@ def parse_response(body: bytes) -> object:
     return _decode(v)
 
 
+class CachedStruct(dict):
+    """A dict that is never changed after it is made (the store's records): its XML-RPC
+    encoding is computed once and reused by every get_record, get_all_records and event."""
+
+    __slots__ = ("xml",)
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.xml: str | None = None
+
+
 _ESC = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;"})
 
 
@@ -144,6 +155,12 @@ def _encode(v: object, out: list[str]) -> None:
                    "<value><boolean>0</boolean></value>")
     elif isinstance(v, int):
         out.append(f"<value>{v}</value>")
+    elif type(v) is CachedStruct:
+        if v.xml is None:
+            inner: list[str] = []
+            _encode(dict(v), inner)
+            v.xml = "".join(inner)
+        out.append(v.xml)
     elif isinstance(v, dict):
         out.append("<value><struct>")
         for k, item in v.items():
