@@ -129,6 +129,18 @@ async def _pump(request: web.Request, resp: web.StreamResponse, ctx: Ctx,
         ctx.progress(progress())
 
 
+def _stream_failed(request: web.Request, resp: web.StreamResponse | None, e: Exception,
+                   task: str | None) -> web.StreamResponse:
+    """An outgoing stream failed (its task already says why): an error page if nothing was
+    sent yet, else a cut connection; a vanished client needs no answer at all."""
+    if resp is not None and resp.prepared:
+        _abort(request)
+        return resp
+    if isinstance(e, XenAPIError):
+        return _error(e, task)
+    raise e
+
+
 def _abort(request: web.Request) -> None:
     """After body bytes went out an error page is impossible: cut the connection instead."""
     if request.transport is not None:
@@ -189,12 +201,7 @@ async def _export(request: web.Request, *, metadata_only: bool) -> web.StreamRes
                 agent.tasks.succeed(task, "")
             return resp
         except (XenAPIError, _ClientGone, ConnectionError) as e:
-            if resp is not None and resp.prepared:
-                _abort(request)
-                return resp
-            if isinstance(e, XenAPIError):
-                return _error(e, ctx.task)
-            raise
+            return _stream_failed(request, resp, e, ctx.task)
 
 
 # --- import ---------------------------------------------------------------------------------
@@ -329,12 +336,7 @@ async def export_raw_vdi(request: web.Request) -> web.StreamResponse:
                 agent.tasks.succeed(task, "")
             return resp
         except (XenAPIError, _ClientGone, ConnectionError) as e:
-            if resp is not None and resp.prepared:
-                _abort(request)
-                return resp
-            if isinstance(e, XenAPIError):
-                return _error(e, ctx.task)
-            raise
+            return _stream_failed(request, resp, e, ctx.task)
 
 
 def _write_raw(chunks: Iterator[bytes], path: str, size: int) -> int:
