@@ -12,11 +12,13 @@ import fcntl
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
+
+from xva.files import data_extents
 
 from .errors import XenAPIError
 
-__all__ = ["FileSR", "SRStats", "data_extents", "copy_sparse"]
+__all__ = ["FileSR", "SRStats", "copy_sparse"]
 
 _FICLONE = 0x40049409        # linux/fs.h: share all blocks of one file with another
 _COPY_CHUNK = 64 * 2**20
@@ -28,23 +30,6 @@ class SRStats:
     physical_size: int
     physical_utilisation: int
     free: int
-
-
-def data_extents(fd: int, size: int) -> Iterator[tuple[int, int]]:
-    """(offset, length) of each allocated extent; holes are never read."""
-    pos = 0
-    while pos < size:
-        try:
-            start = os.lseek(fd, pos, os.SEEK_DATA)
-        except OSError as e:
-            if e.errno == errno.ENXIO:   # no data after pos
-                return
-            raise
-        if start >= size:
-            return
-        end = min(os.lseek(fd, start, os.SEEK_HOLE), size)
-        yield start, end - start
-        pos = end
 
 
 def copy_sparse(src: str, dst: str, size: int, *,

@@ -199,10 +199,6 @@ class Store:
         except KeyError:
             raise uuid_invalid(cls, uuid) from None
 
-    def where(self, cls: str, **match: object) -> list[str]:
-        return [ref for ref, rec in self.tables[cls].items()
-                if all(rec.get(k) == v for k, v in match.items())]
-
     # --- writes ----------------------------------------------------------------------------
     @contextmanager
     def transaction(self) -> Iterator[None]:

@@ -9,7 +9,8 @@ import subprocess
 import pytest
 
 from httpd.errors import XenAPIError
-from httpd.storage import FileSR, copy_sparse, data_extents
+from httpd.storage import FileSR, copy_sparse
+from xva.files import data_extents
 
 
 def _sparse(path, size, chunks):
