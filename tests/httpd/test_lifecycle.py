@@ -284,3 +284,35 @@ def test_running_vm_survives_restart(fresh_server):
     assert x.VM.get_consoles(halted_later) == []
     assert not any(x.VBD.get_currently_attached(b) for b in x.VM.get_VBDs(halted_later))
     x.VM.clean_shutdown(vm)
+
+
+def test_second_sr_with_pbd_plug_unplug(xenapi, tmp_path):
+    x = xenapi.xenapi
+    host = x.pool.get_master(x.pool.get_all()[0])
+    path = str(tmp_path / "sr2")
+    sr = x.SR.create(host, {"path": path}, "0", "Second SR", "", "file", "user", False, {})
+    (pbd,) = x.SR.get_PBDs(sr)
+    assert x.PBD.get_currently_attached(pbd) and x.PBD.get_device_config(pbd) == {"path": path}
+    assert int(x.SR.get_physical_size(sr)) > 0
+    vdi = x.VDI.create({"SR": sr, "virtual_size": str(2**20), "type": "user",
+                        "name_label": "on sr2"})
+    assert os.path.exists(os.path.join(path, x.VDI.get_location(vdi) + ".raw"))
+    assert x.SR.get_virtual_allocation(sr) == str(2**20)
+    x.PBD.unplug(pbd)
+    with pytest.raises(XenAPI.Failure) as e:
+        x.VDI.create({"SR": sr, "virtual_size": str(2**20), "type": "user"})
+    assert e.value.details == ["SR_NOT_ATTACHED", sr]
+    x.PBD.plug(pbd)
+    x.VDI.destroy(vdi)
+    assert os.listdir(path) == []
+    with pytest.raises(XenAPI.Failure) as e:
+        x.SR.create(host, {"path": "relative/dir"}, "0", "bad", "", "file", "user", False, {})
+    assert e.value.details[0] == "INVALID_VALUE"
+    bad_pbd = x.PBD.create({"host": host, "SR": sr, "device_config": {"path": "/nonexistent/x"}})
+    with pytest.raises(XenAPI.Failure) as e:
+        x.PBD.plug(bad_pbd)
+    assert e.value.details[0] == "SR_BACKEND_FAILURE"
+    assert not x.PBD.get_currently_attached(bad_pbd)
+    x.PBD.destroy(bad_pbd)
+    x.SR.forget(sr)
+    assert sr not in x.SR.get_all()
