@@ -18,7 +18,7 @@ from typing import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 
-from . import rpc, transfer_http
+from . import rpc, stats_http, transfer_http
 from .agent import Agent
 from .config import Config, parse_hostport
 from .errors import XenAPIError, http_status
@@ -60,6 +60,7 @@ def build_app(config: Config) -> web.Application:
     app.cleanup_ctx.append(agent_ctx)
     app.add_routes(rpc.routes())
     app.add_routes(transfer_http.routes())
+    stats_http.setup(app)   # /rrd_updates, /host_rrd, /vm_rrd, /sr_rrd; the statistics collector
     return app
 
 

@@ -31,6 +31,10 @@ def _parser() -> argparse.ArgumentParser:
     tune.add_argument("--login-fail-delay", type=float, default=0.5)
     tune.add_argument("--event-queue-size", type=int, default=10_000)
     tune.add_argument("--janitor-interval", type=float, default=60.0)
+    tune.add_argument("--stats-interval", type=int, default=5,
+                      help="seconds between statistics collections (RRD step stays 5 s)")
+    tune.add_argument("--stats-save-interval", type=float, default=3600.0,
+                      help="seconds between periodic saves of the RRD files")
     tune.add_argument("--db-synchronous", choices=["FULL", "NORMAL"], default="FULL",
                       help="FULL survives power loss; NORMAL survives process crashes")
     pw = sub.add_parser("passwd", help="change root's password")
@@ -69,6 +73,8 @@ def main(argv: list[str] | None = None) -> int:
                     login_fail_delay=args.login_fail_delay,
                     event_queue_size=args.event_queue_size,
                     janitor_interval=args.janitor_interval,
+                    stats_interval=args.stats_interval,
+                    stats_save_interval=args.stats_save_interval,
                     db_synchronous=args.db_synchronous,
                     demo=not args.no_demo)
 

@@ -33,6 +33,8 @@ class Config:
     db_synchronous: str = "FULL"
     janitor_interval: float = 60.0
     demo: bool = True                      # first start also makes a halted "demo" VM
+    stats_interval: int = 5                # seconds between statistics collections
+    stats_save_interval: float = 3600.0    # seconds between saves of every RRD file
 
     @property
     def db_path(self) -> Path:
