@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 STATS: "web.AppKey[StatsService]" = web.AppKey("stats", StatsService)
 
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\Z")
-_BATCH = 256 * 1024
+_BATCH = 1024 * 1024
 _HEADERS = {"Cache-Control": "no-cache, no-store", "Access-Control-Allow-Origin": "*"}
 _TRUE = ("true", "1", "yes", "on")
 
@@ -104,7 +104,7 @@ def _wants_json(request: web.Request) -> bool:
 # --- streaming --------------------------------------------------------------------------------
 
 def _take(chunks: Iterator[bytes]) -> bytes | None:
-    """Up to ~256 KiB of the next chunks (worker thread); None at the end."""
+    """Up to ~1 MiB of the next chunks (worker thread); None at the end."""
     out: list[bytes] = []
     size = 0
     for c in chunks:
