@@ -160,7 +160,8 @@ class _End(asyncio.Protocol):
             if peer.eof:  # both directions finished: flush and close
                 self.transport.close()
                 peer.transport.close()
-            return True  # keep this leg open to carry the other direction
+            # keep this leg open to carry the other direction (TLS cannot: asyncio closes it)
+            return self.transport.can_write_eof()
         peer.transport.close()  # TLS leg: no half-close, flush and close
         return False
 

@@ -18,7 +18,9 @@ from typing import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 
-from . import rpc, stats_http, transfer_http
+from console_proxy import ConnectTCPSite, ConnectUnixSite
+
+from . import console_http, rpc, stats_http, transfer_http
 from .agent import Agent
 from .config import Config, parse_hostport
 from .errors import XenAPIError, http_status
@@ -61,6 +63,7 @@ def build_app(config: Config) -> web.Application:
     app.add_routes(rpc.routes())
     app.add_routes(transfer_http.routes())
     stats_http.setup(app)   # /rrd_updates, /host_rrd, /vm_rrd, /sr_rrd; the statistics collector
+    console_http.setup(app)   # GET /console (WebSocket), CONNECT front end, host console
     return app
 
 
@@ -80,25 +83,31 @@ def ensure_certificate(config: Config) -> ssl.SSLContext:
 
 
 async def start_sites(runner: web.AppRunner, config: Config) -> list[str]:
-    """Start one site per listener; returns the URLs actually bound (ephemeral ports resolved)."""
+    """Start one site per listener; returns the URLs actually bound (ephemeral ports resolved).
+
+    Every site reads each connection's first bytes through the console front end, so
+    `CONNECT /console?...` works on HTTP, HTTPS and the Unix socket alike; anything else reaches
+    aiohttp unchanged."""
+    front_end = console_http.front_end(runner.app)
     urls = []
     for spec in config.listen:
         host, port = parse_hostport(spec, 80)
-        site = web.TCPSite(runner, host, port, reuse_address=True)
+        site = ConnectTCPSite(runner, host, port, front_end=front_end, reuse_address=True)
         await site.start()
         urls.append(_bound_url(site, "http"))
     if config.https_listen:
         ctx = ensure_certificate(config)
         for spec in config.https_listen:
             host, port = parse_hostport(spec, 443)
-            site = web.TCPSite(runner, host, port, ssl_context=ctx, reuse_address=True)
+            site = ConnectTCPSite(runner, host, port, front_end=front_end, ssl_context=ctx,
+                                  reuse_address=True)
             await site.start()
             urls.append(_bound_url(site, "https"))
     for path in config.unix_socket:
         if os.path.exists(path):
             os.unlink(path)
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        site = web.UnixSite(runner, path)
+        site = ConnectUnixSite(runner, path, front_end=front_end)
         await site.start()
         os.chmod(path, 0o600)   # local logins are root: only root may connect
         urls.append(f"unix:{path}")

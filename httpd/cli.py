@@ -1,4 +1,4 @@
-"""`xcp-httpd serve` and `xcp-httpd passwd`."""
+"""`xcp-httpd serve`, `xcp-httpd passwd` and `xcp-httpd console-forward`."""
 
 from __future__ import annotations
 
@@ -40,11 +40,26 @@ def _parser() -> argparse.ArgumentParser:
     pw = sub.add_parser("passwd", help="change root's password")
     pw.add_argument("--data-dir", default="./var", type=Path)
     pw.add_argument("--stdin", action="store_true", help="read the new password from stdin")
+    f = sub.add_parser("console-forward", help="let any VNC viewer reach a VM's console",
+                       description="Listen on localhost and tunnel each viewer connection to "
+                                   "the VM's rfb console through CONNECT /console.")
+    f.add_argument("vm", help="VM name-label or uuid")
+    f.add_argument("--port", type=int, default=5901, help="local port (0: any free one)")
+    f.add_argument("--listen-host", default="127.0.0.1")
+    f.add_argument("--url", default="http://127.0.0.1:8080", help="the agent (http or https)")
+    f.add_argument("--user", default="root")
+    f.add_argument("--password-file", help="its first line is the password (else asked)")
+    f.add_argument("--session", help="an existing session ref instead of a login")
+    f.add_argument("--no-verify", action="store_true", help="accept any HTTPS certificate")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "console-forward":
+        logging.basicConfig(level="WARNING", format="%(levelname)s %(name)s: %(message)s")
+        from .console_http import forward_main
+        return forward_main(args)
     if args.command == "passwd":
         from .passwords import write_hash
         if args.stdin:

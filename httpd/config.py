@@ -35,6 +35,8 @@ class Config:
     demo: bool = True                      # first start also makes a halted "demo" VM
     stats_interval: int = 5                # seconds between statistics collections
     stats_save_interval: float = 3600.0    # seconds between saves of every RRD file
+    console_vm_limit: int = 0              # open console tunnels per VM (0: no limit; over: 503)
+    console_rfb_version: str = "3.8"       # the host console's RFB server: "3.3", "3.7" or "3.8"
 
     @property
     def db_path(self) -> Path:

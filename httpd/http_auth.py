@@ -2,6 +2,9 @@
 
 Order, as xapi: `session_id` cookie, then `session_id` in the query, then `Authorization: Basic`
 (a temporary session, logged out when the request ends). Unix-socket callers are root.
+
+`http_session` serves aiohttp requests; `credentials_session` is the same check for callers
+that read the request head themselves (`CONNECT /console`, which aiohttp never sees).
 """
 
 from __future__ import annotations
@@ -10,19 +13,40 @@ import asyncio
 import base64
 import binascii
 from contextlib import asynccontextmanager
-from typing import AsyncIterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, AsyncIterator
 
 from aiohttp import web
 
 from .keys import AGENT
 from .rpc import is_local
 
-__all__ = ["http_session", "unauthorized"]
+if TYPE_CHECKING:
+    from .agent import Agent
+
+__all__ = ["Credentials", "credentials_session", "http_session", "unauthorized"]
 
 
 def unauthorized(realm: str) -> web.HTTPUnauthorized:
     return web.HTTPUnauthorized(headers={"WWW-Authenticate": f'Basic realm="{realm}"'},
                                 text="Unauthorized\n")
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """What a request offers to prove who it is, whatever read its head."""
+
+    cookie: str | None = None     # the session_id cookie
+    query: str | None = None      # the session_id query parameter
+    authorization: str = ""       # the Authorization header
+    local: bool = False           # arrived on the Unix socket
+
+    @classmethod
+    def of_request(cls, request: web.Request) -> "Credentials":
+        return cls(cookie=request.cookies.get("session_id"),
+                   query=request.query.get("session_id"),
+                   authorization=request.headers.get("Authorization", ""),
+                   local=is_local(request))
 
 
 def _basic(header: str) -> tuple[str, str] | None:
@@ -37,28 +61,35 @@ def _basic(header: str) -> tuple[str, str] | None:
 
 
 @asynccontextmanager
-async def http_session(request: web.Request, realm: str = "xapi") -> AsyncIterator[str]:
-    """Yield a valid session ref for this request or raise 401."""
-    agent = request.app[AGENT]
+async def credentials_session(agent: "Agent", creds: Credentials,
+                              realm: str = "xapi") -> AsyncIterator[str]:
+    """Yield a valid session ref for these credentials or raise 401 (web.HTTPUnauthorized)."""
     sessions = agent.sessions
-    sid = request.cookies.get("session_id") or request.query.get("session_id")
+    sid = creds.cookie or creds.query
     if sid:
         if not sessions.valid(sid):
             raise unauthorized(realm)
         sessions.check(sid)
         yield sid
         return
-    creds = _basic(request.headers.get("Authorization", ""))
-    local = is_local(request)
-    if creds is None and not local:
+    basic = _basic(creds.authorization)
+    if basic is None and not creds.local:
         raise unauthorized(realm)
-    if not local:
-        ok = await asyncio.get_running_loop().run_in_executor(None, sessions.password_ok, *creds)
+    if not creds.local:
+        ok = await asyncio.get_running_loop().run_in_executor(None, sessions.password_ok, *basic)
         if not ok:
             await asyncio.sleep(sessions.fail_delay)
             raise unauthorized(realm)
-    temp = sessions.open_session(creds[0] if creds else "root", originator="http-basic")
+    temp = sessions.open_session(basic[0] if basic else "root", originator="http-basic")
     try:
         yield temp
     finally:
         sessions.logout(temp)
+
+
+@asynccontextmanager
+async def http_session(request: web.Request, realm: str = "xapi") -> AsyncIterator[str]:
+    """Yield a valid session ref for this request or raise 401."""
+    async with credentials_session(request.app[AGENT], Credentials.of_request(request),
+                                   realm) as sid:
+        yield sid
