@@ -44,7 +44,10 @@ class Agent:
         self.tasks = TaskManager(self)
         self.lifecycle = Lifecycle(self)
         self.vm_listeners: list = []          # lifecycle.VMListener: statistics, consoles
-        self.domains = SimulatedBackend(self.lifecycle.on_guest_event)
+        self.stats = None                     # stats.Statistics, set while the app runs
+        self.domains = SimulatedBackend(
+            self.lifecycle.on_guest_event,
+            rfb_version=tuple(int(n) for n in config.console_rfb_version.split(".")))
         self.sessions: SessionManager | None = None
         self.host_ref = NULL_REF
         self.pool_ref = NULL_REF

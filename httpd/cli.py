@@ -31,6 +31,10 @@ def _parser() -> argparse.ArgumentParser:
     tune.add_argument("--login-fail-delay", type=float, default=0.5)
     tune.add_argument("--event-queue-size", type=int, default=10_000)
     tune.add_argument("--janitor-interval", type=float, default=60.0)
+    tune.add_argument("--console-vm-limit", type=int, default=0,
+                      help="console tunnels per VM (0: no limit; beyond it: 503)")
+    tune.add_argument("--console-rfb-version", choices=["3.3", "3.7", "3.8"], default="3.8",
+                      help="the RFB version the text consoles announce")
     tune.add_argument("--stats-interval", type=int, default=5,
                       help="seconds between statistics collections (RRD step stays 5 s)")
     tune.add_argument("--stats-save-interval", type=float, default=3600.0,
@@ -88,6 +92,8 @@ def main(argv: list[str] | None = None) -> int:
                     login_fail_delay=args.login_fail_delay,
                     event_queue_size=args.event_queue_size,
                     janitor_interval=args.janitor_interval,
+                    console_vm_limit=args.console_vm_limit,
+                    console_rfb_version=args.console_rfb_version,
                     stats_interval=args.stats_interval,
                     stats_save_interval=args.stats_save_interval,
                     db_synchronous=args.db_synchronous,

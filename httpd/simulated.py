@@ -53,6 +53,7 @@ class SimulatedDomain(Domain):
         self.load = 0.6            # busy while booting, idle later
         self.screen = TextScreen(80, 25)
         self.console = TextConsoleServer(self.screen, name=config.name,
+                                         version=backend.rfb_version,
                                          on_text=self._on_text) if config.vnc else None
         self.editor = LineEditor(self._write, self._on_line)
         self.shell = "boot"        # boot -> login -> password -> shell
@@ -411,8 +412,10 @@ def _settings(nic: NicSpec) -> str:
 
 
 class SimulatedBackend(DomainBackend):
-    def __init__(self, on_guest_event: Callable[[GuestEvent], None]) -> None:
+    def __init__(self, on_guest_event: Callable[[GuestEvent], None], *,
+                 rfb_version: tuple[int, int] = (3, 8)) -> None:
         super().__init__(on_guest_event)
+        self.rfb_version = rfb_version
         self._domains: dict[str, SimulatedDomain] = {}
         self._next_domid = 1
 

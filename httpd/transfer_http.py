@@ -186,7 +186,13 @@ async def _export(request: web.Request, *, metadata_only: bool) -> web.StreamRes
                             checksum=checksum)
                     else:
                         app, files = appliance_for(ctx, vm)
-                        exp = await asyncio.to_thread(export_appliance, app, files)
+                        # a chunk's tar header needs its compressed size: spool it in a little
+                        # memory, then on the data disk (not a small /tmp)
+                        spool = agent.config.data_dir / "spool"
+                        spool.mkdir(exist_ok=True)
+                        exp = await asyncio.to_thread(export_appliance, app, files,
+                                                      spool_memory=32 << 20,
+                                                      spool_dir=str(spool))
                     try:
                         resp = web.StreamResponse(headers={
                             "Content-Type": "application/octet-stream",

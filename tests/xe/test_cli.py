@@ -326,7 +326,6 @@ printf '%s\\n' "${{COMPREPLY[@]}}"
         "vm" in complete("xe event-wait class=v")
 
 
-@pytest.mark.xfail(strict=False, reason="server: CONNECT /console not yet")
 def test_console_connects(xe):
     """`xe console` (no VM: the control domain's vt100 console) reaches the console and
     returns when stdin ends."""

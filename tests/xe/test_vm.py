@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from .test_cli import UUID
@@ -98,17 +100,26 @@ def test_guest_metrics_params(xe, installed):
     xe("vm-shutdown", f"uuid={installed}", "--force")
 
 
-@pytest.mark.xfail(strict=False, reason="server: host.get_data_sources not yet")
+def _listed(xe, *args, timeout=20.0):
+    """Data sources appear with the first statistics collection after a start."""
+    import time
+    deadline = time.time() + timeout
+    while True:
+        out = xe.out(*args)
+        if "name-label" in out or time.time() > deadline:
+            return out
+        time.sleep(0.5)
+
+
 def test_host_data_sources(xe):
-    out = xe.out("host-data-source-list")
+    out = _listed(xe, "host-data-source-list")
     assert "name-label ( RO)" in out
-    first = out.split("name-label ( RO): ")[1].split("\n")[0]
+    first = re.search(r"name-label \( RO\)\s*: (\S+)", out).group(1)
     float(xe.out("host-data-source-query", f"data-source={first}"))
 
 
-@pytest.mark.xfail(strict=False, reason="server: VM.get_data_sources not yet")
 def test_vm_data_sources(xe, installed):
     xe("vm-start", f"uuid={installed}")
-    out = xe.out("vm-data-source-list", f"uuid={installed}")
-    first = out.split("name-label ( RO): ")[1].split("\n")[0]
+    out = _listed(xe, "vm-data-source-list", f"uuid={installed}")
+    first = re.search(r"name-label \( RO\)\s*: (\S+)", out).group(1)
     float(xe.out("vm-data-source-query", f"uuid={installed}", f"data-source={first}"))
