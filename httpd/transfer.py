@@ -223,8 +223,10 @@ class ImportJob:
         store = self.ctx.store
         metrics = store.create("VM_metrics", {})
         other = {**fields.pop("other_config", {}), **self.tag}
+        # the VM carries `import` while its disks stream in (the reference)
         vm = store.create("VM", {**fields, "power_state": "Halted", "metrics": metrics,
-                                 "other_config": other, "domid": -1, "current_operations": {}})
+                                 "other_config": other, "domid": -1,
+                                 "current_operations": {self.ctx.task or "import": "import"}})
         refresh_allowed(self.ctx, "VM", vm)
         self.vms.append(vm)
         return vm
@@ -237,8 +239,9 @@ class ImportJob:
                 for ref in refs:
                     rec = store.find(cls, ref)
                     if rec is not None:
-                        store.update(cls, ref, {"other_config": {
+                        store.update(cls, ref, {"current_operations": {}, "other_config": {
                             k: v for k, v in rec["other_config"].items() if k != IMPORT_TAG}})
+                        refresh_allowed(self.ctx, cls, ref)
         for vdi in self.vdis:
             refresh_vdi(self.ctx, vdi)
 

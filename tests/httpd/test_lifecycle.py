@@ -316,3 +316,37 @@ def test_second_sr_with_pbd_plug_unplug(xenapi, tmp_path):
     x.PBD.destroy(bad_pbd)
     x.SR.forget(sr)
     assert sr not in x.SR.get_all()
+
+
+def test_pause_unpause_reboot_and_operation_lock(xenapi):
+    x = xenapi.xenapi
+    vm = x.VM.clone(_template(x), "pauser")
+    x.VM.provision(vm)
+    x.VM.start(vm, True, False)                      # start_paused
+    try:
+        assert x.VM.get_power_state(vm) == "Paused"
+        assert "unpause" in x.VM.get_allowed_operations(vm)
+        x.VM.unpause(vm)
+        assert x.VM.get_power_state(vm) == "Running"
+        x.VM.pause(vm)
+        with pytest.raises(XenAPI.Failure) as e:
+            x.VM.suspend(vm)
+        assert e.value.details == ["VM_BAD_POWER_STATE", vm, "running", "paused"]
+        x.VM.unpause(vm)
+        domid = x.VM.get_domid(vm)
+        x.VM.clean_reboot(vm)
+        x.VM.hard_reboot(vm)
+        assert x.VM.get_power_state(vm) == "Running" and x.VM.get_domid(vm) == domid
+        # two operations at once: the second meets the first's lock
+        t1 = x.Async.VM.suspend(vm)
+        t2 = x.Async.VM.clean_shutdown(vm)
+        for t in (t1, t2):
+            while x.task.get_status(t) == "pending":
+                time.sleep(0.02)
+        statuses = sorted((x.task.get_status(t), x.task.get_error_info(t)[:1]) for t in (t1, t2))
+        assert statuses[0] == ("failure", ["OTHER_OPERATION_IN_PROGRESS"])
+        assert statuses[1] == ("success", [])
+        assert x.VM.get_current_operations(vm) == {}
+    finally:
+        if x.VM.get_power_state(vm) != "Halted":
+            x.VM.hard_shutdown(vm)

@@ -121,6 +121,7 @@ def test_export_reimport_gives_identical_disks(server, source_vm, tmp_path, quer
     assert rec["result"].startswith("<value><array><data><value>OpaqueRef:")
     new = rec["result"].split("<value>")[2].split("</value>")[0]
     assert x.VM.get_name_label(new) == "export-source"
+    assert x.VM.get_current_operations(new) == {} and "start" in x.VM.get_allowed_operations(new)
     assert _disks(x, new) == _disks(x, source_vm)
     for vbd in x.VM.get_VBDs(new):   # written sparse: holes stayed holes
         vdi = x.VBD.get_VDI(vbd)
