@@ -121,3 +121,18 @@ def test_failed_logins_do_not_block_others(server):
         t.join()
     assert results == ["SESSION_AUTHENTICATION_FAILED"] * 5
     good.xenapi.session.logout()
+
+
+def test_idle_sessions_expire(tmp_path):
+    srv = Server(tmp_path / "d", "--session-idle-timeout", "1", "--janitor-interval",
+                 "0.3").start()
+    try:
+        proxy = xmlrpc.client.ServerProxy(srv.url)
+        idle = proxy.session.login_with_password("root", srv.password)["Value"]
+        busy = proxy.session.login_with_password("root", srv.password)["Value"]
+        for _ in range(8):                    # busy keeps using its session
+            time.sleep(0.3)
+            assert proxy.host.get_all(busy)["Status"] == "Success"
+        assert proxy.host.get_all(idle)["ErrorDescription"] == ["SESSION_INVALID", idle]
+    finally:
+        srv.stop()
