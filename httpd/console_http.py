@@ -33,6 +33,7 @@ from console_proxy import (
     ConnectClient, ConnectFrontEnd, TextConsoleServer, TextScreen, Tunnel, Upstream,
     UpstreamUnavailable, bridge_websocket,
 )
+from console_proxy.server import write_bounded
 
 from .errors import XenAPIError
 from .http_auth import Credentials, credentials_session, http_session
@@ -268,13 +269,7 @@ class HostConsole:
         return ("\x1b[H\x1b[2J" + "\r\n".join(self.lines) + "\r\n").encode()
 
     def _send_vt100(self) -> None:
-        data = self._vt100_picture()
-        for writer in list(self._readers):
-            if writer.transport.get_write_buffer_size() > _VT100_BACKLOG:
-                writer.transport.abort()    # a reader this slow is gone: never buffer without end
-                self._readers.discard(writer)
-            else:
-                writer.write(data)
+        write_bounded(self._readers, self._vt100_picture(), _VT100_BACKLOG)
 
     async def _serve_vt100(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._reader_tasks.add(asyncio.current_task())

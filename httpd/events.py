@@ -195,7 +195,13 @@ class EventHub:
         if reg.cursor < self._dropped_upto:
             reg.cursor = self.last_id
             raise XenAPIError("EVENTS_LOST")
-        out = [c for c in self._queue if c.id > reg.cursor and reg.sub.matches(c.cls, c.ref)]
+        out = []
+        for c in reversed(self._queue):      # newest first: stop at what was already read
+            if c.id <= reg.cursor:
+                break
+            if reg.sub.matches(c.cls, c.ref):
+                out.append(c)
+        out.reverse()
         reg.cursor = self.last_id
         return out
 

@@ -19,7 +19,7 @@ from typing import Callable
 
 from console_proxy.keys import LineEditor
 from console_proxy.screen import TextScreen
-from console_proxy.server import TextConsoleServer
+from console_proxy.server import TextConsoleServer, write_bounded
 
 from .domains import (
     DiskSpec, Domain, DomainBackend, DomainConfig, DomainCounters, GuestEvent, NicSpec,
@@ -71,13 +71,8 @@ class SimulatedDomain(Domain):
         else:
             self.screen.write(text)
         if self._vt100_clients:
-            data = text.replace("\n", "\r\n").encode()
-            for w in list(self._vt100_clients):
-                if w.transport.get_write_buffer_size() > _VT100_BACKLOG:
-                    w.transport.abort()     # a reader this slow is gone: never buffer without end
-                    self._vt100_clients.discard(w)
-                else:
-                    w.write(data)
+            write_bounded(self._vt100_clients, text.replace("\n", "\r\n").encode(),
+                          _VT100_BACKLOG)
 
     async def _serve_vt100(self, reader: asyncio.StreamReader,
                            writer: asyncio.StreamWriter) -> None:

@@ -7,6 +7,7 @@ record could not be written is removed again, so nothing half-made survives a fa
 from __future__ import annotations
 
 import asyncio
+import uuid as _uuid
 from pathlib import Path
 
 from ..datamodel import CLASSES
@@ -230,9 +231,8 @@ async def sr_scan(ctx: Ctx, sr: str) -> str:
 
 
 def _is_uuid(text: str) -> bool:
-    import uuid as _u
     try:
-        return str(_u.UUID(text)) == text
+        return str(_uuid.UUID(text)) == text
     except ValueError:
         return False
 

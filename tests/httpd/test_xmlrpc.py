@@ -53,6 +53,9 @@ def test_accepts_every_int_spelling():
     b"<methodCall><methodName>m</methodName><params><param><value><boolean>2</boolean>"
     b"</value></param></params></methodCall>",
     b"<methodCall><methodName>m</methodName><params><param/></params></methodCall>",
+    # nesting deeper than lxml's safe limit: refused by the parser, never a RecursionError
+    b"<methodCall><methodName>m</methodName><params><param>" + b"<value><array><data>" * 3000
+    + b"</data></array></value>" * 3000 + b"</param></params></methodCall>",
 ])
 def test_hostile_or_broken_bodies(body):
     with pytest.raises(XMLRPCParseError):
