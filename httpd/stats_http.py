@@ -170,9 +170,12 @@ async def rrd_updates(request: web.Request) -> web.StreamResponse:
             if rrd_id(SR, u) in service.store and rrd_id(SR, u) not in rids:
                 rids.append(rrd_id(SR, u))
         x, segments = service.rrds.xport(rids, start, interval, cf)
+        service.asked(x.step, {s.cf for s in segments})
         plan = service.rrds.cache_plan(x, segments)
-        return await _stream(request, render_updates(x, segments, plan, _wants_json(request)),
-                             _wants_json(request))
+        as_json = _wants_json(request)
+        view = service.rrds.view_plan(x, segments, plan, as_json)
+        return await _stream(request, render_updates(x, segments, plan, as_json, view=view),
+                             as_json)
 
 
 async def _dump(request: web.Request, service: StatsService, rid: str) -> web.StreamResponse:

@@ -199,6 +199,8 @@ class Xport:
     end: int
     legend: list[str]
     values: np.ndarray  # (rows, columns), newest row first
+    # Legend order in blocks: (rrd_id, cf, columns) per RRD and archive.
+    parts: list[tuple[str, str, int]] = field(default_factory=list)
 
     @property
     def times(self) -> np.ndarray:
@@ -420,6 +422,16 @@ class _RRD:
     cols: list[int]  # local columns in the group, DS order
     gids: list[int]  # global column ids, DS order
     idle_last_up: int  # last update while the RRD has no data source
+    legends: dict[str, list[str]] = field(default_factory=dict)  # cf -> xport legend entries
+
+    def legend(self, cf: str) -> list[str]:
+        """``CF:rrd_id:ds`` per data source, kept until the data sources change (an xport of
+        1,000 RRDs would otherwise format 13,000 strings per poll)."""
+        entries = self.legends.get(cf)
+        if entries is None:
+            entries = self.legends[cf] = [f"{cf}:{self.rrd_id}:{d.name}"
+                                          for d in self.data_sources]
+        return entries
 
     def index(self, name: str) -> int:
         for i, d in enumerate(self.data_sources):
@@ -491,6 +503,7 @@ class RRDStore:
         r.group.reset(col, ds, self.last_update(rrd_id))
         gid = self._new_gid(r.group, col)
         r.data_sources.append(ds)
+        r.legends.clear()
         r.cols.append(col)
         r.gids.append(gid)
         return gid
@@ -513,6 +526,7 @@ class RRDStore:
     def _drop(self, r: _RRD, i: int) -> None:
         gid, col = r.gids.pop(i), r.cols.pop(i)
         r.data_sources.pop(i)
+        r.legends.clear()
         r.group.release(col)
         self._gid_group[gid] = None
         self._gid_col[gid] = -1
@@ -655,13 +669,15 @@ class RRDStore:
         n = 0 if end < start else min(nrows, (end - start) // span + 1)
         times = end - span * np.arange(n, dtype=np.int64)
         legend: list[str] = []
+        parts: list[tuple[str, str, int]] = []
         # Consecutive RRDs reading the same (group, archive) are gathered at once.
         segments: list[tuple[_Group, int, list[int], list[int]]] = []
         for r, own_last in zip(rrds, lasts):
             for k, a in enumerate(r.group.layout.archives):
                 if a.pdp_per_row != pdp or (cf is not None and a.cf is not cf):
                     continue
-                legend.extend(f"{a.cf.value}:{r.rrd_id}:{d.name}" for d in r.data_sources)
+                legend.extend(r.legend(a.cf.value))
+                parts.append((r.rrd_id, a.cf.value, len(r.cols)))
                 if not segments or segments[-1][:2] != (r.group, k):
                     segments.append((r.group, k, [], []))
                 segments[-1][2].extend(r.cols)
@@ -676,7 +692,7 @@ class RRDStore:
                 block[~ok] = NAN
             blocks.append(block)
         values = np.hstack(blocks) if blocks else np.zeros((n, 0))
-        return Xport(start, span, end, legend, values)
+        return Xport(start, span, end, legend, values, parts)
 
     # -- whole-RRD state for dump and persistence ----------------------------------
 

@@ -15,9 +15,11 @@ import numpy as np
 import pytest
 
 from httpd.domains import DomainCounters
-from httpd.stats import (HOST, SR, VM, ProcReader, RRDSet, _load_file, dom0_readings,
+from httpd import stats as stats_module
+from httpd.stats import (HOST, SR, VM, ProcReader, RRDSet, _load_file, dom0_readings, warm_rows,
                          render_updates, rrd_id, vm_readings)
 from rrd import persist
+from rrd.engine import CF
 from rrd.render import xport_json, xport_xml
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -99,28 +101,72 @@ def test_cached_render_is_byte_identical(tmp_path, as_json):
     plain = xport_json if as_json else xport_xml
     for _ in range(3):   # cold cache, warm cache, warm cache after a tick
         for interval, cf in ((0, None), (60, None), (5, None), (0, "AVERAGE")):
-            from rrd.engine import CF
             x, segs = s.xport(rids, last - 600, interval, CF(cf) if cf else None)
-            got = b"".join(render_updates(x, segs, s.cache_plan(x, segs), as_json, batch_rows=7))
+            plan = s.cache_plan(x, segs)
+            got = b"".join(render_updates(x, segs, plan, as_json, batch_rows=7,
+                                          view=s.view_plan(x, segs, plan, as_json)))
             assert got == b"".join(plain(x))
         last += 5
         s.tick(last, {r: {} for r in rids})
     assert s.cache.nbytes() > 0
 
 
+def _render(s: RRDSet, x, segs) -> bytes:
+    plan = s.cache_plan(x, segs)
+    return b"".join(render_updates(x, segs, plan, False, view=s.view_plan(x, segs, plan, False)))
+
+
 def test_cache_not_used_for_an_rrd_behind_or_rewritten(tmp_path):
     s, last = _filled_set(tmp_path, n_vms=2)
     rids = s.store.rrd_ids()
     x, segs = s.xport(rids, last - 600, 0, None)
-    b"".join(render_updates(x, segs, s.cache_plan(x, segs), False))
+    _render(s, x, segs)
     s.forget(rrd_id(VM, "v0"), "cpu0")          # history rewritten: its rows re-rendered
     x, segs = s.xport(rids, last - 600, 0, None)
-    assert b"".join(render_updates(x, segs, s.cache_plan(x, segs), False)) == \
-        b"".join(xport_xml(x))
+    assert _render(s, x, segs) == b"".join(xport_xml(x))
     s.store.update(rrd_id(HOST, "h"), last + 5, {"cpu0": 0.5})   # only the host moves on
     x, segs = s.xport(rids, last - 600, 0, None)
-    assert b"".join(render_updates(x, segs, s.cache_plan(x, segs), False)) == \
-        b"".join(xport_xml(x))
+    assert _render(s, x, segs) == b"".join(xport_xml(x))
+
+
+def _warm(s: RRDSet, span: int, cf: str) -> list[tuple[int, int]]:
+    """Run what warm_work asks for; (rows, columns) of each piece of work."""
+    done = []
+    for x, segs, plan in s.warm_work(s.store.rrd_ids(), span, cf):
+        warm_rows(x, segs, plan)
+        done.append(x.values.shape)
+    return done
+
+
+@pytest.mark.parametrize("as_json", [False, True])
+def test_warmed_rows_make_a_poll_format_nothing(tmp_path, monkeypatch, as_json):
+    """After warm_work's rows are formatted, the poll a client makes joins cached text only,
+    byte-identical to the plain renderer; after a tick only the new row is left to warm."""
+    s, last = _filled_set(tmp_path, n_vms=3)
+    rids = s.store.rrd_ids()
+    plain = xport_json if as_json else xport_xml
+    assert _warm(s, 5, "AVERAGE") == [(120, sum(len(s.store.data_sources(r)) for r in rids))]
+    assert _warm(s, 5, "AVERAGE") == []                       # nothing left to format
+    for _ in range(2):
+        with monkeypatch.context() as m:
+            m.setattr(stats_module, "_row_pieces", lambda block: pytest.fail("formatted"))
+            x, segs = s.xport(rids, last - 600, 5, CF.AVERAGE)
+            plan = s.cache_plan(x, segs)
+            got = b"".join(render_updates(x, segs, plan, as_json,
+                                          view=s.view_plan(x, segs, plan, as_json)))
+        assert got == b"".join(plain(x))
+        last += 5
+        s.tick(last, {r: {"cpu0": 0.25} for r in rids})
+        assert [shape[0] for shape in _warm(s, 5, "AVERAGE")] == [1]   # just the new row
+    # a new RRD (or a rewritten one) is warmed over its whole ring, the others not at all
+    s.create(rrd_id(VM, "late"), last - 5, False)
+    s.tick(last, {rrd_id(VM, "late"): {"cpu0": 0.5}})
+    assert _warm(s, 5, "AVERAGE") == [(120, 1)]
+    # levels are warmed on their own: the 1 min ring, and MIN (only RRDs with MIN/MAX have it)
+    assert [shape[0] for shape in _warm(s, 60, "AVERAGE")] == [120]
+    with_min = [r for r in rids if any(a.cf is CF.MIN for a in s.store.layout(r).archives)]
+    assert _warm(s, 60, "MIN") == [(120, sum(len(s.store.data_sources(r)) for r in with_min))]
+    assert _warm(s, 5, "MIN") == []                            # no such archive
 
 
 def test_corrupt_file_uses_backup_then_starts_anew(tmp_path, caplog):
