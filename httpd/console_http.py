@@ -38,7 +38,7 @@ from console_proxy.server import write_bounded
 from .errors import XenAPIError
 from .http_auth import Credentials, credentials_session, http_session
 from .keys import AGENT
-from .xtypes import NULL_REF
+from .resident import elsewhere
 
 if TYPE_CHECKING:
     from .agent import Agent
@@ -115,10 +115,9 @@ def resolve_console(store: "Store", query: Mapping[str, str], *, host_ref: str,
         rfb = [c for c in vm["consoles"] if store.get("console", c)["protocol"] == "rfb"]
         if rfb:
             console_ref, console = rfb[0], store.get("console", rfb[0])
-    resident = vm["resident_on"]
-    if resident != host_ref:
-        host = store.find("host", resident) if resident != NULL_REF else None
-        if host is None or not host["address"]:
+    if vm["resident_on"] != host_ref:
+        origin = elsewhere(store, vm, host_ref=host_ref, base_url=base_url)
+        if origin is None:
             return Refusal(500, f"VM {vm['uuid']} is not running on this host")
         if console is None:
             key = f"uuid={vm['uuid']}"
@@ -127,9 +126,9 @@ def resolve_console(store: "Store", query: Mapping[str, str], *, host_ref: str,
         session = query.get("session_id")
         if session:
             key += "&" + URL.build(query={"session_id": session}).raw_query_string
-        origin = URL(base_url).with_host(host["address"])
-        return Refusal(302, f"VM {vm['uuid']} runs on host {host['uuid']}",
-                       location=f"{str(origin).rstrip('/')}/console?{key}")
+        host_uuid = store.get("host", vm["resident_on"])["uuid"]
+        return Refusal(302, f"VM {vm['uuid']} runs on host {host_uuid}",
+                       location=f"{origin}/console?{key}")
     if console is None:
         return Refusal(404, f"VM {vm['uuid']} has no rfb console")
     return ConsoleTarget(vm["uuid"], console["protocol"], host_console=bool(vm["is_control_domain"]))
