@@ -24,6 +24,7 @@ from rrd.render import JSON_CONTENT_TYPE, XML_CONTENT_TYPE, dump_json, dump_xml
 from .errors import XenAPIError
 from .http_auth import http_session
 from .keys import AGENT
+from .resident import elsewhere
 from .stats import SR, VM, StatsService, _load_file, render_updates, rrd_id
 
 __all__ = ["routes", "setup", "STATS"]
@@ -199,8 +200,14 @@ async def host_rrd(request: web.Request) -> web.StreamResponse:
 async def _object_rrd(request: web.Request, cls: str, kind: str) -> web.StreamResponse:
     async with http_session(request):
         service = request.app[STATS]
+        agent = service.agent
         uuid = _uuid(request.query.get("uuid", ""))
-        service.agent.store.ref_of_uuid(cls, uuid)          # unknown: UUID_INVALID -> 404
+        ref = agent.store.ref_of_uuid(cls, uuid)          # unknown: UUID_INVALID -> 404
+        if cls == "VM":
+            origin = elsewhere(agent.store, agent.store.get(cls, ref), host_ref=agent.host_ref,
+                               base_url=agent.base_url())
+            if origin is not None:      # its RRD lives on the host it runs on
+                raise web.HTTPFound(f"{origin}{request.path}?{request.query_string}")
         return await _dump(request, service, rrd_id(kind, uuid))
 
 

@@ -1,0 +1,62 @@
+"""Statistics with the agent in this process (build_app, real sockets), where a test needs a
+second host record: /vm_rrd of a VM resident on another host we know answers 302 there."""
+
+from __future__ import annotations
+
+import base64
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from httpd.app import build_app, start_sites
+from httpd.config import Config
+from httpd.keys import AGENT
+
+PASSWORD = "in-process"
+
+
+@pytest.fixture
+async def agent_app(tmp_path):
+    config = Config(data_dir=tmp_path / "data", listen=("127.0.0.1:0",),
+                    https_listen=("127.0.0.1:0",), root_password=PASSWORD,
+                    login_fail_delay=0.01, demo=False)
+    app = build_app(config)
+    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    await runner.setup()
+    try:
+        urls = await start_sites(runner, config)
+        await app[AGENT].on_listening(urls)
+        yield app, urls
+    finally:
+        await runner.cleanup()
+
+
+async def test_vm_rrd_of_a_vm_on_another_host_redirects(agent_app):
+    app, urls = agent_app
+    agent = app[AGENT]
+    http = next(u for u in urls if u.startswith("http://"))
+    https_port = next(u for u in urls if u.startswith("https://")).rsplit(":", 1)[1]
+    vm = agent.store.create("VM", {"name_label": "elsewhere", "power_state": "Running"})
+    uuid = agent.store.get("VM", vm)["uuid"]
+    basic = base64.b64encode(f"root:{PASSWORD}".encode()).decode()
+    async with aiohttp.ClientSession(headers={"Authorization": f"Basic {basic}"}) as s:
+        # running, but resident nowhere we know: the local (missing) file -> 404, no redirect
+        async with s.get(f"{http}/vm_rrd?uuid={uuid}", allow_redirects=False) as r:
+            assert r.status == 404
+        other = agent.store.create("host", {"name_label": "other", "address": "192.0.2.7"})
+        agent.store.update("VM", vm, {"resident_on": other})
+        async with s.get(f"{http}/vm_rrd?uuid={uuid}&json=true",
+                         allow_redirects=False) as r:
+            assert r.status == 302
+            assert r.headers["Location"] == \
+                f"https://192.0.2.7:{https_port}/vm_rrd?uuid={uuid}&json=true"
+        # credentials are checked before anything is said about the VM
+        async with aiohttp.ClientSession() as anonymous:
+            async with anonymous.get(f"{http}/vm_rrd?uuid={uuid}",
+                                     allow_redirects=False) as r:
+                assert r.status == 401
+        # a host without an address cannot be pointed at: the local answer stands
+        agent.store.update("host", other, {"address": ""})
+        async with s.get(f"{http}/vm_rrd?uuid={uuid}", allow_redirects=False) as r:
+            assert r.status == 404
