@@ -4,7 +4,7 @@ PY        := $(VENV)/bin/python
 DATA_DIR  ?= ./var
 LISTEN    ?= 127.0.0.1:8080
 # Real clients the tests drive (and the benchmarks' anchors).
-APT_TEST  := curl wget tar gzip rrdtool xva-img socat pigz openssl
+APT_TEST  := curl wget tar gzip rrdtool xva-img socat pigz openssl zstd
 
 .PHONY: run test apt-test clean
 

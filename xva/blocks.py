@@ -16,9 +16,10 @@ import xxhash
 from .appliance import check_pieces
 from .errors import (IMPORT_ERROR_FAILED_TO_FIND_OBJECT, XVAFormatError, XVAUsageError)
 from .events import DiskDone, Event, Warning_, Write, Zeros
-from .gz import DEFAULT_LEVEL, MEMBER_SIZE, ParallelGzip
+from .gz import DEFAULT_LEVEL as GZIP_LEVEL, MEMBER_SIZE, ParallelGzip
 from .tar import TAR_END, tar_header, tar_padding
 from .zeros import is_zero, zero_spans
+from .zstd import DEFAULT_LEVEL as ZSTD_LEVEL, zstd_compressobj
 
 __all__ = ["BLOCK_SIZE", "BlockDisks", "BlockWriter", "checksum_hex"]
 
@@ -26,6 +27,7 @@ BLOCK_SIZE = 1 << 20
 MAX_BLOCK = 16 << 20          # tolerate larger blocks from other writers, but bounded
 _BLOCK_RE = re.compile(r"(Ref:[^/]+)/([0-9]{1,20})(\.xxhash|\.checksum)?")
 _EXTENSIONS = {"xxhash": ".xxhash", "sha1": ".checksum"}
+_LEVELS = {"gzip": GZIP_LEVEL, "zstd": ZSTD_LEVEL}   # whole-stream compressions
 
 
 def checksum_hex(kind: str, data: bytes | memoryview) -> str:
@@ -65,16 +67,21 @@ def _blocks(pieces: Iterator[tuple[int, bytes]], size: int
 class BlockWriter:
     """Stream an XVA in xapi's block layout.  ``stream(disks)`` takes ``(ref_id, size,
     pieces)`` triples (pieces: ``(offset, bytes)`` in increasing order, gaps are zeros) and
-    yields bytes of about one block each; with ``compression="gzip"`` the whole stream is
-    gzip members compressed on a thread pool.  Close the generator to cancel."""
+    yields bytes of about one block each.  ``compression="gzip"`` makes the whole stream gzip
+    members compressed on a thread pool; ``"zstd"`` one zstd frame that libzstd compresses on
+    ``threads`` threads.  ``level`` defaults to each one's own.  Close the generator to
+    cancel."""
 
     def __init__(self, ova_xml: bytes, *, checksum: str = "xxhash",
-                 compression: str | None = None, level: int = DEFAULT_LEVEL, threads: int = 2,
+                 compression: str | None = None, level: int | None = None, threads: int = 2,
                  executor=None, mtime: int = 0) -> None:
         if checksum not in _EXTENSIONS:
             raise XVAUsageError(f"checksum must be one of {sorted(_EXTENSIONS)}")
-        if compression not in (None, "gzip"):
-            raise XVAUsageError(f"unsupported compression {compression!r} (only gzip)")
+        if compression is not None and compression not in _LEVELS:
+            raise XVAUsageError(f"unsupported compression {compression!r} "
+                                f"(one of {sorted(_LEVELS)})")
+        if level is None and compression is not None:
+            level = _LEVELS[compression]
         self._xml, self._ext, self._mtime = ova_xml, _EXTENSIONS[checksum], mtime
         self._compression, self._level = compression, level
         self._threads, self._executor = threads, executor
@@ -96,7 +103,7 @@ class BlockWriter:
                 self.bytes_out += len(piece)
                 yield piece
             return
-        yield from self._gzip(tar)
+        yield from (self._gzip if self._compression == "gzip" else self._zstd)(tar)
 
     def _tar(self, disks) -> Iterator[bytes]:
         yield self._member("ova.xml", self._xml)
@@ -132,6 +139,17 @@ class BlockWriter:
         name = f"{ref}/{index:08d}"
         digest = checksum_hex(self._ext, data).encode()
         return self._member(name, data) + self._member(name + self._ext, digest)
+
+    def _zstd(self, tar: Iterator[bytes]) -> Iterator[bytes]:
+        z = zstd_compressobj(self._level, self._threads)
+        for piece in tar:
+            out = z.compress(piece)
+            if out:
+                self.bytes_out += len(out)
+                yield out
+        out = z.flush()
+        self.bytes_out += len(out)
+        yield out
 
     def _gzip(self, tar: Iterator[bytes]) -> Iterator[bytes]:
         gz = ParallelGzip(self._level, self._threads, self._executor)

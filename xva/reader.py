@@ -21,11 +21,13 @@ from .events import LAYOUT_APPLIANCE, LAYOUT_XAPI, End, Event, Metadata
 from .gz import GzipInflater
 from .tar import BLOCK, MemberData, MemberEnd, MemberStart, TarReader, safe_name
 from .xmlsafe import MAX_OVA_XML, parse_xml
+from .zstd import ZSTD_MAGIC, ZstdInflater
 
 __all__ = ["DirectoryReader", "XVAReader"]
 
-_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 _GZIP_MAGIC = b"\x1f\x8b"
+# Whole-stream compressions: the magic that announces each, and its inflater.
+_INFLATERS = {"zstd": (ZSTD_MAGIC, ZstdInflater), "gzip": (_GZIP_MAGIC, GzipInflater)}
 _READ_PIECE = 1 << 20
 
 # Phases of an import, and the legal moves between them (anything else is a bug or misuse).
@@ -104,7 +106,7 @@ class _Members:
 
 class XVAReader:
     """Sans-IO import of an XVA byte stream: uncompressed tar (first member ``ova.xml``),
-    gzip, or zstd (refused: no zstd library is available).
+    gzip, or zstd (concatenated frames too).
 
     ``feed(data)`` returns an iterator of events that must be consumed before the next call;
     it is lazy so a decompression bomb never materialises: output is inflated ``step`` bytes
@@ -115,7 +117,7 @@ class XVAReader:
     def __init__(self, *, force: bool = False, step: int = 1 << 20) -> None:
         self._members = _Members(force, step)
         self._sniff = bytearray()
-        self._gzip: GzipInflater | None = None
+        self._inflater: GzipInflater | ZstdInflater | None = None
         self._tar = TarReader()
         self._compression: str | None = None
         self._busy = False
@@ -129,7 +131,8 @@ class XVAReader:
 
     @property
     def compression(self) -> str | None:
-        """``None`` until known, then ``"none"`` or ``"gzip"``."""
+        """How the whole stream is compressed: ``None`` until the first bytes tell, then
+        ``"none"`` (a plain tar), ``"gzip"`` or ``"zstd"``."""
         return self._compression
 
     def expect_disks(self, disks: Mapping[str, int]) -> None:
@@ -181,11 +184,11 @@ class XVAReader:
             if not self._detect(final=False):
                 return
             data, self._sniff = bytes(self._sniff), bytearray()
-        if self._gzip is None:
+        if self._inflater is None:
             yield from self._untar(data)
             return
         step = self._members.step
-        for piece, n in self._gzip.feed(data):
+        for piece, n in self._inflater.feed(data):
             if piece is not None:
                 yield from self._untar(piece)
             else:                                   # a run of zero members: bounded pieces
@@ -203,18 +206,16 @@ class XVAReader:
             yield from self._feed(b"")
             if self.done:
                 return
-        if self._gzip is not None:
-            self._gzip.close()
+        if self._inflater is not None:
+            self._inflater.close()
         self._tar.close()                           # not done: raises PREMATURE_EOF
 
     def _detect(self, final: bool) -> bool:
         head = bytes(self._sniff[:BLOCK])
-        if head.startswith(_ZSTD_MAGIC):
-            raise XVAFormatError.bad("zstd-compressed XVA is not supported by this host; "
-                                     "export with use_compression=gzip or false")
-        if head.startswith(_GZIP_MAGIC):
-            self._compression, self._gzip = "gzip", GzipInflater(self._members.step)
-            return True
+        for name, (magic, inflater) in _INFLATERS.items():
+            if head.startswith(magic):
+                self._compression, self._inflater = name, inflater(self._members.step)
+                return True
         if len(head) < BLOCK:
             if final and head:
                 raise XVAFormatError.premature_eof()

@@ -10,6 +10,7 @@ import pytest
 from xva.appliance import Appliance, VBDSpec, VDISpec, VMSpec
 from xva.events import Metadata, Write, Zeros, DiskDone, End, Warning_
 from xva.reader import XVAReader
+from xva.zstd import BLOCK_MAX, ZSTD_MAGIC
 
 
 def make_disk(path, size: int, seed: int = 0, extents=None) -> bytes:
@@ -86,6 +87,15 @@ def read_events(data: bytes, piece: int = 65536, disks=None, force=False, reader
     for ev in reader.close():
         take(ev)
     return meta, images, others
+
+
+def rle_frame(byte: int, blocks: int, window_byte: int = 7 << 3) -> bytes:
+    """A hand-made frame of RLE blocks: 4 bytes of input per 128 KiB of output."""
+    out = bytearray(ZSTD_MAGIC + bytes([0, window_byte]))   # no size, no checksum
+    for i in range(blocks):
+        out += ((BLOCK_MAX << 3) | (1 << 1) | (i == blocks - 1)).to_bytes(3, "little")
+        out.append(byte)
+    return bytes(out)
 
 
 @pytest.fixture

@@ -90,12 +90,14 @@ def test_force_turns_checksum_mismatch_into_a_warning():
     assert any(isinstance(e, Warning_) and "mismatch" in e.message for e in others)
 
 
-def test_gzip_stream_round_trip():
+@pytest.mark.parametrize("compression,magic", [("gzip", b"\x1f\x8b"),
+                                               ("zstd", b"\x28\xb5\x2f\xfd")])
+def test_compressed_stream_round_trip(compression, magic):
     pieces = [(0, b"first"), (2 * BLOCK_SIZE + 3, b"x" * (3 * BLOCK_SIZE))]
     size = 6 * BLOCK_SIZE
-    data = b"".join(BlockWriter(XML, compression="gzip", checksum="sha1")
+    data = b"".join(BlockWriter(XML, compression=compression, checksum="sha1")
                     .stream([("Ref:3", size, pieces)]))
-    assert data[:2] == b"\x1f\x8b"
+    assert data.startswith(magic)
     _, images, _ = read_events(data, piece=4096, disks={"Ref:3": size})
     assert images["Ref:3"].read(0, 5) == b"first"
     assert images["Ref:3"].read(2 * BLOCK_SIZE, 3 * BLOCK_SIZE + 6) == (

@@ -111,7 +111,7 @@ def test_block_layout_with_xva_img_both_ways(tmp_path):
 
 
 @pytest.mark.parametrize("compression,checksum", [(None, "xxhash"), ("gzip", "xxhash"),
-                                                  ("gzip", "sha1")])
+                                                  ("gzip", "sha1"), ("zstd", "xxhash")])
 def test_block_round_trip_sparse(tmp_path, compression, checksum):
     size = (40 << 20) + 5
     a = make_disk(tmp_path / "a.raw", size)

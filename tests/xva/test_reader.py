@@ -1,7 +1,9 @@
 import os
 import random
+import tracemalloc
 
 import pytest
+import zstandard
 
 from xva.appliance import ApplianceWriter
 from xva.blocks import BlockWriter
@@ -9,11 +11,13 @@ from xva.errors import XVAError, XVAFormatError, XVAUsageError
 from xva.events import End, LAYOUT_APPLIANCE, Metadata
 from xva.gz import gzip_member
 from xva.reader import DirectoryReader, XVAReader
+from xva.tar import tar_header, tar_padding
 
-from .conftest import appliance, read_events
+from .conftest import appliance, read_events, rle_frame
 
 XML = b"<value><struct/></value>"
 SIZE = 3 << 20
+zstd = zstandard.ZstdCompressor().compress
 
 
 def appliance_xva():
@@ -37,11 +41,45 @@ def test_end_comes_at_the_tar_end_and_later_bytes_are_ignored():
     assert list(reader.feed(b"more")) == []
 
 
-@pytest.mark.parametrize("head,message", [(b"\x28\xb5\x2f\xfd" + bytes(600), "zstd"),
-                                          (b"PK\x03\x04" + bytes(600), "not an XVA")])
-def test_detection_refuses_zstd_and_foreign_data(head, message):
-    with pytest.raises(XVAFormatError, match=message):
-        list(XVAReader().feed(head))
+def test_detection_refuses_foreign_data():
+    with pytest.raises(XVAFormatError, match="not an XVA"):
+        list(XVAReader().feed(b"PK\x03\x04" + bytes(600)))
+
+
+@pytest.mark.parametrize("compression", [None, "gzip", "zstd"])
+def test_whole_stream_compression_is_detected(compression):
+    pieces, data = block_xva(compression)
+    reader = XVAReader()
+    _, images, others = read_events(data, piece=5000, disks={"Ref:7": SIZE}, reader=reader)
+    assert reader.compression == (compression or "none")
+    assert images["Ref:7"].read(100, 3000) == pieces[0][1] and isinstance(others[-1], End)
+
+
+def test_zstd_in_several_frames_with_garbage_between_is_refused():
+    _, data = block_xva()
+    cut = len(data) // 2
+    frames = zstd(data[:cut]) + zstd(data[cut:])
+    _, images, _ = read_events(frames, piece=3000, disks={"Ref:7": SIZE})
+    assert images["Ref:7"].read(SIZE - 4, 4) == b"tail"
+    bad = zstd(data[:cut]) + b"junk" + zstd(data[cut:])
+    with pytest.raises(XVAFormatError, match="not zstd"):
+        read_events(bad, piece=3000, disks={"Ref:7": SIZE})
+
+
+def test_zstd_bomb_is_refused_without_inflating_it():
+    """ova.xml and one 1 MiB block as declared, then 4 GiB of "A" in 128 KiB of zstd: the
+    bytes after the block must be a tar header, so the reader stops within a step or two."""
+    data = zstd(tar_header("ova.xml", len(XML)) + XML + tar_padding(len(XML))
+                         + tar_header("Ref:7/00000000", 1 << 20))
+    bomb = data + rle_frame(0x41, 32768)
+    tracemalloc.start()
+    try:
+        with pytest.raises(XVAFormatError):
+            read_events(bomb, piece=len(bomb), disks={"Ref:7": SIZE})
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 32 << 20
 
 
 def test_errors_are_sticky_and_misuse_is_a_usage_error():
@@ -67,13 +105,13 @@ def test_errors_are_sticky_and_misuse_is_a_usage_error():
         reader.feed(b"")
 
 
-@pytest.mark.parametrize("layout", ["appliance", "blocks", "blocks-gzip"])
+@pytest.mark.parametrize("layout", ["appliance", "blocks", "blocks-gzip", "blocks-zstd"])
 def test_truncated_anywhere_is_an_error(layout):
     if layout == "appliance":
         _, _, data = appliance_xva()
         disks = None
     else:
-        _, data = block_xva("gzip" if layout == "blocks-gzip" else None)
+        _, data = block_xva(layout[7:] or None)
         disks = {"Ref:7": SIZE}
     cuts = sorted(set(random.Random(5).sample(range(len(data) - 1024), 40)
                       + [0, 1, 100, 511, 512, 513, len(data) - 1025, len(data) - 513]))
@@ -88,7 +126,9 @@ def test_fuzz_only_format_errors_escape():
     _, _, app_data = appliance_xva()
     _, blk = block_xva()
     _, blk_gz = block_xva("gzip")
-    for base, disks in [(app_data, None), (blk, {"Ref:7": SIZE}), (blk_gz, {"Ref:7": SIZE})]:
+    _, blk_zst = block_xva("zstd")
+    for base, disks in [(app_data, None), (blk, {"Ref:7": SIZE}), (blk_gz, {"Ref:7": SIZE}),
+                        (blk_zst, {"Ref:7": SIZE})]:
         for _ in range(60):
             data = bytearray(base)
             for _ in range(rng.randint(1, 4)):

@@ -1,0 +1,104 @@
+import os
+import shutil
+import subprocess
+
+import pytest
+import zstandard
+
+from xva.errors import XVAFormatError
+from xva.zstd import BLOCK_MAX, ZSTD_MAGIC, ZstdInflater, zstd_compressobj
+
+from .conftest import rle_frame
+
+DATA = os.urandom(200_000) + b"xva text " * 60_000 + bytes(3 << 20) + os.urandom(1000)
+
+
+def inflate(data: bytes, piece: int, step: int = 1 << 16, **kw) -> bytes:
+    inf, out = ZstdInflater(step, **kw), bytearray()
+    for i in range(0, len(data), piece):
+        for chunk, n in inf.feed(data[i:i + piece]):
+            assert n == len(chunk) <= step
+            out += chunk
+    inf.close()
+    return bytes(out)
+
+
+def compress(data: bytes, **kw) -> bytes:
+    return zstandard.ZstdCompressor(**kw).compress(data)
+
+
+def skippable(payload: bytes) -> bytes:
+    return (0x184D2A53).to_bytes(4, "little") + len(payload).to_bytes(4, "little") + payload
+
+
+def test_round_trip_any_piece_size():
+    z = zstd_compressobj(threads=2)
+    blob = z.compress(DATA) + z.flush()
+    assert zstandard.ZstdDecompressor().decompressobj().decompress(blob) == DATA
+    for piece in (333, 65536, len(blob)):
+        assert inflate(blob, piece) == DATA
+    small = compress(DATA[:150_000], level=1)
+    assert inflate(small, 1) == DATA[:150_000]
+
+
+def test_concatenated_and_skippable_frames():
+    parts = [DATA[:100_000], DATA[100_000:100_001], b"", DATA[100_001:]]
+    blob = b"".join(compress(p, level=1, write_checksum=i % 2 == 0, write_content_size=i < 2)
+                    for i, p in enumerate(parts))
+    blob = skippable(b"hint") + blob + skippable(b"") + compress(b"end")
+    assert inflate(blob, 4097) == DATA + b"end"
+
+
+@pytest.mark.skipif(not shutil.which("pzstd"), reason="pzstd not installed")
+def test_pzstd_and_zstd_cli_output():
+    """Interop: what the zstd tools write (pzstd: skippable frames ahead of each frame)."""
+    for cmd in (["pzstd", "-q", "-p", "2", "-c"], ["zstd", "-q", "-c", "--rsyncable", "-T2"],
+                ["zstd", "-q", "-c", "--long=27"]):
+        blob = subprocess.run(cmd, input=DATA * 3, capture_output=True, check=True).stdout
+        assert inflate(blob, 100_003, step=1 << 20) == DATA * 3, cmd
+
+
+def test_a_bomb_is_inflated_a_step_at_a_time():
+    bomb = rle_frame(0x41, 32768)                       # 128 KiB that inflate to 4 GiB
+    inf = ZstdInflater(step=1 << 20)
+    pieces = inf.feed(bomb)
+    for _ in range(5):
+        chunk, n = next(pieces)
+        assert n <= 1 << 20 and chunk == b"A" * n
+    pieces.close()
+    assert inf.bytes_out <= 6 << 20
+    # small steps: still never more than one 128 KiB block per call
+    inf = ZstdInflater(step=1000)
+    sizes = [n for _, n in inf.feed(rle_frame(0, 3))]
+    assert max(sizes) <= 1000 and sum(sizes) == 3 * BLOCK_MAX
+
+
+def test_truncated_is_premature_eof():
+    blob = compress(os.urandom(300_000), write_checksum=True) + compress(b"second")
+    for cut in (1, 4, 5, 9, 1000, len(blob) - len(compress(b"second")) - 1, len(blob) - 1):
+        with pytest.raises(XVAFormatError) as e:
+            inflate(blob[:cut], 777)
+        assert e.value.code == "IMPORT_ERROR_PREMATURE_EOF", cut
+
+
+@pytest.mark.parametrize("bad,message", [
+    (b"garbage after the frame", "after the end of a zstd frame is not zstd"),
+    (skippable(b"x") + b"\x1f\x8b\x08\x00 gzip is not zstd", "not zstd"),
+    (ZSTD_MAGIC + b"\x08", "reserved bit"),
+    (ZSTD_MAGIC + b"\x00\x38" + b"\x07\x00\x00", "reserved block type"),
+    (ZSTD_MAGIC + b"\x00\x38" + b"\xf9\xff\x7f", "above 128 KiB"),
+    (ZSTD_MAGIC + b"\x01\x38\x2a", "dictionary"),
+    (ZSTD_MAGIC + b"\x00\xa8", "window"),                       # 2 GiB: --long=31
+])
+def test_garbage_and_foreign_frames_are_refused(bad, message):
+    with pytest.raises(XVAFormatError, match=message):
+        inflate(compress(b"ok") + bad + bytes(20), 5)
+
+
+def test_corrupt_block_or_checksum_is_refused():
+    blob = bytearray(compress(b"hello zstd " * 1000, write_checksum=True))
+    for at in (len(blob) // 2, len(blob) - 2):
+        bad = bytearray(blob)
+        bad[at] ^= 0x55
+        with pytest.raises(XVAFormatError, match="corrupt zstd data"):
+            inflate(bytes(bad), 64)
