@@ -2,14 +2,22 @@
 
 A failed login waits before answering (slowing password guessing) with asyncio.sleep, so it
 never delays other clients. Logins over the local Unix socket are root, password ignored.
+
+A password that passed the (deliberately slow, ~50 ms) scrypt check is remembered for a few
+minutes as a keyed digest of the stored hash and the password, so clients that send Basic
+credentials with every request (curl, wget, pollers) do not pay scrypt each time; a changed
+password changes the stored hash and so misses at once. Failures are never remembered.
 """
 
 from __future__ import annotations
 
 import asyncio
 import datetime as _dt
+import hashlib
+import hmac
 import json
 import os
+import secrets
 import time
 from typing import TYPE_CHECKING
 
@@ -23,6 +31,8 @@ if TYPE_CHECKING:
 __all__ = ["SessionManager"]
 
 ROOT = "root"
+_VERIFIED_TTL = 300.0   # seconds a verified password is taken without scrypt
+_VERIFIED_MAX = 16      # distinct verified passwords remembered (normally one)
 
 
 def _now() -> _dt.datetime:
@@ -36,6 +46,8 @@ class SessionManager:
         self.password_path = password_path
         self._hash_stamp: tuple[int, int] | None = None
         self._hash: dict = {}
+        self._verify_key = secrets.token_bytes(32)
+        self._verified: dict[bytes, float] = {}    # keyed digest -> monotonic time verified
         self.limit = limit
         self.idle_timeout = idle_timeout
         self.fail_delay = fail_delay
@@ -56,7 +68,21 @@ class SessionManager:
         return self._hash
 
     def password_ok(self, user: str, password: str) -> bool:
-        return user == ROOT and verify_password(self.password_hash, password)
+        if user != ROOT:
+            return False
+        stored = self.password_hash
+        key = hmac.new(self._verify_key, f"{stored.get('hash')}\0{password}".encode(),
+                       hashlib.sha256).digest()
+        now = time.monotonic()
+        seen = self._verified.get(key)
+        if seen is not None and now - seen < _VERIFIED_TTL:
+            return True
+        if not verify_password(stored, password):
+            return False
+        if len(self._verified) >= _VERIFIED_MAX:
+            self._verified.clear()
+        self._verified[key] = now
+        return True
 
     async def login(self, user: str, password: str, *, originator: str = "",
                     local: bool = False) -> str:

@@ -38,6 +38,8 @@ def test_https_listener_with_generated_certificate(tmp_path):
 
 
 def test_passwd_command_and_change_password(fresh_server):
+    # the old password was just verified (and is remembered): a change must still end it
+    XenAPI.Session(fresh_server.url).xenapi.login_with_password("root", fresh_server.password)
     subprocess.run([sys.executable, "-m", "httpd.cli", "passwd", "--data-dir",
                     str(fresh_server.data_dir), "--stdin"], input="new-one\n", text=True,
                    check=True, capture_output=True)
@@ -51,6 +53,8 @@ def test_passwd_command_and_change_password(fresh_server):
     assert e.value.details[0] == "SESSION_AUTHENTICATION_FAILED"
     s.xenapi.session.change_password("new-one", "third")
     s.xenapi.session.logout()
+    with pytest.raises(XenAPI.Failure):
+        s.xenapi.login_with_password("root", "new-one")
     s.xenapi.login_with_password("root", "third")
     s.xenapi.session.logout()
     stored = (fresh_server.data_dir / "root.passwd").read_text()
