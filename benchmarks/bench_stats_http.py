@@ -134,7 +134,7 @@ async def main() -> None:
                   f"(first byte {statistics.median(w[0] for w in warm) * 1e3:.0f} ms), "
                   f"{warm[0][2] / 1e6:.1f} MB")
             basic = [await fetch(q, basic=True) for _ in range(args.repeat)]
-            print(f"{fmt} warm, Basic auth (scrypt per request): "
+            print(f"{fmt} warm, Basic auth (scrypt once, then remembered): "
                   f"{statistics.median(w[1] for w in basic) * 1e3:7.0f} ms median")
             after, warmups = [], []
             for _ in range(args.repeat):
