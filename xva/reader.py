@@ -21,13 +21,12 @@ from .events import LAYOUT_APPLIANCE, LAYOUT_XAPI, End, Event, Metadata
 from .gz import GzipInflater
 from .tar import BLOCK, MemberData, MemberEnd, MemberStart, TarReader, safe_name
 from .xmlsafe import MAX_OVA_XML, parse_xml
-from .zstd import ZSTD_MAGIC, ZstdInflater
+from .zstd import STREAM_MAGICS, ZstdInflater
 
 __all__ = ["DirectoryReader", "XVAReader"]
 
-_GZIP_MAGIC = b"\x1f\x8b"
-# Whole-stream compressions: the magic that announces each, and its inflater.
-_INFLATERS = {"zstd": (ZSTD_MAGIC, ZstdInflater), "gzip": (_GZIP_MAGIC, GzipInflater)}
+# Whole-stream compressions: the magics that announce each, and its inflater.
+_INFLATERS = {"zstd": (STREAM_MAGICS, ZstdInflater), "gzip": (b"\x1f\x8b", GzipInflater)}
 _READ_PIECE = 1 << 20
 
 # Phases of an import, and the legal moves between them (anything else is a bug or misuse).

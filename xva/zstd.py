@@ -17,10 +17,13 @@ import zstandard
 
 from .errors import XVAFormatError, XVAUsageError
 
-__all__ = ["BLOCK_MAX", "DEFAULT_LEVEL", "MAX_WINDOW", "ZSTD_MAGIC", "ZstdInflater",
-           "zstd_compressobj"]
+__all__ = ["BLOCK_MAX", "DEFAULT_LEVEL", "MAX_WINDOW", "STREAM_MAGICS", "ZSTD_MAGIC",
+           "ZstdInflater", "zstd_compressobj"]
 
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+_SKIPPABLE = 0x184D2A50       # to 0x184D2A5F: frames to skip, whatever they hold
+# What a zstd stream starts with: a frame, or a skippable one (pzstd starts with one).
+STREAM_MAGICS = (ZSTD_MAGIC, *((_SKIPPABLE + i).to_bytes(4, "little") for i in range(16)))
 DEFAULT_LEVEL = 3             # zstd's own default: a better ratio than gzip -6, many times faster
 # The largest window (history) a frame may ask the decoder to keep: libzstd's own default
 # limit, i.e. what `zstd -d` reads without --memory (and so what xapi, which pipes through
@@ -28,7 +31,6 @@ DEFAULT_LEVEL = 3             # zstd's own default: a better ratio than gzip -6,
 # with a clear error instead of costing up to 2 GiB of memory per import.
 MAX_WINDOW = 1 << 27
 BLOCK_MAX = 128 << 10         # RFC 8878: no block holds or inflates to more than 128 KiB
-_SKIPPABLE = 0x184D2A50       # to 0x184D2A5F: frames to skip, whatever they hold
 
 # Parser states, each named for what its next ``need`` bytes are, and the legal moves.
 _MAGIC, _DESCRIPTOR, _HEADER, _BLOCK_HEADER, _BLOCK, _CHECKSUM, _SKIP_SIZE, _SKIP = (

@@ -98,6 +98,10 @@ def rle_frame(byte: int, blocks: int, window_byte: int = 7 << 3) -> bytes:
     return bytes(out)
 
 
+def skippable(payload: bytes) -> bytes:
+    return (0x184D2A53).to_bytes(4, "little") + len(payload).to_bytes(4, "little") + payload
+
+
 @pytest.fixture
 def rng():
     return random.Random(1234)

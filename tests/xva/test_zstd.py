@@ -8,7 +8,7 @@ import zstandard
 from xva.errors import XVAFormatError
 from xva.zstd import BLOCK_MAX, ZSTD_MAGIC, ZstdInflater, zstd_compressobj
 
-from .conftest import rle_frame
+from .conftest import rle_frame, skippable
 
 DATA = os.urandom(200_000) + b"xva text " * 60_000 + bytes(3 << 20) + os.urandom(1000)
 
@@ -25,10 +25,6 @@ def inflate(data: bytes, piece: int, step: int = 1 << 16, **kw) -> bytes:
 
 def compress(data: bytes, **kw) -> bytes:
     return zstandard.ZstdCompressor(**kw).compress(data)
-
-
-def skippable(payload: bytes) -> bytes:
-    return (0x184D2A53).to_bytes(4, "little") + len(payload).to_bytes(4, "little") + payload
 
 
 def test_round_trip_any_piece_size():
