@@ -37,6 +37,8 @@ log = logging.getLogger(__name__)
 _PIECE = 1 << 20
 _ZEROS = bytes(_PIECE)
 _TRUE = ("true", "1", "yes", "on")
+# use_compression= (xapi's values) -> the block layout's whole-stream compression
+_COMPRESSIONS = {"": None, "false": None, "true": "gzip", "gzip": "gzip", "zstd": "zstd"}
 
 
 def _flag(request: web.Request, name: str) -> bool:
@@ -161,12 +163,18 @@ async def _export(request: web.Request, *, metadata_only: bool) -> web.StreamRes
     async with http_session(request, "export") as session:
         ctx = Ctx(agent, session)
         vm = _lookup(ctx, "VM", request, "ref", "uuid")
-        fmt = request.query.get("format", "xapi" if metadata_only else "appliance").lower()
-        compression = request.query.get("use_compression", "false").lower()
+        value = request.query.get("use_compression", "false").lower()
+        if value not in _COMPRESSIONS:
+            raise XenAPIError("INVALID_VALUE", "use_compression", value)
+        compression = _COMPRESSIONS[value]
+        # zstd exists for the block layout only: asked for without a format, it means that
+        # layout, as from xapi (`xe vm-export compress=zstd`, Xen Orchestra)
+        default = "xapi" if metadata_only or compression == "zstd" else "appliance"
+        fmt = request.query.get("format", default).lower()
         if fmt not in ("appliance", "xapi"):
             raise XenAPIError("INVALID_VALUE", "format", fmt)
-        if compression not in ("false", "true", "gzip", ""):
-            raise XenAPIError("INVALID_VALUE", "use_compression", compression)
+        if fmt == "appliance" and compression == "zstd":
+            raise XenAPIError("INVALID_VALUE", "use_compression", value)
         # xxhash as xapi writes today; sha1 for older readers (Debian's xva-img 1.4)
         checksum = request.query.get("checksum", "xxhash").lower()
         if checksum not in ("xxhash", "sha1"):
@@ -182,7 +190,7 @@ async def _export(request: web.Request, *, metadata_only: bool) -> web.StreamRes
                         ova, disks = block_export(ctx, vm, with_disks=not metadata_only)
                         exp = await asyncio.to_thread(
                             export_blocks, ova, [] if metadata_only else disks,
-                            compression="gzip" if compression in ("true", "gzip") else None,
+                            compression=compression,
                             checksum=checksum)
                     else:
                         app, files = appliance_for(ctx, vm)

@@ -14,6 +14,8 @@ import urllib.request
 import pytest
 import XenAPI
 
+from tests.xva.conftest import rle_frame
+
 
 def _template(x, name="Debian Etch 4.0"):
     return next(r for r, v in x.VM.get_all_records().items() if v["name_label"] == name)
@@ -105,7 +107,8 @@ def test_appliance_export_matches_the_guides_layout(server, source_vm, tmp_path)
     assert "export" not in x.VM.get_current_operations(source_vm).values()
 
 
-@pytest.mark.parametrize("query", ["", "&format=xapi", "&format=xapi&use_compression=true"])
+@pytest.mark.parametrize("query", ["", "&format=xapi", "&format=xapi&use_compression=true",
+                                   "&format=xapi&use_compression=zstd"])
 def test_export_reimport_gives_identical_disks(server, source_vm, tmp_path, query):
     x = server.session().xenapi
     uuid = x.VM.get_uuid(source_vm)
@@ -145,14 +148,63 @@ def test_restore_keeps_macs_and_chunked_upload(server, source_vm, tmp_path):
     x.VM.destroy(new)
 
 
+def _need(tool):
+    if not shutil.which(tool):
+        pytest.fail(f"{tool} is not installed (make test installs it)")
+
+
+def _export_to(server, vm, query, path):
+    """curl /export of `vm` with `query` into `path`."""
+    uuid = server.session().xenapi.VM.get_uuid(vm)
+    _curl(_url(server, f"/export?uuid={uuid}{query}"), "-o", str(path))
+    return path
+
+
+def _import_one(server, path):
+    """curl -T an XVA; the new VM's ref (the task must have succeeded)."""
+    r = _curl("-T", str(path), _url(server, "/import"))
+    new = r.stdout.decode().strip()
+    assert new.startswith("OpaqueRef:"), r
+    return new
+
+
+def test_zstd_export_is_what_the_zstd_cli_reads(server, source_vm, tmp_path):
+    """use_compression=zstd (no format: it implies the block layout) is one zstd stream that
+    `zstd -t` accepts and `zstd -dc | tar t` lists; it imports back to identical disks."""
+    _need("zstd")
+    x = server.session().xenapi
+    xva = _export_to(server, source_vm, "&use_compression=zstd", tmp_path / "vm.xva.zst")
+    assert xva.read_bytes()[:4] == b"\x28\xb5\x2f\xfd"
+    subprocess.run(["zstd", "-q", "-t", str(xva)], check=True)
+    names = subprocess.run(f"zstd -dc {xva} | tar t", shell=True, capture_output=True,
+                           check=True, text=True).stdout.split()
+    assert names[0] == "ova.xml" and any(n.endswith("/00000000.xxhash") for n in names)
+    new = _import_one(server, xva)
+    assert _disks(x, new) == _disks(x, source_vm)
+    x.VM.destroy(new)
+
+
+@pytest.mark.parametrize("tool", [["zstd", "-q", "-c", "-19", "-T2"],
+                                  ["pzstd", "-q", "-c", "-p", "2"]])
+def test_xva_compressed_by_the_zstd_cli_imports(server, source_vm, tmp_path, tool):
+    """Our plain block export, compressed by zstd (one frame) or pzstd (several frames with
+    skippable ones between), imports to identical disks."""
+    _need(tool[0])
+    x = server.session().xenapi
+    plain = _export_to(server, source_vm, "&format=xapi", tmp_path / "vm.xva")
+    packed = tmp_path / "vm.xva.zst"
+    with open(plain, "rb") as src, open(packed, "wb") as dst:
+        subprocess.run(tool, stdin=src, stdout=dst, check=True)
+    new = _import_one(server, packed)
+    assert _disks(x, new) == _disks(x, source_vm)
+    x.VM.destroy(new)
+
+
 def test_block_layout_with_xva_img(server, source_vm, tmp_path):
     """xva-img (Debian's, SHA-1 only) unpacks our block export to identical disks."""
-    if not shutil.which("xva-img"):
-        pytest.fail("xva-img is not installed (make test installs it)")
+    _need("xva-img")
     x = server.session().xenapi
-    uuid = x.VM.get_uuid(source_vm)
-    xva = tmp_path / "vm.xva"
-    _curl(_url(server, f"/export?uuid={uuid}&format=xapi&checksum=sha1"), "-o", str(xva))
+    xva = _export_to(server, source_vm, "&format=xapi&checksum=sha1", tmp_path / "vm.xva")
     out = tmp_path / "x"
     out.mkdir()
     subprocess.run(["tar", "xf", str(xva), "-C", str(out)], check=True)
@@ -170,21 +222,17 @@ def test_block_layout_with_xva_img(server, source_vm, tmp_path):
 
 def test_xva_img_package_imports(server, source_vm, tmp_path):
     """An XVA packed by xva-img (from our unpacked export) imports to identical disks."""
-    if not shutil.which("xva-img"):
-        pytest.fail("xva-img is not installed (make test installs it)")
+    _need("xva-img")
     x = server.session().xenapi
-    xva = tmp_path / "vm.xva"
-    _curl(_url(server, f"/export?uuid={x.VM.get_uuid(source_vm)}&format=xapi&checksum=sha1"),
-          "-o", str(xva))
+    xva = _export_to(server, source_vm, "&format=xapi&checksum=sha1", tmp_path / "vm.xva")
     work = tmp_path / "pkg"
     work.mkdir()
     subprocess.run(["tar", "xf", str(xva), "-C", str(work)], check=True)
     refs = sorted(p.name for p in work.iterdir() if p.name.startswith("Ref:"))
     subprocess.run(["xva-img", "-p", "package", str(tmp_path / "packed.xva"), "./ova.xml",
                     *[f"./{r}" for r in refs]], cwd=work, check=True, capture_output=True)
-    r = _curl("-T", str(tmp_path / "packed.xva"), _url(server, "/import"))
-    new = r.stdout.decode().strip()
-    assert new.startswith("OpaqueRef:") and x.VM.get_name_label(new) == "export-source"
+    new = _import_one(server, tmp_path / "packed.xva")
+    assert x.VM.get_name_label(new) == "export-source"
     assert _disks(x, new) == _disks(x, source_vm)
     x.VM.destroy(new)
 
@@ -230,6 +278,10 @@ def test_credentials_and_bad_parameters(server):
     assert b" 404 " in r.stdout and b"HANDLE_INVALID" in r.stdout
     r = _curl("-D", "-", "-o", "/dev/null", _url(server, "/export"))
     assert b" 400 " in r.stdout
+    vm = server.session().xenapi.VM.get_all()[0]
+    for bad in ("use_compression=lz4", "use_compression=zstd&format=appliance"):
+        r = _curl("-D", "-", "-o", "/dev/null", _url(server, f"/export?ref={vm}&{bad}"))
+        assert b" 400 " in r.stdout and b"INVALID_VALUE" in r.stdout, bad
     before = _state(server.session().xenapi)
     r = _curl("-D", "-", "-X", "PUT", "--data-binary", "", _url(server, "/import"))
     assert b" 200 " in r.stdout     # Xen Orchestra's empty probe: nothing happens
@@ -274,6 +326,11 @@ def _hostile_inputs(tmp_path, server, source_vm) -> dict[str, bytes]:
     # flip a byte inside the first data block (not ova.xml): only its checksum can tell
     block = next(m for m in tarfile.open(xva) if m.name.endswith("/00000000"))
     corrupt[block.offset_data + 600] ^= 0xFF
+    zst = subprocess.run(["zstd", "-q", "-c"], input=good, capture_output=True,
+                         check=True).stdout
+    # zstd: ova.xml, then 4 GiB of "A" (128 KiB of RLE blocks) where a tar header belongs
+    zstd_bomb = subprocess.run(["zstd", "-q", "-c"], input=_tar([("ova.xml", _OVA)])[:1024],
+                               capture_output=True, check=True).stdout + rle_frame(0x41, 32768)
     return {
         "dotdot": _tar([("ova.xml", _OVA), ("../evil", b"x")]),
         "absolute": _tar([("ova.xml", _OVA), ("/etc/evil", b"x")]),
@@ -284,6 +341,8 @@ def _hostile_inputs(tmp_path, server, source_vm) -> dict[str, bytes]:
                                                   gzip.compress(b"y" * 2**20)),
                              ("sda/chunk-00000001.gz", good_chunk)]),
         "truncated": good[: len(good) // 2],
+        "zstd truncated": zst[: len(zst) // 2],
+        "zstd bomb": zstd_bomb,
         "checksum": bytes(corrupt),
         "garbage": os.urandom(100_000),
         "not an xva": b"hello",
@@ -309,6 +368,8 @@ def test_hostile_inputs_leave_nothing(server, source_vm, tmp_path):
         assert rec["error_info"][0].startswith("IMPORT_"), (name, rec["error_info"])
         if name == "checksum":
             assert "checksum" in " ".join(rec["error_info"]).lower()
+        if name == "zstd truncated":
+            assert rec["error_info"] == ["IMPORT_ERROR_PREMATURE_EOF"], rec["error_info"]
         assert _state(x) == before, name
         x.SR.update(sr)
         free_after = int(x.SR.get_physical_size(sr)) - int(x.SR.get_physical_utilisation(sr))
