@@ -11,7 +11,9 @@ Three layers, each usable on its own:
   for ``/rrd_updates``;
 * :class:`StatsService`: the agent's wiring: a collector task every ``stats_interval`` seconds
   on integer timestamps, loads/saves/deletes following VM start/stop/destroy
-  (``agent.vm_listeners``), periodic and shutdown saves, legacy ``host_metrics``/``VM_metrics``.
+  (``agent.vm_listeners``), periodic and shutdown saves, legacy ``host_metrics``/``VM_metrics``,
+  and after each tick the formatting of the rows pollers will ask for (``warm``), so that an
+  ``/rrd_updates`` poll only joins cached text.
 
 RRD ids: ``host:<uuid>``, ``vm:<uuid>`` (the control domain included), ``sr:<uuid>``; legends
 come out as ``AVERAGE:vm:<uuid>:cpu0``. The store is only touched on the event loop; file work
