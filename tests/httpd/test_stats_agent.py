@@ -3,6 +3,7 @@ second host record: /vm_rrd of a VM resident on another host we know answers 302
 
 from __future__ import annotations
 
+import asyncio
 import base64
 
 import aiohttp
@@ -12,6 +13,7 @@ from aiohttp import web
 from httpd.app import build_app, start_sites
 from httpd.config import Config
 from httpd.keys import AGENT
+from httpd.stats_http import STATS
 
 PASSWORD = "in-process"
 
@@ -60,3 +62,27 @@ async def test_vm_rrd_of_a_vm_on_another_host_redirects(agent_app):
         agent.store.update("host", other, {"address": ""})
         async with s.get(f"{http}/vm_rrd?uuid={uuid}", allow_redirects=False) as r:
             assert r.status == 404
+
+
+async def test_collector_formats_rows_before_anyone_polls(tmp_path):
+    """The warm-up follows the collector: after a few ticks the host's and dom0's newest rows
+    are already text, though no /rrd_updates request came (a poll would only join them)."""
+    config = Config(data_dir=tmp_path / "data", listen=("127.0.0.1:0",), root_password=PASSWORD,
+                    demo=False, stats_interval=1)
+    app = build_app(config)
+    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    await runner.setup()
+    try:
+        await start_sites(runner, config)
+        service = app[STATS]
+        for _ in range(100):
+            if service.ticks >= 3 and service.rrds.cache.nbytes():
+                break
+            await asyncio.sleep(0.1)
+        assert service.ticks >= 3
+        assert service.rrds.cache.nbytes() > 0        # formatted with no request made
+        # and what one more warm-up leaves is nothing at all for a poll to format
+        await service.warm()
+        assert service.rrds.warm_work(service.store.rrd_ids(), 5, "AVERAGE") == []
+    finally:
+        await runner.cleanup()
