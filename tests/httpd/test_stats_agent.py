@@ -81,8 +81,13 @@ async def test_collector_formats_rows_before_anyone_polls(tmp_path):
             await asyncio.sleep(0.1)
         assert service.ticks >= 3
         assert service.rrds.cache.nbytes() > 0        # formatted with no request made
-        # and what one more warm-up leaves is nothing at all for a poll to format
-        await service.warm()
-        assert service.rrds.warm_work(service.store.rrd_ids(), 5, "AVERAGE") == []
+        # and what one more warm-up leaves is nothing at all for a poll to format (unless a
+        # tick came while it ran: then the next one catches up)
+        for _ in range(5):
+            await service.warm()
+            left = service.rrds.warm_work(service.store.rrd_ids(), 5, "AVERAGE")
+            if not left:
+                break
+        assert left == []
     finally:
         await runner.cleanup()
