@@ -33,6 +33,9 @@ def _parser() -> argparse.ArgumentParser:
     tune.add_argument("--janitor-interval", type=float, default=60.0)
     tune.add_argument("--console-vm-limit", type=int, default=0,
                       help="console tunnels per VM (0: no limit; beyond it: 503)")
+    tune.add_argument("--console-idle-timeout", type=float, default=0, metavar="SECONDS",
+                      help="close a console (CONNECT or WebSocket) after this long without key or "
+                           "pointer input (0: never)")
     tune.add_argument("--console-rfb-version", choices=["3.3", "3.7", "3.8"], default="3.8",
                       help="the RFB version the text consoles announce")
     tune.add_argument("--stats-interval", type=int, default=5,
@@ -93,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
                     event_queue_size=args.event_queue_size,
                     janitor_interval=args.janitor_interval,
                     console_vm_limit=args.console_vm_limit,
+                    console_idle_timeout=args.console_idle_timeout,
                     console_rfb_version=args.console_rfb_version,
                     stats_interval=args.stats_interval,
                     stats_save_interval=args.stats_save_interval,

@@ -315,6 +315,8 @@ class Consoles:
     def __init__(self, agent: "Agent") -> None:
         self.agent = agent
         self.vm_limit = agent.config.console_vm_limit
+        timeout = agent.config.console_idle_timeout
+        self.idle_timeout = timeout if timeout > 0 else None   # seconds without key/pointer input
         self.front_end = ConnectFrontEnd(self.on_connect)
         version = tuple(int(x) for x in agent.config.console_rfb_version.split("."))
         self.host_console = HostConsole(agent, version=version)  # type: ignore[arg-type]
@@ -405,7 +407,7 @@ class Consoles:
             return
         generation = vm.generation
         try:
-            tunnel = await client.tunnel(upstream)
+            tunnel = await client.tunnel(upstream, idle_timeout=self.idle_timeout)
         except UpstreamUnavailable:
             client.reject(404, message="no console server running")
             return
@@ -443,7 +445,8 @@ class Consoles:
         if vm is None:
             return web.Response(status=503, text=f"console connection limit ({self.vm_limit}) "
                                                  "reached\n")
-        bridge = asyncio.get_running_loop().create_task(bridge_websocket(request, upstream))
+        bridge = asyncio.get_running_loop().create_task(
+            bridge_websocket(request, upstream, idle_timeout=self.idle_timeout))
         vm.pending -= 1
         vm.bridges.add(bridge)
         try:

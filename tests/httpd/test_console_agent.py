@@ -5,8 +5,11 @@ agent's own bookkeeping (tasks, tunnels per VM) or HTTPS; and `resolve_console` 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
+import struct
 
+import aiohttp
 import numpy as np
 import pytest
 from aiohttp import web
@@ -27,12 +30,12 @@ from .test_console_screens import (  # noqa: F401 - vnc_api is a fixture
 PASSWORD = "in-process"
 
 
-@pytest.fixture
-async def agent_app(tmp_path):
+@contextlib.asynccontextmanager
+async def _running_agent(tmp_path, **knobs):
+    """The agent on HTTP, HTTPS and a Unix socket; yields (app, listener URLs)."""
     config = Config(data_dir=tmp_path / "data", listen=("127.0.0.1:0",),
                     https_listen=("127.0.0.1:0",), unix_socket=(str(tmp_path / "xapi.sock"),),
-                    root_password=PASSWORD, login_fail_delay=0.01, demo=False,
-                    console_vm_limit=1, console_rfb_version="3.3")
+                    root_password=PASSWORD, login_fail_delay=0.01, demo=False, **knobs)
     app = build_app(config)
     runner = web.AppRunner(app, handle_signals=False, access_log=None)
     await runner.setup()
@@ -42,6 +45,12 @@ async def agent_app(tmp_path):
         yield app, urls
     finally:
         await runner.cleanup()
+
+
+@pytest.fixture
+async def agent_app(tmp_path):
+    async with _running_agent(tmp_path, console_vm_limit=1, console_rfb_version="3.3") as running:
+        yield running
 
 
 def _ports(urls):
@@ -112,8 +121,6 @@ async def test_host_console_rfb33_over_https_with_vncdotool(agent_app, vnc_api):
 
 
 async def test_every_listener_takes_connect_and_http(agent_app):
-    import aiohttp
-
     app, urls = agent_app
     agent = app[AGENT]
     http, https, unix = _ports(urls)
@@ -160,7 +167,6 @@ async def test_limit_redirect_and_close_vm(agent_app):
     writer.close()
     await _closed(consoles, uuid)
     # the same for a WebSocket bridge (and the limit counts it too)
-    import aiohttp
     async with aiohttp.ClientSession(headers=_session(agent)) as s:
         async with s.ws_connect(f"http://127.0.0.1:{http}{q}") as ws:
             assert (await ws.receive_bytes(timeout=5))[:12] == b"RFB 003.003\n"
@@ -205,6 +211,100 @@ async def test_many_tunnels_leave_no_tasks(agent_app):
     async with asyncio.timeout(5):
         while consoles.front_end.active or consoles._vms or len(asyncio.all_tasks()) > before:
             await asyncio.sleep(0.02)
+
+
+_IDLE = 1.0                                                       # --console-idle-timeout here
+_KEYS = struct.pack(">BBxxI", 4, 1, 0xFFE1) + struct.pack(">BBxxI", 4, 0, 0xFFE1)  # Shift down, up
+_REFRESH = struct.pack(">BBHHHH", 3, 1, 0, 0, 480, 275)          # incremental update request
+
+
+class _WsPipe:
+    """RFB over a WebSocket with a StreamReader/StreamWriter face (for rfb_handshake)."""
+
+    def __init__(self, ws) -> None:
+        self.ws, self.buf, self.out = ws, bytearray(), []
+
+    def write(self, data: bytes) -> None:
+        self.out.append(data)
+
+    async def send(self, data: bytes) -> None:
+        self.write(data)
+        while self.out:
+            await self.ws.send_bytes(self.out.pop(0))
+
+    async def read(self, n: int = -1) -> bytes:
+        """The next frame's bytes (or what is buffered); b"" once the WebSocket is closed."""
+        await self.send(b"")
+        if not self.buf:
+            msg = await self.ws.receive()
+            return msg.data if msg.type is aiohttp.WSMsgType.BINARY else b""
+        data, self.buf = bytes(self.buf), bytearray()
+        return data
+
+    async def readexactly(self, n: int) -> bytes:
+        while len(self.buf) < n:
+            self.buf += await self.read() or b""
+        data = bytes(self.buf[:n])
+        del self.buf[:n]
+        return data
+
+
+async def _until_closed(reader) -> None:
+    while await reader.read(65536):
+        pass
+
+
+async def _poke(send, message: bytes, closed: asyncio.Task) -> None:
+    """Send `message` every tenth of the idle timeout until the console is closed (or cancelled)."""
+    with contextlib.suppress(ConnectionError):
+        while not closed.done():
+            await send(message)
+            await asyncio.sleep(_IDLE / 10)
+
+
+async def test_console_idle_timeout(tmp_path):
+    """--console-idle-timeout: a CONNECT tunnel or WebSocket that only asks for screen updates is
+    closed by the agent; one that keeps typing outlives the timeout several times over."""
+    async with _running_agent(tmp_path, console_idle_timeout=_IDLE) as (app, urls), \
+            aiohttp.ClientSession() as http_session:
+        agent, consoles = app[AGENT], app[CONSOLES]
+        http = _ports(urls)[0]
+        rfb = next(c for c in agent.store.get("VM", agent.dom0_ref)["consoles"]
+                   if agent.store.get("console", c)["protocol"] == "rfb")
+        consoles_open = []                         # (send, reader) per console, idle ones first
+        for kind in ("connect", "ws", "connect", "ws"):
+            if kind == "connect":
+                code, _, reader, writer = await connect_raw(http, f"/console?ref={rfb}", _session(agent))
+                assert code == 200
+
+                async def send(data: bytes, writer=writer) -> None:
+                    writer.write(data)
+                    await writer.drain()
+            else:
+                ws = await http_session.ws_connect(f"http://127.0.0.1:{http}/console?ref={rfb}",
+                                                   headers=_session(agent))
+                reader = writer = _WsPipe(ws)
+                send = writer.send
+            await rfb_handshake(reader, writer)
+            consoles_open.append((send, reader))
+        assert consoles.open_count(agent.store.get("VM", agent.dom0_ref)["uuid"]) == 4
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        closed = [asyncio.create_task(_until_closed(reader)) for _, reader in consoles_open]
+        pokes = [asyncio.create_task(_poke(send, _REFRESH if i < 2 else _KEYS, closed[i]))
+                 for i, (send, _) in enumerate(consoles_open)]
+        try:
+            async with asyncio.timeout(10 * _IDLE):
+                await asyncio.gather(*closed[:2])  # the agent closed both idle consoles
+            await asyncio.sleep(started + 3 * _IDLE - loop.time())
+            assert not closed[2].done() and not closed[3].done()
+            assert consoles.open_count(agent.store.get("VM", agent.dom0_ref)["uuid"]) == 2
+        finally:
+            for task in pokes + closed:
+                task.cancel()
+            await asyncio.gather(*pokes, *closed, return_exceptions=True)
+            await consoles_open[3][1].ws.close()
+            consoles.close_vm(agent.store.get("VM", agent.dom0_ref)["uuid"])
 
 
 # --- resolve_console on its own --------------------------------------------------------------------
