@@ -250,8 +250,11 @@ class _WsPipe:
 
 
 async def _until_closed(reader) -> None:
-    while await reader.read(65536):
-        pass
+    """Until the agent closes the console: EOF, or a reset when it closes a socket that still
+    holds the client's unread update requests (the kernel answers those with RST)."""
+    with contextlib.suppress(ConnectionResetError):
+        while await reader.read(65536):
+            pass
 
 
 async def _poke(send, message: bytes, closed: asyncio.Task) -> None:
