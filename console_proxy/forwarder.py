@@ -3,7 +3,9 @@
 Listens on 127.0.0.1:<port>; for each viewer that connects it opens a
 connection to the agent, sends `CONNECT /console?... HTTP/1.0` with the
 session cookie or Basic credentials, checks for 200 and then pipes, so any
-VNC viewer (which knows nothing of HTTP CONNECT) can use a console.
+VNC viewer (which knows nothing of HTTP CONNECT) can use a console.  A 302
+(the VM runs on another host of the pool) is followed, a few hops at most,
+with the same credentials: sessions and the root password are pool-wide.
 """
 
 from __future__ import annotations
@@ -23,7 +25,9 @@ __all__ = ["ConsoleForwarder", "ForwardError", "connect_console"]
 log = logging.getLogger(__name__)
 
 _STATUS_LINE = re.compile(rb"HTTP/1\.[01] (\d{3})[^\r\n]*")
+_LOCATION = re.compile(rb"\r\nlocation:[ \t]*([^\r\n]*)", re.IGNORECASE)
 _MAX_REPLY_HEAD = 8192
+MAX_REDIRECTS = 3
 
 
 class ForwardError(ConnectionError):
@@ -65,9 +69,33 @@ class _ReplyReader(asyncio.Protocol):
 async def connect_console(url: str | URL, *, session_id: str | None = None,
                           username: str | None = None, password: str | None = None,
                           ssl_context: ssl_module.SSLContext | None = None, host_header: str | None = None,
-                          timeout: float = 10.0) -> tuple[asyncio.Transport, _ReplyReader, bytes]:
-    """Open the agent connection and perform the CONNECT; returns (transport, protocol, bytes after the head)."""
+                          timeout: float = 10.0,
+                          redirects: int = MAX_REDIRECTS) -> tuple[asyncio.Transport, _ReplyReader, bytes]:
+    """Open the agent connection and perform the CONNECT, following up to `redirects` 302s;
+    returns (transport, protocol, bytes after the head)."""
     url = URL(url)
+    for _ in range(redirects):
+        try:
+            return await _connect_once(url, session_id=session_id, username=username,
+                                       password=password, ssl_context=ssl_context,
+                                       host_header=host_header, timeout=timeout)
+        except _Redirect as moved:
+            log.info("console %s is served at %s", url.raw_path_qs, moved.location)
+            url, host_header = url.join(moved.location), None
+    return await _connect_once(url, session_id=session_id, username=username, password=password,
+                               ssl_context=ssl_context, host_header=host_header, timeout=timeout)
+
+
+class _Redirect(ForwardError):
+    def __init__(self, message: str, location: URL) -> None:
+        super().__init__(message, 302)
+        self.location = location
+
+
+async def _connect_once(url: URL, *, session_id: str | None, username: str | None,
+                        password: str | None, ssl_context: ssl_module.SSLContext | None,
+                        host_header: str | None, timeout: float
+                        ) -> tuple[asyncio.Transport, _ReplyReader, bytes]:
     if url.scheme not in ("http", "https"):
         raise ValueError(f"console URL must be http or https, not {url.scheme!r}")
     loop = asyncio.get_running_loop()
@@ -99,7 +127,13 @@ async def connect_console(url: str | URL, *, session_id: str | None = None,
     status = int(match[1])
     if status != 200:
         transport.abort()
-        raise ForwardError(f"CONNECT {url.raw_path_qs} refused: {match[0].decode('latin-1')}", status)
+        message = f"CONNECT {url.raw_path_qs} refused: {match[0].decode('latin-1')}"
+        location = _LOCATION.search(reader.buf, 0, end + 2)
+        if status == 302 and location is not None:
+            target = URL(location[1].decode("latin-1").strip())
+            if target.scheme in ("http", "https") or not target.is_absolute():
+                raise _Redirect(message, target)
+        raise ForwardError(message, status)
     return transport, reader, bytes(reader.buf[end + 4:])
 
 

@@ -8,7 +8,9 @@ import base64
 import numpy as np
 import pytest
 
-from console_proxy import CONNECT_OK, ConsoleForwarder, ForwardError, TextConsoleServer, reply_error
+from console_proxy import (CONNECT_OK, ConsoleForwarder, ForwardError, TextConsoleServer,
+                           connect_console, reply_error)
+from console_proxy.forwarder import MAX_REDIRECTS
 from console_proxy.keys import LineEditor
 
 from .conftest import Agent, eventually, read_head, rfb_handshake, vnc_capture, vnc_type
@@ -66,6 +68,61 @@ async def test_forwarder_refused_by_agent(console):
     finally:
         await forwarder.stop()
         await agent.stop()
+
+
+async def _redirector(location):
+    """Another pool host's answer to CONNECT for a VM it does not run: 302 to `location(port)`."""
+    heads = []
+
+    async def handle(reader, writer):
+        heads.append(await reader.readuntil(b"\r\n\r\n"))
+        writer.write(b"HTTP/1.1 302 Found\r\nConnection: close\r\nlocation: %s\r\n\r\n"
+                     % location(server.sockets[0].getsockname()[1]).encode())
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    return server, heads
+
+
+async def test_forwarder_follows_302_to_the_resident_host(console):
+    agent = await Agent(("127.0.0.1", console.port)).start()
+    elsewhere, heads = await _redirector(
+        lambda _: f"http://127.0.0.1:{agent.port}/console?ref=OpaqueRef:vm")
+    try:
+        url = f"http://127.0.0.1:{elsewhere.sockets[0].getsockname()[1]}/console?uuid=u"
+        transport, _, leftover = await connect_console(url, session_id=Agent.SESSION)
+        try:
+            assert leftover == b"" and not transport.is_closing()
+            # the same credentials go to the host that runs the VM
+            assert len(heads) == 1 and f"session_id={Agent.SESSION}".encode() in heads[0]
+            assert agent.connects[-1].target == "/console?ref=OpaqueRef:vm"
+            assert agent.connects[-1].header("Cookie") == f"session_id={Agent.SESSION}"
+        finally:
+            transport.close()
+    finally:
+        elsewhere.close()
+        await agent.stop()
+
+
+async def test_forwarder_gives_up_on_a_redirect_loop():
+    loop_server, heads = await _redirector(lambda port: "/console?uuid=again")  # relative: itself
+    try:
+        url = f"http://127.0.0.1:{loop_server.sockets[0].getsockname()[1]}/console?uuid=u"
+        with pytest.raises(ForwardError) as e:
+            await connect_console(url, session_id=Agent.SESSION)
+        assert e.value.status == 302 and len(heads) == MAX_REDIRECTS + 1
+        # a redirect to something other than http(s) is not followed at all
+        heads.clear()
+        odd, odd_heads = await _redirector(lambda port: "ftp://127.0.0.1/console")
+        try:
+            with pytest.raises(ForwardError) as e:
+                await connect_console(f"http://127.0.0.1:{odd.sockets[0].getsockname()[1]}/c")
+            assert e.value.status == 302 and len(odd_heads) == 1
+        finally:
+            odd.close()
+    finally:
+        loop_server.close()
 
 
 async def _echo_server():
