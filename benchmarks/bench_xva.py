@@ -133,6 +133,8 @@ def main() -> None:
           f"python {platform.python_version()}, {platform.platform()}")
     with tempfile.TemporaryDirectory(dir=args.dir) as work:
         for gib, tools in ((args.size_gib, True), (args.big_gib, True)):
+            if gib <= 0:                        # --big-gib 0: only the first size
+                continue
             r = run(int(gib * (1 << 30)), data, work, tools)
             print(f"\n== {gib:g} GiB sparse disk, 128 MiB data ==")
             print(f"pigz -p 2 -6       {r['pigz_t']:7.2f} s  {r['pigz_b'] / MiB:8.1f} MiB out")
