@@ -334,8 +334,9 @@ class ApplianceDisks:
             raise XVAFormatError.unexpected_file(
                 chunk_name(vdi.directory, self._next[vdi.name]) if start < vdi.size
                 else self._expected(), name)
-        self._vdi, self._inflater = vdi, GzipInflater(self._step)
         self._limit = min(vdi.size, start + CHUNK_SIZE)
+        self._vdi = vdi
+        self._inflater = GzipInflater(self._step, limit=self._limit - start)
         return []
 
     def data(self, data: memoryview) -> Iterator[Event]:

@@ -187,7 +187,9 @@ class XVAReader:
             yield from self._untar(data)
             return
         step = self._members.step
-        for piece, n in self._inflater.feed(data):
+        inflater = self._inflater
+        gzip = isinstance(inflater, GzipInflater)
+        for piece, n in inflater.feed(data):
             if piece is not None:
                 yield from self._untar(piece)
             else:                                   # a run of zero members: bounded pieces
@@ -197,6 +199,8 @@ class XVAReader:
                     n -= min(n, step)
             if self.done:
                 return
+            if gzip:                # members in parallel once ova.xml is read, never before
+                inflater.parallel = self._members.phase == _DISKS
 
     def _close(self) -> Iterator[Event]:
         if self._compression is None:
@@ -214,6 +218,8 @@ class XVAReader:
         for name, (magic, inflater) in _INFLATERS.items():
             if head.startswith(magic):
                 self._compression, self._inflater = name, inflater(self._members.step)
+                if name == "gzip":                  # not while ova.xml is being read
+                    self._inflater.parallel = False
                 return True
         if len(head) < BLOCK:
             if final and head:

@@ -124,3 +124,11 @@ def test_a_small_gzip_declaring_a_huge_output_stops_at_the_declared_size():
     with pytest.raises(XVAFormatError) as e:
         read_events(hand_made({"sda/chunk-00000000.gz": bomb}, 1 << 20), piece=len(bomb) + 5000)
     assert "more data than the declared size" in str(e.value)
+
+
+def test_a_hinted_member_past_the_declared_size_is_refused():
+    member = gzip_member(b"\2" * (3 << 20))                  # hinted, ISIZE within the cap
+    with pytest.raises(XVAFormatError) as e:
+        read_events(hand_made({"sda/chunk-00000000.gz": member}, 1 << 20),
+                    piece=len(member) + 5000)
+    assert "more data than the declared size" in str(e.value)

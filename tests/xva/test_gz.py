@@ -1,10 +1,17 @@
 import gzip
+import itertools
 import os
+import random
+import shutil
+import subprocess
+import threading
 
 import pytest
+from isal import isal_zlib
 
 from xva.errors import XVAFormatError
-from xva.gz import GzipInflater, ParallelGzip, gzip_member, zero_gzip
+from xva.gz import (HINT_MAX_OUT, MEMBER_SIZE, GzipInflater, ParallelGzip, gzip_member,
+                    zero_gzip)
 
 
 def inflate(data: bytes, piece: int, step: int = 1 << 16) -> bytes:
@@ -58,3 +65,160 @@ def test_truncated_gzip_is_premature_eof():
         with pytest.raises(XVAFormatError) as e:
             inflate(blob[:cut], 7)
         assert e.value.code == "IMPORT_ERROR_PREMATURE_EOF"
+
+
+# --- size hints: members inflated whole, several at once --------------------------------------
+
+def plain_member(data: bytes) -> bytes:
+    """A member without a size hint, as gzip, pigz and xapi write them."""
+    return isal_zlib.compress(data, 1, 31)
+
+
+def rehint(member: bytes, total: int) -> bytes:
+    """The same member claiming another total length."""
+    return member[:16] + total.to_bytes(4, "little") + member[20:]
+
+
+def inflater_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("xva-inflate")]
+
+
+def mixed(seed: int) -> list[bytes]:
+    rng = random.Random(seed)
+    return [rng.randbytes(rng.randrange(1, 300000)) if i % 3 == 0 else
+            (b"compressible text %d " % i) * rng.randrange(1, 250000) for i in range(9)]
+
+
+def test_a_hinted_member_is_standard_gzip_carrying_its_length():
+    member = gzip_member(b"hello" * 1000)
+    assert member[3] == 0x04 and member[10:16] == b"\x08\x00XS\x04\x00"
+    assert int.from_bytes(member[16:20], "little") == len(member)
+    assert gzip.decompress(member) == b"hello" * 1000
+
+
+@pytest.mark.parametrize("tool", [["gunzip", "-c"], ["pigz", "-dc"], ["zcat"]])
+def test_real_tools_read_hinted_files(tool, tmp_path):
+    if shutil.which(tool[0]) is None:
+        pytest.skip(f"{tool[0]} not installed")
+    parts = mixed(1)
+    path = tmp_path / "chunk-00000000.gz"
+    path.write_bytes(b"".join(gzip_member(p) for p in parts) + zero_gzip(3 << 20))
+    out = subprocess.run([*tool, str(path)], check=True, capture_output=True).stdout
+    assert out == b"".join(parts) + bytes(3 << 20)
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+@pytest.mark.parametrize("piece,step", [(1, 1 << 16), (4093, 1 << 12), (1 << 20, 1 << 20),
+                                        (1 << 30, 7777)])
+def test_hinted_and_unhinted_members_inflate_alike(seed, piece, step):
+    parts = mixed(seed)
+    expected = b"".join(parts) + bytes(2 << 20) + parts[0]
+    hinted = b"".join(gzip_member(p) for p in parts) + zero_gzip(2 << 20) + gzip_member(parts[0])
+    plain = b"".join(plain_member(p) for p in parts) + plain_member(bytes(2 << 20)) + \
+        plain_member(parts[0])
+    mix = b"".join((gzip_member if i % 2 else plain_member)(p) for i, p in enumerate(parts))
+    if piece == 1:                               # byte by byte: keep it small
+        expected, hinted, plain = parts[1][:50000], gzip_member(parts[1][:50000]), b""
+    assert inflate(hinted, piece, step) == expected
+    if plain:
+        assert inflate(plain, piece, step) == expected
+        assert inflate(mix, piece, step) == b"".join(parts)
+
+
+def test_hinted_output_comes_in_step_pieces_in_order_from_threads():
+    parts = [random.Random(i).randbytes(MEMBER_SIZE) if i % 2 else bytes([i]) * MEMBER_SIZE
+             for i in range(6)]
+    blob = b"".join(gzip_member(p) for p in parts)
+    inf, out, seen = GzipInflater(step=1 << 16), bytearray(), set()
+    for i in range(0, len(blob), 1 << 20):
+        for chunk, n in inf.feed(blob[i:i + (1 << 20)]):
+            assert chunk is not None and len(chunk) == n <= 1 << 16
+            out += chunk
+            seen.update(t.name for t in inflater_threads())
+    inf.close()
+    assert out == b"".join(parts) and seen and inf.members == 6
+
+
+def test_no_inflater_threads_are_left():
+    blob = b"".join(gzip_member(os.urandom(300000)) for _ in range(8))
+    inf = GzipInflater()
+    list(inf.feed(blob[:-1000]))                 # mid-member: work may be queued
+    with pytest.raises(XVAFormatError):
+        inf.close()                              # cut short, and the threads are stopped
+    assert not inflater_threads()
+    inf = GzipInflater()
+    list(inf.feed(blob))                         # complete: handed out and stopped
+    assert not inflater_threads()
+    inf.close()
+    inf = GzipInflater(step=1 << 10)
+    gen = inf.feed(blob)
+    next(gen)
+    gen.close()                                  # the caller stopped half way
+    assert not inflater_threads()
+
+
+@pytest.mark.parametrize("total,must_refuse", [
+    (lambda n, nxt: n - 1, False),                # too short
+    (lambda n, nxt: n // 2, False),               # into the middle of the data
+    (lambda n, nxt: n + 1, False),                # too long: into the next member
+    (lambda n, nxt: n + nxt, True),               # two members as one: ISIZE looks right
+])
+def test_a_lying_hint_never_gives_wrong_data(total, must_refuse):
+    """Refused, or (when the bytes where ISIZE should be claim more than a member may hold)
+    read step by step, correctly."""
+    data = [os.urandom(200000), b"next " * 50000, b"end" * 30000]
+    first, second = gzip_member(data[0]), gzip_member(data[1])
+    bad = rehint(first, total(len(first), len(second)))
+    for piece in (1000, 1 << 30):
+        try:
+            out = inflate(bad + second + gzip_member(data[2]), piece)
+        except XVAFormatError as e:
+            assert "corrupt gzip data" in str(e)
+        else:
+            assert not must_refuse and out == b"".join(data)
+
+
+def test_a_hint_past_the_end_is_premature_eof():
+    member = gzip_member(os.urandom(100000))
+    with pytest.raises(XVAFormatError) as e:
+        inflate(rehint(member, len(member) + 5000), 4096)
+    assert e.value.code == "IMPORT_ERROR_PREMATURE_EOF"
+
+
+def test_a_hinted_member_with_a_bad_crc_or_isize_is_refused():
+    member = bytearray(gzip_member(os.urandom(100000)))
+    for at in (-8, -1):
+        bad = bytearray(member)
+        bad[at] ^= 1
+        with pytest.raises(XVAFormatError, match="corrupt gzip data"):
+            inflate(bytes(bad), 1 << 20)
+
+
+def test_truncated_hinted_streams_are_premature_eof():
+    blob = gzip_member(os.urandom(100000)) + gzip_member(b"x" * 100000)
+    for cut in (1, 5, 19, 21, 1000, len(blob) // 2, len(blob) - 1):
+        with pytest.raises(XVAFormatError) as e:
+            inflate(blob[:cut], 333)
+        assert e.value.code == "IMPORT_ERROR_PREMATURE_EOF"
+
+
+def test_the_bomb_cap_holds_with_a_hint():
+    # ISIZE beyond what our writers make: step by step, as without a hint
+    bomb = gzip_member(b"A" * (HINT_MAX_OUT + 1))
+    sizes = []
+    for _, n in GzipInflater(step=1 << 16).feed(bomb):
+        assert not inflater_threads()
+        sizes.append(n)
+    assert max(sizes) <= 1 << 16 and sum(sizes) == HINT_MAX_OUT + 1
+    # ISIZE within the cap but past the caller's limit: step by step too
+    inf = GzipInflater(step=1 << 16, limit=1 << 20)
+    pieces = inf.feed(gzip_member(b"B" * (2 << 20)))
+    for _, n in itertools.islice(pieces, 20):
+        assert n <= 1 << 16 and not inflater_threads()
+    pieces.close()
+    # a lying ISIZE: inflation stops one byte past it
+    bomb = bytearray(gzip_member(b"C" * (64 << 20)))
+    bomb[-4:] = (1000).to_bytes(4, "little")
+    with pytest.raises(XVAFormatError, match="corrupt gzip data"):
+        inflate(bytes(bomb), 1 << 20)
+    assert not inflater_threads()

@@ -1,5 +1,6 @@
 import os
 import random
+import threading
 import tracemalloc
 
 import pytest
@@ -181,3 +182,43 @@ def test_directory_reader_both_layouts_and_symlinks(tmp_path):
     os.symlink("/etc", tmp_path / "c")
     with pytest.raises(XVAFormatError):
         list(DirectoryReader(tmp_path / "a" / "sda" / ".." / ".." / "c").events())
+
+
+def test_whole_stream_gzip_members_inflate_in_parallel_after_ova_xml():
+    rng = random.Random(5)
+    size = 24 << 20
+    pieces = [(0, rng.randbytes(6 << 20)), (8 << 20, b"text of a disk " * 400000),
+              (size - 5, b"tail!")]
+    data = b"".join(BlockWriter(XML, compression="gzip").stream([("Ref:7", size, pieces)]))
+    for piece in (1 << 20, 999999):
+        _, images, others = read_events(data, piece=piece, disks={"Ref:7": size})
+        image = images["Ref:7"]
+        assert image.read(0, 6 << 20) == pieces[0][1] and image.read(size - 5, 5) == b"tail!"
+        assert image.read(8 << 20, len(pieces[1][1])) == pieces[1][1]
+        assert isinstance(others[-1], End)
+
+
+def test_metadata_is_not_held_back_by_a_hinted_first_member():
+    _, data = block_xva("gzip")
+    first = int.from_bytes(data[16:20], "little")        # the first member's size hint
+    assert first > 1000
+    reader, seen = XVAReader(), []
+    for ev in reader.feed(data[:first - 100]):           # the member is not complete yet
+        seen.append(ev)
+        if isinstance(ev, Metadata):
+            reader.expect_disks({"Ref:7": SIZE})
+    assert isinstance(seen[0], Metadata)
+
+
+def test_a_cut_whole_stream_gzip_leaves_no_inflater_threads():
+    size = 24 << 20
+    data = b"".join(BlockWriter(XML, compression="gzip").stream(
+        [("Ref:7", size, [(0, random.Random(6).randbytes(size))])]))
+    reader = XVAReader()
+    for ev in reader.feed(data[: len(data) // 2 + 12345]):
+        if isinstance(ev, Metadata):
+            reader.expect_disks({"Ref:7": size})
+    with pytest.raises(XVAFormatError) as e:
+        reader.close()
+    assert e.value.code == "IMPORT_ERROR_PREMATURE_EOF"
+    assert not [t for t in threading.enumerate() if t.name.startswith("xva-inflate")]
