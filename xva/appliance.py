@@ -10,6 +10,7 @@ Reader: :class:`ApplianceDisks` takes tar member events after ``ova.xml`` and em
 
 from __future__ import annotations
 
+import contextlib
 import re
 import tempfile
 from collections.abc import Iterable, Iterator, Mapping
@@ -18,7 +19,7 @@ from typing import BinaryIO, Callable
 
 from lxml import etree
 
-from .errors import XVAFormatError, XVAUsageError
+from .errors import XVAError, XVAFormatError, XVAUsageError
 from .events import DiskDone, Event, Write, Zeros
 from .gz import DEFAULT_LEVEL, MEMBER_SIZE, GzipInflater, ParallelGzip, zero_gzip
 from .tar import TAR_END, safe_name, tar_header, tar_padding
@@ -355,6 +356,13 @@ class ApplianceDisks:
             for start, length, zero in zero_spans(pos, piece):
                 yield (Zeros(vdi.name, pos + start, length) if zero else
                        Write(vdi.name, pos + start, memoryview(piece)[start:start + length]))
+
+    def abort(self) -> None:
+        """The import failed: stop the current chunk's inflater threads now."""
+        inflater, self._inflater = self._inflater, None
+        if inflater is not None:
+            with contextlib.suppress(XVAError):
+                inflater.close()
 
     def end(self) -> list[Event]:
         vdi, self._vdi = self._vdi, None

@@ -215,7 +215,10 @@ def import_stream(chunks: Iterable[bytes], open_disk: Callable[[str], str],
                 return
         yield from reader.close()
 
-    return _run(events, reader, on_metadata, open_disk)
+    try:
+        return _run(events, reader, on_metadata, open_disk)
+    finally:
+        reader.abort()          # after a failure: the inflater threads stop now
 
 
 def import_directory(path: str, open_disk: Callable[[str], str],

@@ -9,6 +9,7 @@ the XML-RPC metadata, which the daemon decodes with its own codec); then :class:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 import tarfile
@@ -48,6 +49,11 @@ class _Members:
         if (self.phase, phase) not in _TRANSITIONS:
             raise XVAUsageError(f"cannot go from {self.phase} to {phase}")
         self.phase = phase
+
+    def abort(self) -> None:
+        abort = getattr(self._handler, "abort", None)
+        if abort is not None:
+            abort()
 
     def expect_disks(self, disks: Mapping[str, int]) -> None:
         if self.phase != _NEED_DISKS:
@@ -146,6 +152,17 @@ class XVAReader:
         self.bytes_in += len(data)
         self._busy = True
         return self._guard(self._feed(data))
+
+    def abort(self) -> None:
+        """Give up on this stream (the caller failed, or was cancelled): inflater threads stop
+        now rather than when the reader is collected.  The reader is unusable afterwards."""
+        if self._error is None and not self.done:
+            self._error = XVAUsageError("the import was aborted")
+        self._members.abort()
+        inflater = self._inflater
+        if inflater is not None:
+            with contextlib.suppress(XVAError):
+                inflater.close()
 
     def close(self) -> list[Event]:
         """End of input.  Returns nothing new on success; raises if the XVA is incomplete."""

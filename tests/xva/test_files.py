@@ -4,6 +4,7 @@ import filecmp
 import os
 import shutil
 import subprocess
+import threading
 
 import pytest
 
@@ -136,3 +137,26 @@ def test_export_cancel_releases(tmp_path):
         for _ in it:
             pass
     assert export._files == []
+
+
+@pytest.mark.parametrize("layout", ["appliance", "xapi+gzip"])
+def test_a_failed_import_stops_inflater_threads_at_once(tmp_path, layout):
+    """A client that goes away mid-upload makes the chunk source raise: the inflater's worker
+    threads stop before import_stream returns, not when the reader is garbage-collected."""
+    size = 24 << 20
+    src = make_disk(tmp_path / "src.raw", size, extents=[(0, size)])
+    xva = tmp_path / "in.xva"
+    if layout == "appliance":
+        write(export_appliance(appliance({"sda": size}), {"vdi_sda": str(src)}), xva)
+    else:
+        write(export_blocks(XML, [("Ref:1", str(src), size)], compression="gzip"), xva)
+    data = xva.read_bytes()
+
+    def cut_off():
+        yield data[: len(data) // 2]
+        raise ConnectionResetError("client went away")
+
+    with pytest.raises(ConnectionResetError):
+        import_stream(cut_off(), lambda d: str(tmp_path / f"back-{d}"),
+                      lambda m: {"Ref:1": size} if m.layout == LAYOUT_XAPI else None)
+    assert not [t for t in threading.enumerate() if t.name.startswith("xva-inflate")]
