@@ -353,10 +353,11 @@ def test_hostile_inputs_leave_nothing(server, source_vm, tmp_path):
     x = server.session().xenapi
     sr = x.pool.get_default_SR(x.pool.get_all()[0])
     for name, body in _hostile_inputs(tmp_path, server, source_vm).items():
-        before = _state(x)
-        free_before = int(x.SR.get_physical_size(sr)) - int(x.SR.get_physical_utilisation(sr))
-        path = tmp_path / "in.xva"
+        path = tmp_path / "in.xva"       # on the same file system: written before measuring
         path.write_bytes(body)
+        before = _state(x)
+        x.SR.update(sr)
+        free_before = int(x.SR.get_physical_size(sr)) - int(x.SR.get_physical_utilisation(sr))
         r = _curl("-D", "-", "-T", str(path), _url(server, "/import"), check=False)
         head = r.stdout.decode()
         assert " 200 " not in head.split("\r\n\r\n")[-2 if "100 Continue" in head else 0], name
