@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import resource
 import signal
 import socket
 import ssl
@@ -120,7 +121,19 @@ def _bound_url(site: web.TCPSite, scheme: str) -> str:
     return f"{scheme}://{host}:{port}"
 
 
+def raise_fd_limit(ceiling: int = 1 << 16) -> int:
+    """Every console viewer holds three descriptors (its socket, the tunnel's upstream, the
+    console server's end): lift the soft limit to the hard one (up to `ceiling`), as servers do."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = ceiling if hard == resource.RLIM_INFINITY else min(hard, ceiling)
+    if soft != resource.RLIM_INFINITY and soft < want:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+        return want
+    return soft
+
+
 async def serve(config: Config, *, announce: Callable[[str], None] = print) -> None:
+    raise_fd_limit()
     app = build_app(config)
     runner = web.AppRunner(app, handle_signals=False, access_log=None)
     await runner.setup()

@@ -59,3 +59,20 @@ def test_passwd_command_and_change_password(fresh_server):
     s.xenapi.session.logout()
     stored = (fresh_server.data_dir / "root.passwd").read_text()
     assert "third" not in stored and "scrypt" in stored
+
+
+def test_fd_soft_limit_is_lifted_for_many_consoles():
+    """raise_fd_limit, the first thing `serve` does: from a soft limit of 256 (each console
+    viewer costs three descriptors) up to the hard limit."""
+    import resource
+
+    from httpd.app import raise_fd_limit
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard <= 256:
+        pytest.skip("hard limit too low to show anything")
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
+        got = raise_fd_limit()
+        assert got > 256 and resource.getrlimit(resource.RLIMIT_NOFILE)[0] == got
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
