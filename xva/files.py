@@ -11,8 +11,8 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 
 from .appliance import Appliance, ApplianceWriter
 from .blocks import BlockWriter
-from .errors import XVAError, XVAUsageError
-from .events import DiskDone, End, Event, Metadata, Warning_, Write, Zeros
+from .errors import XVAUsageError
+from .events import DiskDone, Event, Metadata, Warning_, Write, Zeros
 from .gz import MEMBER_SIZE
 from .reader import DirectoryReader, XVAReader
 

@@ -12,44 +12,22 @@ import struct
 import aiohttp
 import numpy as np
 import pytest
-from aiohttp import web
 
 from console_proxy import ConsoleForwarder
-from httpd.app import build_app, start_sites
-from httpd.config import Config
 from httpd.console_http import CONSOLES, ConsoleTarget, Refusal, resolve_console
 from httpd.dispatch import Ctx
 from httpd.events import EventHub
 from httpd.keys import AGENT
 from httpd.store import Store
+from tests.in_process import running_agent
 
 from .test_console_screens import (  # noqa: F401 - vnc_api is a fixture
     connect_raw, decode_screen, render_screen, rfb_handshake, vnc_api, vnc_capture, vnc_connect,
 )
 
-PASSWORD = "in-process"
-
-
-@contextlib.asynccontextmanager
-async def _running_agent(tmp_path, **knobs):
-    """The agent on HTTP, HTTPS and a Unix socket; yields (app, listener URLs)."""
-    config = Config(data_dir=tmp_path / "data", listen=("127.0.0.1:0",),
-                    https_listen=("127.0.0.1:0",), unix_socket=(str(tmp_path / "xapi.sock"),),
-                    root_password=PASSWORD, login_fail_delay=0.01, demo=False, **knobs)
-    app = build_app(config)
-    runner = web.AppRunner(app, handle_signals=False, access_log=None)
-    await runner.setup()
-    try:
-        urls = await start_sites(runner, config)
-        await app[AGENT].on_listening(urls)
-        yield app, urls
-    finally:
-        await runner.cleanup()
-
-
 @pytest.fixture
 async def agent_app(tmp_path):
-    async with _running_agent(tmp_path, console_vm_limit=1, console_rfb_version="3.3") as running:
+    async with running_agent(tmp_path, console_vm_limit=1, console_rfb_version="3.3") as running:
         yield running
 
 
@@ -268,7 +246,7 @@ async def _poke(send, message: bytes, closed: asyncio.Task) -> None:
 async def test_console_idle_timeout(tmp_path):
     """--console-idle-timeout: a CONNECT tunnel or WebSocket that only asks for screen updates is
     closed by the agent; one that keeps typing outlives the timeout several times over."""
-    async with _running_agent(tmp_path, console_idle_timeout=_IDLE) as (app, urls), \
+    async with running_agent(tmp_path, console_idle_timeout=_IDLE) as (app, urls), \
             aiohttp.ClientSession() as http_session:
         agent, consoles = app[AGENT], app[CONSOLES]
         http = _ports(urls)[0]

@@ -8,30 +8,16 @@ import base64
 
 import aiohttp
 import pytest
-from aiohttp import web
 
-from httpd.app import build_app, start_sites
-from httpd.config import Config
 from httpd.keys import AGENT
 from httpd.stats_http import STATS
-
-PASSWORD = "in-process"
+from tests.in_process import PASSWORD, running_agent
 
 
 @pytest.fixture
 async def agent_app(tmp_path):
-    config = Config(data_dir=tmp_path / "data", listen=("127.0.0.1:0",),
-                    https_listen=("127.0.0.1:0",), root_password=PASSWORD,
-                    login_fail_delay=0.01, demo=False)
-    app = build_app(config)
-    runner = web.AppRunner(app, handle_signals=False, access_log=None)
-    await runner.setup()
-    try:
-        urls = await start_sites(runner, config)
-        await app[AGENT].on_listening(urls)
-        yield app, urls
-    finally:
-        await runner.cleanup()
+    async with running_agent(tmp_path) as running:
+        yield running
 
 
 async def test_vm_rrd_of_a_vm_on_another_host_redirects(agent_app):
@@ -67,13 +53,7 @@ async def test_vm_rrd_of_a_vm_on_another_host_redirects(agent_app):
 async def test_collector_formats_rows_before_anyone_polls(tmp_path):
     """The warm-up follows the collector: after a few ticks the host's and dom0's newest rows
     are already text, though no /rrd_updates request came (a poll would only join them)."""
-    config = Config(data_dir=tmp_path / "data", listen=("127.0.0.1:0",), root_password=PASSWORD,
-                    demo=False, stats_interval=1)
-    app = build_app(config)
-    runner = web.AppRunner(app, handle_signals=False, access_log=None)
-    await runner.setup()
-    try:
-        await start_sites(runner, config)
+    async with running_agent(tmp_path, stats_interval=1) as (app, _):
         service = app[STATS]
         for _ in range(100):
             if service.ticks >= 3 and service.rrds.cache.nbytes():
@@ -89,5 +69,3 @@ async def test_collector_formats_rows_before_anyone_polls(tmp_path):
             if not left:
                 break
         assert left == []
-    finally:
-        await runner.cleanup()
