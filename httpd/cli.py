@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import getpass
 import logging
 import sys
@@ -14,10 +15,25 @@ from .config import Config
 __all__ = ["main"]
 
 
+_CONFIG_DEFAULTS = {f.name: f.default for f in dataclasses.fields(Config)}
+_TUNABLE: list[str] = []     # Config fields that have a flag of their own name
+
+
+def _tunable(group, name: str, **kw) -> None:
+    """`--<name>` for Config.<name>: default and type come from Config, declared once there."""
+    default = _CONFIG_DEFAULTS[name]
+    kw.setdefault("help", f"Config.{name}")
+    group.add_argument("--" + name.replace("_", "-"), dest=name, default=default,
+                       type=type(default), **kw)
+    if name not in _TUNABLE:
+        _TUNABLE.append(name)
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="xcp-httpd", description="XenAPI host agent")
     sub = p.add_subparsers(dest="command", required=True)
-    s = sub.add_parser("serve", help="run the agent")
+    s = sub.add_parser("serve", help="run the agent",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     s.add_argument("--data-dir", default="./var", type=Path)
     s.add_argument("--listen", action="append", help="HOST:PORT for HTTP (default 127.0.0.1:8080)")
     s.add_argument("--https-listen", action="append", default=[], help="HOST:PORT for HTTPS")
@@ -26,24 +42,22 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--log-level", default="INFO")
     s.add_argument("--no-demo", action="store_true", help="no demo VM on first start")
     tune = s.add_argument_group("tuning (defaults follow the SDK guide)")
-    tune.add_argument("--session-limit", type=int, default=200)
-    tune.add_argument("--session-idle-timeout", type=float, default=24 * 3600)
-    tune.add_argument("--login-fail-delay", type=float, default=0.5)
-    tune.add_argument("--event-queue-size", type=int, default=10_000)
-    tune.add_argument("--janitor-interval", type=float, default=60.0)
-    tune.add_argument("--console-vm-limit", type=int, default=0,
-                      help="console tunnels per VM (0: no limit; beyond it: 503)")
-    tune.add_argument("--console-idle-timeout", type=float, default=0, metavar="SECONDS",
-                      help="close a console (CONNECT or WebSocket) after this long without key or "
-                           "pointer input (0: never)")
-    tune.add_argument("--console-rfb-version", choices=["3.3", "3.7", "3.8"], default="3.8",
-                      help="the RFB version the text consoles announce")
-    tune.add_argument("--stats-interval", type=int, default=5,
-                      help="seconds between statistics collections (RRD step stays 5 s)")
-    tune.add_argument("--stats-save-interval", type=float, default=3600.0,
-                      help="seconds between periodic saves of the RRD files")
-    tune.add_argument("--db-synchronous", choices=["FULL", "NORMAL"], default="FULL",
-                      help="FULL survives power loss; NORMAL survives process crashes")
+    _tunable(tune, "session_limit")
+    _tunable(tune, "session_idle_timeout")
+    _tunable(tune, "login_fail_delay")
+    _tunable(tune, "event_queue_size")
+    _tunable(tune, "janitor_interval")
+    _tunable(tune, "console_vm_limit", help="console tunnels per VM (0: no limit; beyond it: 503)")
+    _tunable(tune, "console_idle_timeout", metavar="SECONDS",
+             help="close a console (CONNECT or WebSocket) after this long without key or "
+                  "pointer input (0: never)")
+    _tunable(tune, "console_rfb_version", choices=["3.3", "3.7", "3.8"],
+             help="the RFB version the text consoles announce")
+    _tunable(tune, "stats_interval",
+             help="seconds between statistics collections (RRD step stays 5 s)")
+    _tunable(tune, "stats_save_interval", help="seconds between periodic saves of the RRD files")
+    _tunable(tune, "db_synchronous", choices=["FULL", "NORMAL"],
+             help="FULL survives power loss; NORMAL survives process crashes")
     pw = sub.add_parser("passwd", help="change root's password")
     pw.add_argument("--data-dir", default="./var", type=Path)
     pw.add_argument("--stdin", action="store_true", help="read the new password from stdin")
@@ -90,18 +104,8 @@ def main(argv: list[str] | None = None) -> int:
                     https_listen=tuple(args.https_listen),
                     unix_socket=tuple(args.unix_socket),
                     public_address=args.public_address,
-                    session_limit=args.session_limit,
-                    session_idle_timeout=args.session_idle_timeout,
-                    login_fail_delay=args.login_fail_delay,
-                    event_queue_size=args.event_queue_size,
-                    janitor_interval=args.janitor_interval,
-                    console_vm_limit=args.console_vm_limit,
-                    console_idle_timeout=args.console_idle_timeout,
-                    console_rfb_version=args.console_rfb_version,
-                    stats_interval=args.stats_interval,
-                    stats_save_interval=args.stats_save_interval,
-                    db_synchronous=args.db_synchronous,
-                    demo=not args.no_demo)
+                    demo=not args.no_demo,
+                    **{name: getattr(args, name) for name in _TUNABLE})
 
     def announce(line: str) -> None:
         print(line, flush=True)

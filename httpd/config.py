@@ -26,7 +26,7 @@ class Config:
     public_address: str | None = None     # what console locations name; default: host address
     root_password: str | None = field(default_factory=lambda: os.environ.get("XCP_ROOT_PASSWORD"))
     session_limit: int = 200
-    session_idle_timeout: float = 24 * 3600
+    session_idle_timeout: float = 24 * 3600.0
     login_fail_delay: float = 0.5
     event_queue_size: int = 10_000
     max_rpc_body: int = 16 * 2**20
@@ -36,7 +36,7 @@ class Config:
     stats_interval: int = 5                # seconds between statistics collections
     stats_save_interval: float = 3600.0    # seconds between saves of every RRD file
     console_vm_limit: int = 0              # open console tunnels per VM (0: no limit; over: 503)
-    console_idle_timeout: float = 0        # seconds without key/pointer input before a console closes (0: none)
+    console_idle_timeout: float = 0.0      # seconds without key/pointer input before a console closes (0: none)
     console_rfb_version: str = "3.8"       # the host console's RFB server: "3.3", "3.7" or "3.8"
 
     @property
