@@ -258,21 +258,18 @@ def parse_where(expr: str):
             return lambda rec: left(rec) == right(rec)
         return lambda rec: left(rec) != right(rec)
 
-    def parse_and():
-        f = factor()
-        while peek() == ("word", "and"):
-            take()
-            g, prev = factor(), f
-            f = (lambda a, b: lambda rec: a(rec) and b(rec))(prev, g)
-        return f
+    def chain(operand, word: str, combine):
+        """`operand (word operand)*`, folded left with `combine`."""
+        def parse():
+            f = operand()
+            while peek() == ("word", word):
+                take()
+                f = combine(f, operand())
+            return f
+        return parse
 
-    def parse_or():
-        f = parse_and()
-        while peek() == ("word", "or"):
-            take()
-            g, prev = parse_and(), f
-            f = (lambda a, b: lambda rec: a(rec) or b(rec))(prev, g)
-        return f
+    parse_and = chain(factor, "and", lambda a, b: lambda rec: a(rec) and b(rec))
+    parse_or = chain(parse_and, "or", lambda a, b: lambda rec: a(rec) or b(rec))
 
     pred = parse_or()
     if i != len(tokens):

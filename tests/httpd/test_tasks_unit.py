@@ -15,6 +15,10 @@ def test_where_language():
     assert parse_where('field "n" <> "4" and (field "n" = "3" or false)')(rec)
     assert parse_where(r'field "name_label" = "say \"hi\""')(rec)
     assert not parse_where('not field "n" = "3"')(rec)
+    # "and" binds tighter than "or", both fold left
+    assert parse_where("true or false and false")(rec)
+    assert not parse_where("false and true or false")(rec)
+    assert parse_where("false or false or true")(rec)
 
 
 async def test_gc_rules(tmp_path):
