@@ -9,10 +9,8 @@ import shutil
 import subprocess
 import tarfile
 import time
-import urllib.request
 
 import pytest
-import XenAPI
 
 from tests.xva.conftest import rle_frame
 
@@ -200,15 +198,20 @@ def test_xva_compressed_by_the_zstd_cli_imports(server, source_vm, tmp_path, too
     x.VM.destroy(new)
 
 
+def _unpacked_block_export(server, vm, tmp_path):
+    """The VM's block-layout export (SHA-1, for Debian's xva-img), `tar x`ed: (dir, Ref:N names)."""
+    xva = _export_to(server, vm, "&format=xapi&checksum=sha1", tmp_path / "vm.xva")
+    out = tmp_path / "unpacked"
+    out.mkdir()
+    subprocess.run(["tar", "xf", str(xva), "-C", str(out)], check=True)
+    return out, sorted(p.name for p in out.iterdir() if p.name.startswith("Ref:"))
+
+
 def test_block_layout_with_xva_img(server, source_vm, tmp_path):
     """xva-img (Debian's, SHA-1 only) unpacks our block export to identical disks."""
     _need("xva-img")
     x = server.session().xenapi
-    xva = _export_to(server, source_vm, "&format=xapi&checksum=sha1", tmp_path / "vm.xva")
-    out = tmp_path / "x"
-    out.mkdir()
-    subprocess.run(["tar", "xf", str(xva), "-C", str(out)], check=True)
-    refs = sorted(p.name for p in out.iterdir() if p.name.startswith("Ref:"))
+    out, refs = _unpacked_block_export(server, source_vm, tmp_path)
     assert refs
     disks = sorted(_disks(x, source_vm).values(), key=len)
     got = []
@@ -224,11 +227,7 @@ def test_xva_img_package_imports(server, source_vm, tmp_path):
     """An XVA packed by xva-img (from our unpacked export) imports to identical disks."""
     _need("xva-img")
     x = server.session().xenapi
-    xva = _export_to(server, source_vm, "&format=xapi&checksum=sha1", tmp_path / "vm.xva")
-    work = tmp_path / "pkg"
-    work.mkdir()
-    subprocess.run(["tar", "xf", str(xva), "-C", str(work)], check=True)
-    refs = sorted(p.name for p in work.iterdir() if p.name.startswith("Ref:"))
+    work, refs = _unpacked_block_export(server, source_vm, tmp_path)
     subprocess.run(["xva-img", "-p", "package", str(tmp_path / "packed.xva"), "./ova.xml",
                     *[f"./{r}" for r in refs]], cwd=work, check=True, capture_output=True)
     new = _import_one(server, tmp_path / "packed.xva")
