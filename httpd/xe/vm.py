@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 import sys
 import time
 import xml.etree.ElementTree as ET
+from collections.abc import Iterator
 
 from ..datamodel import CLASSES
 from ..xtypes import NULL_REF
@@ -17,6 +19,17 @@ from .generic import filter_records
 __all__ = ["select", "select_one", "parse_size"]
 
 _OWN = {"uuid", "vm", "multiple", "force", "minimal"}
+
+
+@contextlib.contextmanager
+def _destroyed_on_error(ctx: Ctx, destroy: str, ref: str) -> Iterator[None]:
+    """A command that fails (or is interrupted) half way leaves nothing it made behind."""
+    try:
+        yield
+    except BaseException:
+        with contextlib.suppress(ApiFailure, XeError):
+            ctx.call(destroy, ref)
+        raise
 
 
 def select(ctx: Ctx, cls: str = "VM", own: tuple[str, ...] = ()) -> list[tuple[str, dict]]:
@@ -188,7 +201,7 @@ def vm_install(ctx: Ctx) -> None:
         tpl = refs[0]
     sr = _sr(ctx)
     vm = str(ctx.call("VM.clone", tpl, name))
-    try:
+    with _destroyed_on_error(ctx, "VM.destroy", vm):
         if sr != NULL_REF:
             sr_uuid = _uuid_of(ctx, "SR", sr)
             disks = (dict(ctx.call("VM.get_other_config", vm))  # type: ignore[arg-type]
@@ -201,12 +214,6 @@ def vm_install(ctx: Ctx) -> None:
                 ctx.call("VM.add_to_other_config", vm, "disks",
                          ET.tostring(root, encoding="unicode"))
         ctx.call("VM.provision", vm)
-    except BaseException:
-        try:
-            ctx.call("VM.destroy", vm)
-        except (ApiFailure, XeError):
-            pass
-        raise
     ctx.out.write(_uuid_of(ctx, "VM", vm) + "\n")
 
 
@@ -262,14 +269,8 @@ def vm_disk_add(ctx: Ctx) -> None:
     sr = _sr(ctx, required=True)
     name = ctx.get("name-label") or f"{rec['name_label']} {device}"
     vdi = str(ctx.call("VDI.create", _vdi_record(ctx, sr, name, size)))
-    try:
+    with _destroyed_on_error(ctx, "VDI.destroy", vdi):
         ctx.call("VBD.create", _vbd_record(ref, vdi, device, bootable=ctx.flag("bootable")))
-    except BaseException:
-        try:
-            ctx.call("VDI.destroy", vdi)
-        except (ApiFailure, XeError):
-            pass
-        raise
     ctx.out.write(_uuid_of(ctx, "VDI", vdi) + "\n")
 
 

@@ -123,6 +123,11 @@ def test_create_commands_on_implicit_messages(xe, xenapi):
     vdi = xe.out("vm-disk-add", f"uuid={u}", "disk-size=16MiB", "device=0")
     assert xe.out("vdi-param-get", f"uuid={vdi}", "param-name=virtual-size") == str(16 << 20)
     assert xe.out("vbd-list", f"vm-uuid={u}", "params=vdi-uuid", "--minimal") == vdi
+    # the same device again: the VBD is refused, and the disk made for it goes too
+    vdis = xe.out("vdi-list", "--minimal")
+    r = xe("vm-disk-add", f"uuid={u}", "disk-size=1MiB", "device=0", check=False)
+    assert r.returncode != 0 and "DEVICE_ALREADY_EXISTS" in r.stderr
+    assert xe.out("vdi-list", "--minimal") == vdis
     vdi2 = xe.out("vdi-create", "name-label=spare", "virtual-size=1MiB")
     vbd = xe.out("vbd-create", f"vm-uuid={u}", f"vdi-uuid={vdi2}", "device=1")
     assert xe.out("vbd-param-get", f"uuid={vbd}", "param-name=vm-name-label") == "xe-devices"
