@@ -16,17 +16,24 @@ __all__ = ["main"]
 
 
 _CONFIG_DEFAULTS = {f.name: f.default for f in dataclasses.fields(Config)}
-_TUNABLE: list[str] = []     # Config fields that have a flag of their own name
-
-
-def _tunable(group, name: str, **kw) -> None:
-    """`--<name>` for Config.<name>: default and type come from Config, declared once there."""
-    default = _CONFIG_DEFAULTS[name]
-    kw.setdefault("help", f"Config.{name}")
-    group.add_argument("--" + name.replace("_", "-"), dest=name, default=default,
-                       type=type(default), **kw)
-    if name not in _TUNABLE:
-        _TUNABLE.append(name)
+# Config fields with a `--<name>` flag of their own (default and type come from Config).
+_TUNING: dict[str, dict] = {
+    "session_limit": {},
+    "session_idle_timeout": {},
+    "login_fail_delay": {},
+    "event_queue_size": {},
+    "janitor_interval": {},
+    "console_vm_limit": {"help": "console tunnels per VM (0: no limit; beyond it: 503)"},
+    "console_idle_timeout": {"metavar": "SECONDS",
+                             "help": "close a console (CONNECT or WebSocket) after this long "
+                                     "without key or pointer input (0: never)"},
+    "console_rfb_version": {"choices": ["3.3", "3.7", "3.8"],
+                            "help": "the RFB version the text consoles announce"},
+    "stats_interval": {"help": "seconds between statistics collections (RRD step stays 5 s)"},
+    "stats_save_interval": {"help": "seconds between periodic saves of the RRD files"},
+    "db_synchronous": {"choices": ["FULL", "NORMAL"],
+                       "help": "FULL survives power loss; NORMAL survives process crashes"},
+}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -42,22 +49,10 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--log-level", default="INFO")
     s.add_argument("--no-demo", action="store_true", help="no demo VM on first start")
     tune = s.add_argument_group("tuning (defaults follow the SDK guide)")
-    _tunable(tune, "session_limit")
-    _tunable(tune, "session_idle_timeout")
-    _tunable(tune, "login_fail_delay")
-    _tunable(tune, "event_queue_size")
-    _tunable(tune, "janitor_interval")
-    _tunable(tune, "console_vm_limit", help="console tunnels per VM (0: no limit; beyond it: 503)")
-    _tunable(tune, "console_idle_timeout", metavar="SECONDS",
-             help="close a console (CONNECT or WebSocket) after this long without key or "
-                  "pointer input (0: never)")
-    _tunable(tune, "console_rfb_version", choices=["3.3", "3.7", "3.8"],
-             help="the RFB version the text consoles announce")
-    _tunable(tune, "stats_interval",
-             help="seconds between statistics collections (RRD step stays 5 s)")
-    _tunable(tune, "stats_save_interval", help="seconds between periodic saves of the RRD files")
-    _tunable(tune, "db_synchronous", choices=["FULL", "NORMAL"],
-             help="FULL survives power loss; NORMAL survives process crashes")
+    for name, kw in _TUNING.items():
+        default = _CONFIG_DEFAULTS[name]
+        tune.add_argument("--" + name.replace("_", "-"), dest=name, default=default,
+                          type=type(default), **{"help": f"Config.{name}", **kw})
     pw = sub.add_parser("passwd", help="change root's password")
     pw.add_argument("--data-dir", default="./var", type=Path)
     pw.add_argument("--stdin", action="store_true", help="read the new password from stdin")
@@ -105,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
                     unix_socket=tuple(args.unix_socket),
                     public_address=args.public_address,
                     demo=not args.no_demo,
-                    **{name: getattr(args, name) for name in _TUNABLE})
+                    **{name: getattr(args, name) for name in _TUNING})
 
     def announce(line: str) -> None:
         print(line, flush=True)
