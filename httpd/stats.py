@@ -282,33 +282,34 @@ class RowCache:
     VIEWS = 4   # whole-row texts kept for this many distinct polls (RRD set, level, format)
 
     def __init__(self) -> None:
-        # (rrd_id, version, cf, span) -> {t: text}
-        self._rows: dict[tuple[str, int, str, int], dict[int, bytes]] = {}
+        # rrd_id -> (rrd_id, version, cf, span) -> {t: text}; by RRD first, so that dropping one
+        # (a VM starts or declares a data source) does not walk every RRD's tables
+        self._rows: dict[str, dict[tuple[str, int, str, int], dict[int, bytes]]] = {}
         # (span, as_json, ((rrd_id, version, cf), ...)) -> {t: the row's document text};
         # joining 1,000 RRDs' pieces per row is most of a warm poll, so whole rows are kept too
         self._views: OrderedDict[tuple, dict[int, bytes]] = OrderedDict()
         self._view_rids: dict[tuple, frozenset[str]] = {}
 
     def drop(self, rid: str) -> None:
-        for k in [k for k in self._rows if k[0] == rid]:
-            del self._rows[k]
+        self._rows.pop(rid, None)
         for k in [k for k, rids in self._view_rids.items() if rid in rids]:
             del self._views[k], self._view_rids[k]
 
     def expire(self, now: int, keep: Callable[[int], int]) -> None:
         """Forget rows older than ``keep(span)`` seconds (rows that left their ring)."""
-        for tables, span_at in ((self._rows, 3), (self._views, 0)):
+        for tables, span_at in [*((per_rrd, 3) for per_rrd in self._rows.values()),
+                                (self._views, 0)]:
             for key, rows in list(tables.items()):
                 old = now - keep(key[span_at])
                 stale = [t for t in list(rows) if t < old]   # a renderer may be adding
                 for t in stale:
                     del rows[t]
-                if not rows and tables is self._rows:
-                    del self._rows[key]
+                if not rows and tables is not self._views:
+                    del tables[key]
 
     def nbytes(self) -> int:
-        return sum(len(v) for tables in (self._rows, self._views) for rows in tables.values()
-                   for v in rows.values())
+        return sum(len(v) for tables in [*self._rows.values(), self._views]
+                   for rows in tables.values() for v in rows.values())
 
     def view(self, key: tuple) -> dict[int, bytes]:
         """The whole-row table of one poll shape; the least recently used beyond VIEWS go."""
@@ -323,10 +324,10 @@ class RowCache:
         return table
 
     def table(self, key: tuple[str, int, str, int]) -> dict[int, bytes]:
-        return self._rows.setdefault(key, {})
+        return self._rows.setdefault(key[0], {}).setdefault(key, {})
 
     def peek(self, key: tuple[str, int, str, int]) -> Mapping[int, bytes]:
-        return self._rows.get(key, {})
+        return self._rows.get(key[0], {}).get(key, {})
 
 
 # --- the RRD set of this host -----------------------------------------------------------------
@@ -816,7 +817,10 @@ class StatsService:
         while True:
             now = time.time()
             t = (int(now) // iv + 1) * iv
-            await asyncio.sleep(max(0.0, t - time.time()))
+            # never a sample stamped in the future: the loop's timer may fire a little early,
+            # and a poll's `start=now-600` must still reach back no further than the 5 s ring
+            while (delay := t - time.time()) > 0:
+                await asyncio.sleep(delay)
             try:
                 await self.collect(int(t))
             except asyncio.CancelledError:
