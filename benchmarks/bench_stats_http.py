@@ -34,10 +34,9 @@ from aiohttp import web  # noqa: E402
 
 from httpd.app import build_app  # noqa: E402
 from httpd.config import Config  # noqa: E402
-from httpd.domains import DomainCounters  # noqa: E402
-from httpd.keys import AGENT  # noqa: E402
-from httpd.stats import VM, rrd_id, vm_readings  # noqa: E402
-from httpd.stats_http import STATS  # noqa: E402
+from httpd.backends.base import DomainCounters  # noqa: E402
+from httpd.stats.service import VM, rrd_id, vm_readings  # noqa: E402
+from httpd.web.keys import SERVICES  # noqa: E402
 from rrd.render import xport_xml  # noqa: E402
 
 PASSWORD = "bench"
@@ -99,7 +98,7 @@ async def main() -> None:
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()
         port = site._server.sockets[0].getsockname()[1]
-        service = app[STATS]
+        service = app[SERVICES].stats
         end = (int(time.time()) // 5 + 1) * 5     # not behind the RRDs made at start-up
         per_tick = populate(service, args.vms, end, 130)
         ds = sum(len(service.store.data_sources(r)) for r in service.store.rrd_ids())
@@ -107,7 +106,7 @@ async def main() -> None:
               f"populating: {per_tick * 1e3:.1f} ms per tick (readings + RRDSet.tick)")
         loop = asyncio.get_running_loop()
 
-        session = app[AGENT].sessions.open_session("root", "bench")
+        session = app[SERVICES].sessions.open_session("root", "bench")
 
         async def fetch(query: str, basic: bool = False) -> tuple[float, float, int]:
             """Xen Orchestra's way (session_id in the query), or Basic auth (a login each)."""

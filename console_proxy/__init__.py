@@ -6,14 +6,34 @@ Sans-IO cores: `rfb` (RFB server protocol), `screen` (text terminal + font),
 `forwarder`.
 """
 
-from .errors import ConsoleError, LocalProtocolError, RemoteProtocolError
-from .forwarder import ConsoleForwarder, ForwardError, connect_console
-from .frontend import ConnectClient, ConnectFrontEnd, ConnectHead, ConnectTCPSite, ConnectUnixSite
-from .keys import KeyTranslator, LineEditor
-from .screen import TextScreen
-from .server import TextConsoleServer
-from .tunnel import CONNECT_OK, Tunnel, Upstream, UpstreamUnavailable, open_tunnel, reply_error
-from .websocket import bridge_websocket
+import importlib
+
+# Names are loaded on first use (PEP 562), so that importing a sans-IO core
+# (`console_proxy.rfb`, `console_proxy.screen`) loads no aiohttp and no asyncio adapter.
+_WHERE = {
+    "CONNECT_OK": "tunnel",
+    "ConnectClient": "frontend",
+    "ConnectFrontEnd": "frontend",
+    "ConnectHead": "frontend",
+    "ConnectTCPSite": "frontend",
+    "ConnectUnixSite": "frontend",
+    "ConsoleError": "errors",
+    "ConsoleForwarder": "forwarder",
+    "ForwardError": "forwarder",
+    "KeyTranslator": "keys",
+    "LineEditor": "keys",
+    "LocalProtocolError": "errors",
+    "RemoteProtocolError": "errors",
+    "TextConsoleServer": "server",
+    "TextScreen": "screen",
+    "Tunnel": "tunnel",
+    "Upstream": "tunnel",
+    "UpstreamUnavailable": "tunnel",
+    "bridge_websocket": "websocket",
+    "connect_console": "forwarder",
+    "open_tunnel": "tunnel",
+    "reply_error": "tunnel",
+}
 
 __all__ = [
     "CONNECT_OK",
@@ -39,3 +59,12 @@ __all__ = [
     "open_tunnel",
     "reply_error",
 ]
+
+
+def __getattr__(name: str):
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value

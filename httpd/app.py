@@ -1,155 +1,172 @@
-"""The aiohttp application and its runner: routes, middleware, lifetimes, listeners.
+"""The composition root: the services of one agent, built and started in order, and the
+aiohttp application around them.
 
-`build_app` knows no sockets; `serve` runs it with one site per --listen, --https-listen and
---unix-socket. The agent is a cleanup_ctx resource: started before the first request, stopped
-(tasks finished, database flushed) after the last.
+`open_services` is the only place that knows every service. It builds each with what it uses,
+starts them in dependency order and, on the way out (or when start-up fails half-way), stops
+them in reverse through one `AsyncExitStack`, so no thread or task outlives a failed start.
+`build_app` knows no sockets: routes, middleware and the one cleanup_ctx that holds the
+services; `httpd.runner` runs it on its sites.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-import os
-import resource
-import signal
-import socket
-import ssl
-import subprocess
-from typing import AsyncIterator, Awaitable, Callable
+import time
+from functools import partial
+from typing import AsyncIterator
 
 from aiohttp import web
 
-from console_proxy import ConnectTCPSite, ConnectUnixSite
+from .api import all_tables
+from .backends.simulated import SimulatedBackend
+from .config import Config
+from .core.bootstrap import ensure_host
+from .core.calls import call_internal
+from .core.context import Services
+from .core.dispatch import Dispatcher
+from .core.implicit import implicit_table
+from .core.jobs import Executors, Jobs
+from .core.lifecycle import Lifecycle
+from .core.locations import Locations
+from .core.passwords import load_or_init
+from .core.sessions import SessionManager
+from .core.tasks import TaskManager
+from .core.vdis import Vdis
+from .model.events import EventHub
+from .model.store import Store
+from .stats.service import StatsService
+from .transfer.importer import sweep_unfinished_imports
+from .web import console, rpc, stats, transfer
+from .web.console import CONSOLES, Consoles
+from .web.errors import errors_middleware
+from .web.keys import SERVICES
 
-from . import console_http, rpc, stats_http, transfer_http
-from .agent import Agent
-from .config import Config, parse_hostport
-from .errors import XenAPIError, http_status
-from .keys import AGENT
-
-__all__ = ["build_app", "serve"]
+__all__ = ["build_app", "open_services", "FIRST_PASSWORD"]
 
 log = logging.getLogger(__name__)
 
-@web.middleware
-async def errors_middleware(request: web.Request,
-                            handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-                            ) -> web.StreamResponse:
-    """HTTP handlers raise XenAPIError; here it becomes a status and a one-line body."""
-    try:
-        return await handler(request)
-    except web.HTTPException:
-        raise
-    except XenAPIError as e:
-        return web.Response(status=http_status(e), text=" ".join(e.description) + "\n",
-                            headers={"X-XenAPI-Error": e.code})
-    except asyncio.CancelledError:
-        raise
-    except Exception:  # noqa: BLE001 - logged, never a traceback to the client
-        log.exception("%s %s failed", request.method, request.path)
-        return web.Response(status=500, text="Internal error\n")
+# root's clear password on the start that created it (shown once), else None
+FIRST_PASSWORD: "web.AppKey[str | None]" = web.AppKey("first_password", str)
+
+
+@contextlib.asynccontextmanager
+async def open_services(config: Config) -> AsyncIterator[tuple[Services, Consoles, str | None]]:
+    """Every long-lived service, started in order; stopped in reverse on exit or failure."""
+    async with contextlib.AsyncExitStack() as stack:
+        executors = Executors.create()
+        stack.callback(executors.shutdown)
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+        config.data_dir.chmod(0o700)      # the password hash and the disks: owner only
+        _, first_password = load_or_init(str(config.password_path), config.root_password)
+
+        events = EventHub(queue_size=config.event_queue_size)
+        stack.callback(events.close)
+        store = Store(str(config.db_path), events, synchronous=config.db_synchronous)
+        store.open()
+        stack.push_async_callback(store.close)
+        first_start = not store.all("host")
+        host = ensure_host(store, config)
+        tasks = TaskManager(store, host.host_ref)
+        tasks.recover_after_restart()
+        sessions = SessionManager(store, events, host.host_ref, str(config.password_path),
+                                  executor=executors.passwords, limit=config.session_limit,
+                                  idle_timeout=config.session_idle_timeout,
+                                  fail_delay=config.login_fail_delay)
+        locations = Locations(store, host)
+        vdis = Vdis(store, host, executors.disk)
+        sweep_unfinished_imports(store, vdis)
+        await store.sync()
+
+        lifecycle: Lifecycle | None = None
+
+        def on_guest_event(event) -> None:       # the backend reports, the lifecycle acts
+            assert lifecycle is not None
+            lifecycle.on_guest_event(event)
+
+        domains = SimulatedBackend(on_guest_event, rfb_version=config.rfb_version)
+        stack.push_async_callback(domains.close)
+        lifecycle = Lifecycle(store, host, locations, vdis, domains, config.data_dir / "domains")
+        stack.push_async_callback(lifecycle.save_all)
+        stack.push_async_callback(lifecycle.close)
+        stack.push_async_callback(tasks.shutdown)
+        statistics = StatsService(store, host, domains, config.data_dir / "rrd",
+                                  interval=config.stats_interval,
+                                  save_interval=config.stats_save_interval,
+                                  executor=executors.stats)
+        dispatcher = Dispatcher(store, sessions.check, [implicit_table(), *all_tables()])
+        services = Services(config=config, store=store, events=events, host=host,
+                            executors=executors, locations=locations, tasks=tasks,
+                            sessions=sessions, domains=domains, vdis=vdis, lifecycle=lifecycle,
+                            stats=statistics, dispatcher=dispatcher)
+
+        await lifecycle.restore_all()
+        if first_start and config.demo:
+            await _create_demo(services)
+        housekeeping = Jobs()
+        housekeeping.spawn(_janitor(services))
+        stack.push_async_callback(housekeeping.close)
+
+        await statistics.start()
+        stack.push_async_callback(statistics.stop)
+        lifecycle.vm_events.connect(statistics)
+        stack.callback(lifecycle.vm_events.disconnect, statistics)
+
+        consoles = Consoles(store, host, domains, sessions, locations,
+                            vm_limit=config.console_vm_limit,
+                            idle_timeout=config.console_idle_timeout,
+                            rfb_version=config.rfb_version)
+        await consoles.start()
+        stack.push_async_callback(consoles.stop)
+        lifecycle.vm_events.connect(consoles)
+        stack.callback(lifecycle.vm_events.disconnect, consoles)
+        yield services, consoles, first_password
+
+
+async def _create_demo(services: Services) -> None:
+    """A halted VM made the guide's way (clone + provision), for the README's examples."""
+    templates = [r for r, v in services.store.all("VM").items()
+                 if v["name_label"] == "Debian Etch 4.0"]
+    vm = await call_internal(services, "VM.clone", templates[0], "demo")
+    await call_internal(services, "VM.provision", vm)
+    net = next(iter(services.store.all("network")))
+    await call_internal(services, "VIF.create", {"VM": vm, "network": net, "device": "0"})
+
+
+async def _janitor(services: Services) -> None:
+    while True:
+        await asyncio.sleep(services.config.janitor_interval)
+        try:
+            now = time.time()
+            services.sessions.gc(now)
+            services.tasks.gc(now)
+            await services.store.sync()
+        except Exception:  # noqa: BLE001 - housekeeping must never stop
+            log.exception("housekeeping failed")
+
+
+async def _services_ctx(config: Config, app: web.Application) -> AsyncIterator[None]:
+    async with open_services(config) as (services, consoles, first_password):
+        app[SERVICES] = services
+        app[CONSOLES] = consoles
+        app[FIRST_PASSWORD] = first_password
+        yield
+
+
+async def _answer_blocked_event_calls(app: web.Application) -> None:
+    """on_shutdown: event.from / event.next waiting for changes answer now, so shutdown does
+    not wait for their timeouts."""
+    if SERVICES in app:
+        app[SERVICES].events.close()
 
 
 def build_app(config: Config) -> web.Application:
     app = web.Application(client_max_size=config.max_rpc_body, middlewares=[errors_middleware])
-    agent = Agent(config)
-    app[AGENT] = agent
-
-    async def agent_ctx(app: web.Application) -> AsyncIterator[None]:
-        await agent.start()
-        yield
-        await agent.stop()
-
-    app.cleanup_ctx.append(agent_ctx)
+    app.cleanup_ctx.append(partial(_services_ctx, config))
+    app.on_shutdown.append(_answer_blocked_event_calls)
     app.add_routes(rpc.routes())
-    app.add_routes(transfer_http.routes())
-    stats_http.setup(app)   # /rrd_updates, /host_rrd, /vm_rrd, /sr_rrd; the statistics collector
-    console_http.setup(app)   # GET /console (WebSocket), CONNECT front end, host console
+    app.add_routes(transfer.routes())
+    app.add_routes(stats.routes())
+    console.setup(app)        # GET /console (WebSocket); the CONNECT front end is on every site
     return app
-
-
-def ensure_certificate(config: Config) -> ssl.SSLContext:
-    """A self-signed certificate made at first start (openssl CLI: no extra Python dependency)."""
-    if not (config.tls_cert.exists() and config.tls_key.exists()):
-        name = socket.gethostname()
-        subprocess.run(
-            ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "3650",
-             "-keyout", str(config.tls_key), "-out", str(config.tls_cert), "-subj", f"/CN={name}",
-             "-addext", f"subjectAltName=DNS:{name},DNS:localhost,IP:127.0.0.1"],
-            check=True, capture_output=True)
-        os.chmod(config.tls_key, 0o600)
-    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ctx.load_cert_chain(str(config.tls_cert), str(config.tls_key))
-    return ctx
-
-
-async def start_sites(runner: web.AppRunner, config: Config) -> list[str]:
-    """Start one site per listener; returns the URLs actually bound (ephemeral ports resolved).
-
-    Every site reads each connection's first bytes through the console front end, so
-    `CONNECT /console?...` works on HTTP, HTTPS and the Unix socket alike; anything else reaches
-    aiohttp unchanged."""
-    front_end = console_http.front_end(runner.app)
-    urls = []
-    for spec in config.listen:
-        host, port = parse_hostport(spec, 80)
-        site = ConnectTCPSite(runner, host, port, front_end=front_end, reuse_address=True)
-        await site.start()
-        urls.append(_bound_url(site, "http"))
-    if config.https_listen:
-        ctx = ensure_certificate(config)
-        for spec in config.https_listen:
-            host, port = parse_hostport(spec, 443)
-            site = ConnectTCPSite(runner, host, port, front_end=front_end, ssl_context=ctx,
-                                  reuse_address=True)
-            await site.start()
-            urls.append(_bound_url(site, "https"))
-    for path in config.unix_socket:
-        if os.path.exists(path):
-            os.unlink(path)
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        site = ConnectUnixSite(runner, path, front_end=front_end)
-        await site.start()
-        os.chmod(path, 0o600)   # local logins are root: only root may connect
-        urls.append(f"unix:{path}")
-    return urls
-
-
-def _bound_url(site: web.TCPSite, scheme: str) -> str:
-    server = site._server   # aiohttp keeps the asyncio.Server here; no public accessor
-    host, port = server.sockets[0].getsockname()[:2]
-    return f"{scheme}://{host}:{port}"
-
-
-def raise_fd_limit(ceiling: int = 1 << 16) -> int:
-    """Every console viewer holds three descriptors (its socket, the tunnel's upstream, the
-    console server's end): lift the soft limit to the hard one (up to `ceiling`), as servers do."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    want = ceiling if hard == resource.RLIM_INFINITY else min(hard, ceiling)
-    if soft != resource.RLIM_INFINITY and soft < want:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
-        return want
-    return soft
-
-
-async def serve(config: Config, *, announce: Callable[[str], None] = print) -> None:
-    raise_fd_limit()
-    app = build_app(config)
-    runner = web.AppRunner(app, handle_signals=False, access_log=None)
-    await runner.setup()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    try:
-        urls = await start_sites(runner, config)
-        agent = app[AGENT]
-        await agent.on_listening(urls)
-        for url in urls:
-            announce(f"xcp-httpd listening on {url}")
-        if agent.first_password is not None:
-            announce(f"root password (first start, shown once): {agent.first_password}")
-        announce("ready")
-        await stop.wait()
-    finally:
-        await runner.cleanup()

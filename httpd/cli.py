@@ -74,10 +74,10 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "console-forward":
         logging.basicConfig(level="WARNING", format="%(levelname)s %(name)s: %(message)s")
-        from .console_http import forward_main
+        from .xe.console_forward import forward_main
         return forward_main(args)
     if args.command == "passwd":
-        from .passwords import write_hash
+        from .core.passwords import write_hash
         if args.stdin:
             new = sys.stdin.readline().rstrip("\n")
         else:
@@ -105,11 +105,14 @@ def main(argv: list[str] | None = None) -> int:
     def announce(line: str) -> None:
         print(line, flush=True)
 
-    from .app import serve
+    from .runner import StartupFailed, serve
     try:
         asyncio.run(serve(config, announce=announce))
     except KeyboardInterrupt:
         pass
+    except StartupFailed as e:
+        print(f"xcp-httpd: {e}", file=sys.stderr, flush=True)
+        return 1
     return 0
 
 

@@ -40,6 +40,11 @@ class Config:
     console_rfb_version: str = "3.8"       # the host console's RFB server: "3.3", "3.7" or "3.8"
 
     @property
+    def rfb_version(self) -> tuple[int, int]:
+        major, _, minor = self.console_rfb_version.partition(".")
+        return int(major), int(minor)
+
+    @property
     def db_path(self) -> Path:
         return self.data_dir / "xapi.db"
 

@@ -9,9 +9,9 @@ from typing import AsyncIterator
 
 from aiohttp import web
 
-from httpd.app import build_app, start_sites
+from httpd.app import build_app
 from httpd.config import Config
-from httpd.keys import AGENT
+from httpd.runner import start_sites
 
 __all__ = ["PASSWORD", "running_agent"]
 
@@ -29,7 +29,6 @@ async def running_agent(tmp_path, **knobs) -> AsyncIterator[tuple[web.Applicatio
     await runner.setup()
     try:
         urls = await start_sites(runner, config)
-        await app[AGENT].on_listening(urls)
         yield app, urls
     finally:
         await runner.cleanup()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..dispatch import MessageTable
+from ..core.dispatch import MessageTable
 from . import devices, event, session, stats, storage, system, task, vm
 
 __all__ = ["all_tables"]

@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import time
 
-from ..datamodel import CLASSES, class_spec
-from ..dispatch import Ctx, MessageTable
-from ..errors import XenAPIError
-from ..events import Subscription
-from ..xtypes import FLOAT, STRING, SetOf
+from ..model.datamodel import CLASSES, class_spec
+from ..core.context import Ctx
+from ..core.dispatch import MessageTable
+from ..model.errors import XenAPIError
+from ..model.events import Subscription
+from ..model.xtypes import FLOAT, STRING, SetOf
 
 table = MessageTable()
 _CLASSES = SetOf(STRING)
@@ -24,29 +25,29 @@ def _record(cls: str, op: str, ref: str, eid: int, snapshot: dict | None) -> dic
 
 
 def _check_session(ctx: Ctx) -> None:
-    if not ctx.agent.sessions.valid(ctx.session):
+    if not ctx.services.sessions.valid(ctx.session):
         raise XenAPIError("SESSION_INVALID", ctx.session)
 
 
 @table.message("event.register", ("classes", _CLASSES), async_ok=False)
 def register(ctx: Ctx, classes: list[str]) -> str:
-    ctx.agent.events.register(ctx.session, Subscription(classes))
+    ctx.services.events.register(ctx.session, Subscription(classes))
     return ""
 
 
 @table.message("event.unregister", ("classes", _CLASSES), async_ok=False)
 def unregister(ctx: Ctx, classes: list[str]) -> str:
-    ctx.agent.events.unregister(ctx.session, Subscription(classes))
+    ctx.services.events.unregister(ctx.session, Subscription(classes))
     return ""
 
 
 @table.message("event.next", async_ok=False)
 async def next_(ctx: Ctx) -> list[dict]:
-    hub = ctx.agent.events
+    hub = ctx.services.events
     while True:
         _check_session(ctx)
         changes = hub.take_next(ctx.session)
-        if changes:
+        if changes or hub.closed:
             return [_record(c.cls, c.op, c.ref, c.id, c.snapshot) for c in changes]
         await hub.wait(None)
 
@@ -54,7 +55,7 @@ async def next_(ctx: Ctx) -> list[dict]:
 @table.message("event.from", ("classes", _CLASSES), ("token", STRING), ("timeout", FLOAT),
                async_ok=False)
 async def from_(ctx: Ctx, classes: list[str], token: str, timeout: float) -> dict:
-    hub, store = ctx.agent.events, ctx.store
+    hub, store = ctx.services.events, ctx.store
     sub = Subscription(classes)
     since = hub.parse_token(token)
     loop = asyncio.get_running_loop()
@@ -73,7 +74,7 @@ async def from_(ctx: Ctx, classes: list[str], token: str, timeout: float) -> dic
                       for cls, ref, op, eid in changes]
             break
         remaining = deadline - loop.time()
-        if remaining <= 0:
+        if remaining <= 0 or hub.closed:
             events = []
             break
         await hub.wait(remaining)
@@ -83,7 +84,7 @@ async def from_(ctx: Ctx, classes: list[str], token: str, timeout: float) -> dic
 
 @table.message("event.get_current_id", async_ok=False)
 def get_current_id(ctx: Ctx) -> int:
-    return ctx.agent.events.last_id
+    return ctx.services.events.last_id
 
 
 @table.message("event.inject", ("class", STRING), ("ref", STRING), async_ok=False)
@@ -92,5 +93,5 @@ def inject(ctx: Ctx, cls: str, ref: str) -> str:
     if spec is None:
         raise XenAPIError("EVENT_SUBSCRIPTION_PARSE_FAILURE", cls)
     rec = ctx.store.get(spec.name, ref)
-    ctx.agent.events.publish(spec.name, "mod", ref, rec)
-    return ctx.agent.events.token()
+    ctx.services.events.publish(spec.name, "mod", ref, rec)
+    return ctx.services.events.token()

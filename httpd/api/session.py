@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
-
-from ..dispatch import Ctx, MessageTable
-from ..errors import XenAPIError
-from ..xtypes import STRING
+from ..core.context import Ctx
+from ..core.dispatch import MessageTable
+from ..model.xtypes import STRING
 
 table = MessageTable()
 
@@ -16,12 +14,12 @@ table = MessageTable()
                optional=2)
 async def login_with_password(ctx: Ctx, user: str, password: str, version: str = "",
                               originator: str = "") -> str:
-    return await ctx.agent.sessions.login(user, password, originator=originator, local=ctx.local)
+    return await ctx.services.sessions.login(user, password, originator=originator, local=ctx.local)
 
 
 @table.message("session.logout", async_ok=False)
 def logout(ctx: Ctx) -> str:
-    ctx.agent.sessions.logout(ctx.session)
+    ctx.services.sessions.logout(ctx.session)
     return ""
 
 
@@ -33,10 +31,5 @@ def local_logout(ctx: Ctx) -> str:
 @table.message("session.change_password", ("old_pwd", STRING), ("new_pwd", STRING),
                async_ok=False)
 async def change_password(ctx: Ctx, old: str, new: str) -> str:
-    sessions = ctx.agent.sessions
-    if not ctx.local and not await asyncio.to_thread(sessions.password_ok, "root", old):
-        raise XenAPIError("SESSION_AUTHENTICATION_FAILED", "root", "Authentication failure")
-    if not new:
-        raise XenAPIError("INVALID_VALUE", "new_pwd", "")
-    await asyncio.to_thread(ctx.agent.set_root_password, new)
+    await ctx.services.sessions.change_password(old, new, local=ctx.local)
     return ""

@@ -5,19 +5,16 @@ from __future__ import annotations
 
 import math
 
-from ..dispatch import Ctx, MessageTable
-from ..errors import XenAPIError
-from ..stats import DEFINITIONS, StatsService, invalid_data_source
-from ..xtypes import STRING, Ref
+from ..core.context import Ctx
+from ..core.dispatch import MessageTable
+from ..stats.service import DEFINITIONS, StatsService, invalid_data_source
+from ..model.xtypes import STRING, Ref
 
 table = MessageTable()
 
 
 def _service(ctx: Ctx) -> StatsService:
-    service = getattr(ctx.agent, "stats", None)
-    if service is None:
-        raise XenAPIError("INTERNAL_ERROR", "the statistics service is not running")
-    return service
+    return ctx.services.stats
 
 
 def _rid(ctx: Ctx, cls: str, ref: str) -> str:

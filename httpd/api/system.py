@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from ..dispatch import Ctx, MessageTable
+from ..core.context import Ctx
+from ..core.dispatch import MessageTable
 
 table = MessageTable()
 
 
 @table.message("system.listMethods", session=False, async_ok=False)
 def list_methods(ctx: Ctx) -> list[str]:
-    return ctx.agent.dispatcher.names()
+    return ctx.services.dispatcher.names()

@@ -224,7 +224,7 @@ def complete(line: str) -> list[str]:
 
 def _values(cmd: Command, cls: str | None, key: str, part: str, inv: Invocation) -> list[str]:
     if key == "class":
-        from ..datamodel import CLASSES
+        from ..model.datamodel import CLASSES
         return sorted(xe_class_name(c) for c in CLASSES)
     if key in ("params", "param-name") and cls:
         names = [p.name for p in params_of(cls)]
@@ -246,7 +246,7 @@ def _values(cmd: Command, cls: str | None, key: str, part: str, inv: Invocation)
     if target is None:
         if cls:
             p = find_param(cls, key)
-            from ..xtypes import Enum, BOOL
+            from ..model.xtypes import Enum, BOOL
             if p is not None and isinstance(p.spec.xtype, Enum):
                 return [v.lower() for v in p.spec.xtype.values]
             if p is not None and p.spec.xtype is BOOL:
@@ -254,7 +254,7 @@ def _values(cmd: Command, cls: str | None, key: str, part: str, inv: Invocation)
         return []
     try:
         from .client import Session
-        from ..datamodel import CLASSES
+        from ..model.datamodel import CLASSES
         ep = Endpoint.from_options(inv.opts, read_rc())
         ep.timeout = 3.0
         if ep.password is None and not ep.is_local:

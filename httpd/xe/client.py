@@ -15,7 +15,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..xmlrpc import XMLRPCParseError, dumps_call, parse_response
+from ..wire.xmlrpc import XMLRPCParseError, dumps_call, parse_response
 
 __all__ = ["XeError", "ApiFailure", "Endpoint", "Session", "read_rc", "default_socket"]
 

@@ -7,8 +7,8 @@ import sys
 from dataclasses import dataclass, field
 from typing import Callable, TextIO
 
-from ..datamodel import CLASSES
-from ..xtypes import NULL_REF, MapOf, SetOf
+from ..model.datamodel import CLASSES
+from ..model.xtypes import NULL_REF, MapOf, SetOf
 from .client import ApiFailure, Endpoint, Session, XeError
 from .fields import Param, find_param, norm, params_of, render_param, xe_class_name
 

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Callable
 
-from ..datamodel import CLASSES, POWER_STATE, RW, ClassSpec, FieldSpec
-from ..xtypes import BOOL, DATETIME, FLOAT, INT, NULL_REF, Enum, MapOf, Ref, SetOf, XType, \
+from ..model.datamodel import CLASSES, POWER_STATE, RW, ClassSpec, FieldSpec
+from ..model.xtypes import BOOL, DATETIME, FLOAT, INT, NULL_REF, Enum, MapOf, Ref, SetOf, XType, \
     format_datetime
 
 __all__ = ["Param", "params_of", "find_param", "norm", "xe_class_name", "render_value",

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from ..datamodel import CLASSES
-from ..xtypes import MapOf, SetOf
+from ..model.datamodel import CLASSES
+from ..model.xtypes import MapOf, SetOf
 from .client import ApiFailure, XeError
 from .core import COMMANDS, Command, Ctx, UsageError, is_container, list_params, print_records
 from .fields import BadValue, Param, find_param, matches, params_of, parse_value, xe_class_name

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import BinaryIO, Iterator, TextIO
 from urllib.parse import urlencode
 
-from ..xmlrpc import XMLRPCParseError, parse_value_text
+from ..wire.xmlrpc import XMLRPCParseError, parse_value_text
 from .client import ApiFailure, Session, XeError
 from .core import Ctx, UsageError, command
 from .vm import select_one

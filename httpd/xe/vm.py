@@ -9,8 +9,8 @@ import time
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 
-from ..datamodel import CLASSES
-from ..xtypes import NULL_REF
+from ..model.datamodel import CLASSES
+from ..model.xtypes import NULL_REF
 from .client import ApiFailure, XeError
 from .core import UUID_RE, Ctx, UsageError, class_of, command, format_record
 from .fields import find_param, matches

@@ -66,7 +66,7 @@ def test_fd_soft_limit_is_lifted_for_many_consoles():
     viewer costs three descriptors) up to the hard limit."""
     import resource
 
-    from httpd.app import raise_fd_limit
+    from httpd.runner import raise_fd_limit
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if hard != resource.RLIM_INFINITY and hard <= 256:
         pytest.skip("hard limit too low to show anything")

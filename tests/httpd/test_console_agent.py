@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 
 from console_proxy import ConsoleForwarder
-from httpd.console_http import CONSOLES, ConsoleTarget, Refusal, resolve_console
-from httpd.dispatch import Ctx
-from httpd.events import EventHub
-from httpd.keys import AGENT
-from httpd.store import Store
+from httpd.web.console import CONSOLES, ConsoleTarget, Refusal, resolve_console
+from httpd.core.calls import call_internal
+from httpd.model.events import EventHub
+from httpd.web.keys import SERVICES
+from httpd.model.store import Store
 from tests.in_process import running_agent
 
 from .test_console_screens import (  # noqa: F401 - vnc_api is a fixture
@@ -46,11 +46,10 @@ def _insecure() -> ssl.SSLContext:
 
 
 async def _start_vm(agent, name: str) -> tuple[str, str]:
-    ctx = Ctx(agent, None)
     tpl = next(r for r, v in agent.store.all("VM").items() if v["name_label"] == "Debian Etch 4.0")
-    vm = await agent.call(ctx, "VM.clone", tpl, name)
-    await agent.call(ctx, "VM.provision", vm)
-    await agent.call(ctx, "VM.start", vm, False, False)
+    vm = await call_internal(agent, "VM.clone", tpl, name)
+    await call_internal(agent, "VM.provision", vm)
+    await call_internal(agent, "VM.start", vm, False, False)
     return vm, agent.store.get("VM", vm)["uuid"]
 
 
@@ -67,8 +66,8 @@ def _session(agent) -> dict[str, str]:
 
 async def test_host_console_rfb33_over_https_with_vncdotool(agent_app, vnc_api):
     app, urls = agent_app
-    agent, consoles = app[AGENT], app[CONSOLES]
-    dom0 = agent.dom0_ref
+    agent, consoles = app[SERVICES], app[CONSOLES]
+    dom0 = agent.host.dom0_ref
     rfb = next(c for c in agent.store.get("VM", dom0)["consoles"]
                if agent.store.get("console", c)["protocol"] == "rfb")
     https = next(u for u in urls if u.startswith("https://"))
@@ -82,7 +81,7 @@ async def test_host_console_rfb33_over_https_with_vncdotool(agent_app, vnc_api):
             img = await vnc_capture(client)
             assert client.protocol._version == (3, 3)          # the server offered 3.3
             lines, cursor = decode_screen(img)
-            host = agent.store.get("host", agent.host_ref)
+            host = agent.store.get("host", agent.host.host_ref)
             assert lines[0] == f"{host['hostname']} - XCP host console" and cursor is None
             assert "  running VMs   0" in lines and any("load average" in l for l in lines)
             np.testing.assert_array_equal(img, consoles.host_console.screen.render())
@@ -100,9 +99,9 @@ async def test_host_console_rfb33_over_https_with_vncdotool(agent_app, vnc_api):
 
 async def test_every_listener_takes_connect_and_http(agent_app):
     app, urls = agent_app
-    agent = app[AGENT]
+    agent = app[SERVICES]
     http, https, unix = _ports(urls)
-    rfb = next(c for c in agent.store.get("VM", agent.dom0_ref)["consoles"]
+    rfb = next(c for c in agent.store.get("VM", agent.host.dom0_ref)["consoles"]
                if agent.store.get("console", c)["protocol"] == "rfb")
     for where, kw, headers in ((http, {}, _session(agent)), (https, {"ssl": _insecure()}, _session(agent)),
                                (unix, {}, {})):                 # the Unix socket is root
@@ -110,7 +109,7 @@ async def test_every_listener_takes_connect_and_http(agent_app):
         assert code == 200
         assert (await rfb_handshake(reader, writer, b"RFB 003.003\n"))[:3] == (b"RFB 003.003\n", 480, 275)
         writer.close()
-        await _closed(app[CONSOLES], agent.store.get("VM", agent.dom0_ref)["uuid"])
+        await _closed(app[CONSOLES], agent.store.get("VM", agent.host.dom0_ref)["uuid"])
     async with aiohttp.ClientSession() as s:
         async with s.get(f"https://127.0.0.1:{https}/console", ssl=_insecure()) as r:
             assert r.status == 400                       # aiohttp answered: not an upgrade
@@ -123,7 +122,7 @@ async def test_every_listener_takes_connect_and_http(agent_app):
 
 async def test_limit_redirect_and_close_vm(agent_app):
     app, urls = agent_app
-    agent, consoles = app[AGENT], app[CONSOLES]
+    agent, consoles = app[SERVICES], app[CONSOLES]
     http, _, _ = _ports(urls)
     vm, uuid = await _start_vm(agent, "limited")
     q = f"/console?uuid={uuid}"
@@ -165,10 +164,10 @@ async def test_limit_redirect_and_close_vm(agent_app):
 
 async def test_many_tunnels_leave_no_tasks(agent_app):
     app, urls = agent_app
-    agent, consoles = app[AGENT], app[CONSOLES]
+    agent, consoles = app[SERVICES], app[CONSOLES]
     http, _, _ = _ports(urls)
     consoles.vm_limit = 0                 # this test is about bookkeeping, not the limit
-    vt100 = next(c for c in agent.store.get("VM", agent.dom0_ref)["consoles"]
+    vt100 = next(c for c in agent.store.get("VM", agent.host.dom0_ref)["consoles"]
                  if agent.store.get("console", c)["protocol"] == "vt100")
     headers = _session(agent)
     await asyncio.sleep(0.1)
@@ -248,9 +247,9 @@ async def test_console_idle_timeout(tmp_path):
     closed by the agent; one that keeps typing outlives the timeout several times over."""
     async with running_agent(tmp_path, console_idle_timeout=_IDLE) as (app, urls), \
             aiohttp.ClientSession() as http_session:
-        agent, consoles = app[AGENT], app[CONSOLES]
+        agent, consoles = app[SERVICES], app[CONSOLES]
         http = _ports(urls)[0]
-        rfb = next(c for c in agent.store.get("VM", agent.dom0_ref)["consoles"]
+        rfb = next(c for c in agent.store.get("VM", agent.host.dom0_ref)["consoles"]
                    if agent.store.get("console", c)["protocol"] == "rfb")
         consoles_open = []                         # (send, reader) per console, idle ones first
         for kind in ("connect", "ws", "connect", "ws"):
@@ -268,7 +267,7 @@ async def test_console_idle_timeout(tmp_path):
                 send = writer.send
             await rfb_handshake(reader, writer)
             consoles_open.append((send, reader))
-        assert consoles.open_count(agent.store.get("VM", agent.dom0_ref)["uuid"]) == 4
+        assert consoles.open_count(agent.store.get("VM", agent.host.dom0_ref)["uuid"]) == 4
         loop = asyncio.get_running_loop()
         started = loop.time()
         closed = [asyncio.create_task(_until_closed(reader)) for _, reader in consoles_open]
@@ -279,13 +278,13 @@ async def test_console_idle_timeout(tmp_path):
                 await asyncio.gather(*closed[:2])  # the agent closed both idle consoles
             await asyncio.sleep(started + 3 * _IDLE - loop.time())
             assert not closed[2].done() and not closed[3].done()
-            assert consoles.open_count(agent.store.get("VM", agent.dom0_ref)["uuid"]) == 2
+            assert consoles.open_count(agent.store.get("VM", agent.host.dom0_ref)["uuid"]) == 2
         finally:
             for task in pokes + closed:
                 task.cancel()
             await asyncio.gather(*pokes, *closed, return_exceptions=True)
             await consoles_open[3][1].ws.close()
-            consoles.close_vm(agent.store.get("VM", agent.dom0_ref)["uuid"])
+            consoles.close_vm(agent.store.get("VM", agent.host.dom0_ref)["uuid"])
 
 
 # --- resolve_console on its own --------------------------------------------------------------------

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from httpd.errors import XenAPIError
-from httpd.events import EventHub, Subscription
+from httpd.model.errors import XenAPIError
+from httpd.model.events import EventHub, Subscription
 
 
 def test_coalesces_per_object_and_tells_add_from_mod():

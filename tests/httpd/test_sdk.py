@@ -8,7 +8,7 @@ import time
 import pytest
 import XenAPI
 
-from httpd.datamodel import CLASSES
+from httpd.model.datamodel import CLASSES
 
 
 def test_login_and_api_version(xenapi):

@@ -6,8 +6,8 @@ import asyncio
 
 import pytest
 
-from httpd.domains import DiskSpec, DomainConfig, NicSpec
-from httpd.simulated import SimulatedBackend, read_state
+from httpd.backends.base import DiskSpec, DomainConfig, NicSpec
+from httpd.backends.simulated import SimulatedBackend, read_state
 
 
 async def _read_until(reader: asyncio.StreamReader, text: str, timeout: float = 10.0) -> str:

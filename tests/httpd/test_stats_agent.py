@@ -9,8 +9,7 @@ import base64
 import aiohttp
 import pytest
 
-from httpd.keys import AGENT
-from httpd.stats_http import STATS
+from httpd.web.keys import SERVICES
 from tests.in_process import PASSWORD, running_agent
 
 
@@ -22,7 +21,7 @@ async def agent_app(tmp_path):
 
 async def test_vm_rrd_of_a_vm_on_another_host_redirects(agent_app):
     app, urls = agent_app
-    agent = app[AGENT]
+    agent = app[SERVICES]
     http = next(u for u in urls if u.startswith("http://"))
     https_port = next(u for u in urls if u.startswith("https://")).rsplit(":", 1)[1]
     vm = agent.store.create("VM", {"name_label": "elsewhere", "power_state": "Running"})
@@ -54,7 +53,7 @@ async def test_collector_formats_rows_before_anyone_polls(tmp_path):
     """The warm-up follows the collector: after a few ticks the host's and dom0's newest rows
     are already text, though no /rrd_updates request came (a poll would only join them)."""
     async with running_agent(tmp_path, stats_interval=1) as (app, _):
-        service = app[STATS]
+        service = app[SERVICES].stats
         for _ in range(100):
             if service.ticks >= 3 and service.rrds.cache.nbytes():
                 break

@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from httpd.domains import DomainCounters
-from httpd import stats as stats_module
-from httpd.stats import (HOST, SR, VM, ProcReader, RRDSet, _load_file, dom0_readings, warm_rows,
+from httpd.backends.base import DomainCounters
+from httpd.stats import service as stats_module
+from httpd.stats.service import (HOST, SR, VM, ProcReader, RRDSet, _load_file, dom0_readings, warm_rows,
                          render_updates, rrd_id, vm_readings)
 from rrd import persist
 from rrd.engine import CF
@@ -186,7 +186,7 @@ def test_corrupt_file_uses_backup_then_starts_anew(tmp_path, caplog):
 
 _SAVER = """
 import sys, numpy as np
-from httpd.stats import RRDSet, rrd_id
+from httpd.stats.service import RRDSet, rrd_id
 from rrd import persist
 s = RRDSet(None)
 s.create("vm:x", 1_700_000_000, True)

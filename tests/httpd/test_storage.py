@@ -8,8 +8,8 @@ import subprocess
 
 import pytest
 
-from httpd.errors import XenAPIError
-from httpd.storage import FileSR, copy_sparse
+from httpd.model.errors import XenAPIError
+from httpd.core.filesr import FileSR, copy_sparse
 from xva.files import data_extents
 
 

@@ -6,9 +6,9 @@ import asyncio
 
 import pytest
 
-from httpd.errors import XenAPIError
-from httpd.events import EventHub
-from httpd.store import Store
+from httpd.model.errors import XenAPIError
+from httpd.model.events import EventHub
+from httpd.model.store import Store
 
 
 async def _open(path) -> Store:

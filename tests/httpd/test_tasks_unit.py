@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 
-from httpd.implicit import parse_where
-from httpd.tasks import COMPLETED_TTL, MAX_COMPLETED, PENDING_TTL
+from httpd.core.implicit import parse_where
+from httpd.core.tasks import COMPLETED_TTL, MAX_COMPLETED, PENDING_TTL
 
 
 def test_where_language():
@@ -22,12 +22,11 @@ def test_where_language():
 
 
 async def test_gc_rules(tmp_path):
-    from httpd.agent import Agent
+    from httpd.app import open_services
     from httpd.config import Config
 
-    agent = Agent(Config(data_dir=tmp_path, root_password="x"))
-    await agent.start()
-    try:
+    async with open_services(Config(data_dir=tmp_path, root_password="x", demo=False)) \
+            as (agent, _, _):
         tasks = agent.tasks
         now = dt.datetime.now(dt.timezone.utc).timestamp()
         old_done = tasks.create("old")
@@ -47,5 +46,3 @@ async def test_gc_rules(tmp_path):
         left = agent.store.all("task")
         assert old_done not in left and stale not in left and running in left
         assert all(r not in left for r in young[:3]) and all(r in left for r in young[3:])
-    finally:
-        await agent.stop()

@@ -7,7 +7,7 @@ import xmlrpc.client
 
 import pytest
 
-from httpd.xmlrpc import (
+from httpd.wire.xmlrpc import (
     XMLRPCParseError, dumps_call, dumps_response, dumps_value, parse_call, parse_value_text,
 )
 

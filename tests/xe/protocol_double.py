@@ -14,7 +14,7 @@ import uuid as _uuid
 
 from aiohttp import web
 
-from httpd.xmlrpc import dumps_response, failure, parse_call, success
+from httpd.wire.xmlrpc import dumps_response, failure, parse_call, success
 
 PASSWORD = "double-pw"
 SESSION = "OpaqueRef:double-session"

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from httpd.datamodel import CLASSES
+from httpd.model.datamodel import CLASSES
 from httpd.xe.fields import params_of
 
 from .conftest import XE, run_xe, xe_env

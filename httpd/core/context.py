@@ -1,0 +1,94 @@
+"""The services of one agent, frozen once started, and what a call sees of them (`Ctx`).
+
+The composition root (`httpd.app`) builds `Services` after the database is open and this
+host's records exist; nothing replaces a member later. A message implementation gets a `Ctx`:
+the services, the caller's session, its task (for `Async.` calls and HTTP transfers) and
+whether it came over the local socket.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import AsyncContextManager
+
+from ..backends.base import DomainBackend
+from ..config import Config
+from ..model.events import EventHub
+from ..model.store import Store
+from ..stats.service import StatsService
+from .bootstrap import ThisHost
+from .dispatch import Dispatcher
+from .jobs import Executors
+from .lifecycle import Lifecycle
+from .locations import Locations
+from .operations import operation
+from .sessions import SessionManager
+from .tasks import TaskManager
+from .vdis import Vdis
+
+__all__ = ["Services", "Ctx"]
+
+
+@dataclass(frozen=True)
+class Services:
+    config: Config
+    store: Store
+    events: EventHub
+    host: ThisHost
+    executors: Executors
+    locations: Locations
+    tasks: TaskManager
+    sessions: SessionManager
+    domains: DomainBackend
+    vdis: Vdis
+    lifecycle: Lifecycle
+    stats: StatsService
+    dispatcher: Dispatcher
+
+
+class Ctx:
+    """What an implementation sees: the services, the caller's session, its task if any."""
+
+    __slots__ = ("services", "session", "task", "local")
+
+    def __init__(self, services: Services, session: str | None, task: str | None = None,
+                 local: bool = False) -> None:
+        self.services = services
+        self.session = session
+        self.task = task
+        self.local = local
+
+    def for_task(self, task: str) -> "Ctx":
+        return Ctx(self.services, self.session, task, self.local)
+
+    @property
+    def store(self) -> Store:
+        return self.services.store
+
+    @property
+    def tasks(self) -> TaskManager:
+        return self.services.tasks
+
+    @property
+    def vdis(self) -> Vdis:
+        return self.services.vdis
+
+    @property
+    def lifecycle(self) -> Lifecycle:
+        return self.services.lifecycle
+
+    @property
+    def host(self) -> ThisHost:
+        return self.services.host
+
+    def raise_if_cancelled(self) -> None:
+        if self.task is not None:
+            self.services.tasks.raise_if_cancelled(self.task)
+
+    def progress(self, value: float) -> None:
+        if self.task is not None:
+            self.services.tasks.set_progress(self.task, value)
+
+    def operation(self, cls: str, ref: str, op: str) -> AsyncContextManager[str]:
+        """Hold `ref`'s lock for `op` while the block runs (keyed by this call's task)."""
+        return operation(self.services.store, cls, ref, op, self.task)

@@ -1,0 +1,63 @@
+"""Background work with a kept reference (no fire-and-forget) and named, sized thread pools."""
+
+from __future__ import annotations
+
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Coroutine
+
+__all__ = ["Jobs", "Executors", "run_soon"]
+
+
+def run_soon(coro: Coroutine[Any, Any, Any], keep: set) -> asyncio.Task:
+    """A background task whose reference is kept in `keep` until it ends."""
+    t = asyncio.get_running_loop().create_task(coro)
+    keep.add(t)
+    t.add_done_callback(keep.discard)
+    return t
+
+
+class Jobs:
+    """The background tasks of one service: started with `spawn`, all cancelled by `close`."""
+
+    def __init__(self) -> None:
+        self._tasks: set[asyncio.Task] = set()
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task:
+        return run_soon(coro, self._tasks)
+
+    def __len__(self) -> int:
+        return len(self._tasks)
+
+    def __iter__(self):
+        return iter(list(self._tasks))
+
+    async def close(self) -> None:
+        for t in list(self._tasks):
+            t.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+@dataclass(frozen=True)
+class Executors:
+    """One pool per kind of blocking work, so one kind cannot starve another: a stalled disk
+    write never delays a login's password check, and statistics never wait for a copy."""
+
+    disk: ThreadPoolExecutor          # VDI files, imports, exports, SR scans
+    compression: ThreadPoolExecutor   # XVA inflate/deflate when not on the disk pool
+    passwords: ThreadPoolExecutor     # scrypt checks (deliberately slow)
+    stats: ThreadPoolExecutor         # /proc readings, RRD files and rendering
+
+    @classmethod
+    def create(cls, *, disk: int = 8, compression: int = 2, passwords: int = 2,
+               stats: int = 2) -> "Executors":
+        return cls(ThreadPoolExecutor(disk, thread_name_prefix="disk"),
+                   ThreadPoolExecutor(compression, thread_name_prefix="compression"),
+                   ThreadPoolExecutor(passwords, thread_name_prefix="passwords"),
+                   ThreadPoolExecutor(stats, thread_name_prefix="stats"))
+
+    def shutdown(self) -> None:
+        for pool in (self.disk, self.compression, self.passwords, self.stats):
+            pool.shutdown(wait=True, cancel_futures=True)

@@ -1,0 +1,145 @@
+"""Logins, session validity, the 200-session limit and idle expiry (the guide's chapter 4).
+
+A failed login waits before answering (slowing password guessing) with asyncio.sleep, so it
+never delays other clients. Logins over the local Unix socket are root, password ignored.
+
+A password that passed the (deliberately slow, ~50 ms) scrypt check is remembered for a few
+minutes as a keyed digest of the stored hash and the password, so clients that send Basic
+credentials with every request (curl, wget, pollers) do not pay scrypt each time; a changed
+password changes the stored hash and so misses at once. Failures are never remembered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as _dt
+import hashlib
+import hmac
+import json
+import os
+import secrets
+import time
+from concurrent.futures import Executor
+
+from ..model.errors import XenAPIError
+from ..model.events import EventHub
+from ..model.store import Store
+from ..model.xtypes import NULL_REF
+from .passwords import verify_password, write_hash
+
+__all__ = ["SessionManager"]
+
+ROOT = "root"
+_VERIFIED_TTL = 300.0   # seconds a verified password is taken without scrypt
+_VERIFIED_MAX = 16      # distinct verified passwords remembered (normally one)
+
+
+def _now() -> _dt.datetime:
+    return _dt.datetime.now(_dt.timezone.utc)
+
+
+class SessionManager:
+    def __init__(self, store: Store, events: EventHub, host_ref: str, password_path: str, *,
+                 executor: Executor | None = None, limit: int = 200,
+                 idle_timeout: float = 24 * 3600, fail_delay: float = 0.5) -> None:
+        self.store = store
+        self.events = events
+        self.host_ref = host_ref
+        self.executor = executor
+        self.password_path = password_path
+        self._hash_stamp: tuple[int, int] | None = None
+        self._hash: dict = {}
+        self._verify_key = secrets.token_bytes(32)
+        self._verified: dict[bytes, float] = {}    # keyed digest -> monotonic time verified
+        self.limit = limit
+        self.idle_timeout = idle_timeout
+        self.fail_delay = fail_delay
+
+    @property
+    def password_hash(self) -> dict:
+        """Re-read when the file changes, so `xcp-httpd passwd` applies without a restart."""
+        st = os.stat(self.password_path)
+        stamp = (st.st_mtime_ns, st.st_ino)
+        if stamp != self._hash_stamp:
+            with open(self.password_path) as fh:
+                self._hash = json.load(fh)
+            self._hash_stamp = stamp
+        return self._hash
+
+    def password_ok(self, user: str, password: str) -> bool:
+        if user != ROOT:
+            return False
+        stored = self.password_hash
+        key = hmac.new(self._verify_key, f"{stored.get('hash')}\0{password}".encode(),
+                       hashlib.sha256).digest()
+        now = time.monotonic()
+        seen = self._verified.get(key)
+        if seen is not None and now - seen < _VERIFIED_TTL:
+            return True
+        if not verify_password(stored, password):
+            return False
+        if len(self._verified) >= _VERIFIED_MAX:
+            self._verified.clear()
+        self._verified[key] = now
+        return True
+
+    async def authenticate(self, user: str, password: str, *, local: bool = False) -> str:
+        """The one login policy (RPC logins, Basic auth, console CONNECTs): the user name a
+        session gets, or SESSION_AUTHENTICATION_FAILED after the failure delay. Callers on
+        the local socket are root, password ignored."""
+        if local:
+            return ROOT
+        # scrypt is deliberately slow: keep it off the event loop, on its own pool.
+        ok = await asyncio.get_running_loop().run_in_executor(
+            self.executor, self.password_ok, user, password)
+        if not ok:
+            await asyncio.sleep(self.fail_delay)
+            raise XenAPIError("SESSION_AUTHENTICATION_FAILED", user, "Authentication failure")
+        return user
+
+    async def login(self, user: str, password: str, *, originator: str = "",
+                    local: bool = False) -> str:
+        return self.open_session(await self.authenticate(user, password, local=local),
+                                 originator)
+
+    async def change_password(self, old: str, new: str, *, local: bool = False) -> None:
+        """root's password: the old one proves the caller (not over the local socket)."""
+        await self.authenticate(ROOT, old, local=local)
+        if not new:
+            raise XenAPIError("INVALID_VALUE", "new_pwd", "")
+        await asyncio.get_running_loop().run_in_executor(
+            self.executor, write_hash, self.password_path, new)
+
+    def open_session(self, user: str, originator: str = "") -> str:
+        sessions = self.store.all("session")
+        while len(sessions) >= self.limit:
+            oldest = min(sessions, key=lambda r: sessions[r]["last_active"])
+            self.logout(oldest)
+        now = _now()
+        return self.store.create("session", {
+            "this_host": self.host_ref, "this_user": NULL_REF, "last_active": now,
+            "validation_time": now, "is_local_superuser": True, "auth_user_name": user,
+            "originator": originator, "rbac_permissions": [], "pool": False})
+
+    def check(self, ref: str) -> None:
+        rec = self.store.find("session", ref)
+        if rec is None:
+            raise XenAPIError("SESSION_INVALID", ref)
+        self.store.touch("session", ref, {"last_active": _now()})
+
+    def valid(self, ref: str) -> bool:
+        return self.store.find("session", ref) is not None
+
+    def logout(self, ref: str) -> None:
+        if self.store.find("session", ref) is not None:
+            self.store.destroy("session", ref)
+        self.events.forget_session(ref)
+        self.events.wake()   # blocked event calls of this session answer SESSION_INVALID
+
+    def gc(self, now: float | None = None) -> int:
+        now = time.time() if now is None else now
+        idle = [ref for ref, rec in self.store.all("session").items()
+                if now - rec["last_active"].timestamp() > self.idle_timeout]
+        for ref in idle:
+            self.logout(ref)
+        return len(idle)

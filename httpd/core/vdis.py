@@ -1,0 +1,141 @@
+"""VDIs on this host's SRs: which file backs a VDI, and creating, copying and destroying them
+so that a file and its record exist together or not at all.
+
+File work runs on the disk pool; records are written only once the file exists, and a file
+whose record could not be written is removed again, so nothing half-made survives a failure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from concurrent.futures import Executor
+from pathlib import Path
+from typing import Callable
+
+from ..model.errors import XenAPIError
+from ..model.store import Store, new_uuid
+from ..model.xtypes import NULL_REF
+from .bootstrap import ThisHost
+from .filesr import FileSR
+from .operations import refresh_allowed
+
+__all__ = ["Vdis"]
+
+_COPY_KEEP = ("name_label", "name_description", "type", "sharable", "read_only", "other_config",
+              "xenstore_data", "sm_config", "tags")
+
+
+class Vdis:
+    def __init__(self, store: Store, host: ThisHost, executor: Executor | None = None) -> None:
+        self.store = store
+        self.host = host
+        self.executor = executor
+
+    async def _run(self, fn: Callable, *args):
+        return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+
+    def sr_backend(self, sr: str) -> FileSR:
+        """The FileSR behind `sr` through its attached PBD on this host."""
+        store = self.store
+        rec = store.get("SR", sr)
+        for pbd in rec["PBDs"]:
+            p = store.get("PBD", pbd)
+            if p["host"] == self.host.host_ref:
+                if not p["currently_attached"]:
+                    raise XenAPIError("SR_NOT_ATTACHED", sr)
+                path = p["device_config"].get("path")
+                if not path:
+                    raise XenAPIError("SR_BACKEND_FAILURE", "no device_config:path", sr)
+                return FileSR(path)
+        raise XenAPIError("SR_HAS_NO_PBDS", sr)
+
+    def path(self, vdi: str) -> Path:
+        """The file that holds `vdi`'s data."""
+        rec = self.store.get("VDI", vdi)
+        return self.sr_backend(rec["SR"]).vdi_path(rec["location"])
+
+    def default_sr(self) -> str:
+        sr = self.store.get("pool", self.host.pool_ref)["default_SR"]
+        if sr == NULL_REF or self.store.find("SR", sr) is None:
+            raise XenAPIError("DEFAULT_SR_NOT_FOUND", sr)
+        return sr
+
+    def refresh_sr(self, sr: str) -> None:
+        """SR sizes from the filesystem; virtual_allocation from the VDIs."""
+        try:
+            stats = self.sr_backend(sr).stats()
+        except (XenAPIError, OSError):
+            return
+        rec = self.store.get("SR", sr)
+        alloc = sum(self.store.get("VDI", v)["virtual_size"] for v in rec["VDIs"])
+        self.store.update("SR", sr, {"physical_size": stats.physical_size,
+                                     "physical_utilisation": stats.physical_utilisation,
+                                     "virtual_allocation": alloc})
+
+    def refresh(self, vdi: str) -> None:
+        rec = self.store.find("VDI", vdi)
+        if rec is not None:
+            used = self.sr_backend(rec["SR"]).allocated(rec["location"])
+            if used != rec["physical_utilisation"]:
+                self.store.update("VDI", vdi, {"physical_utilisation": used})
+
+    async def create(self, sr: str, size: int, fields: dict) -> str:
+        """A sparse file and its record, or neither."""
+        backend = self.sr_backend(sr)
+        uuid = new_uuid()
+        await self._run(backend.create, uuid, size)
+        try:
+            with self.store.transaction():
+                vdi = self.store.create("VDI", {
+                    "type": "user", **fields, "uuid": uuid, "SR": sr, "virtual_size": size,
+                    "location": uuid, "physical_utilisation": backend.allocated(uuid)})
+                refresh_allowed(self.store, "VDI", vdi)
+                self.refresh_sr(sr)
+        except BaseException:
+            backend.destroy(uuid)
+            raise
+        return vdi
+
+    async def copy(self, vdi: str, sr: str | None = None, fields: dict | None = None, *,
+                   check: Callable[[int], None] | None = None) -> str:
+        """A sparse copy (a reflink where the filesystem can) of `vdi`, in `sr` or its own SR.
+        `check(bytes_done)` runs in the copying thread between extents and may raise to stop."""
+        src = self.store.get("VDI", vdi)
+        sr = sr if sr and sr != NULL_REF else src["SR"]
+        src_path = self.path(vdi)
+        dst = self.sr_backend(sr)
+        uuid = new_uuid()
+        try:
+            await self._run(dst.copy_from, src_path, uuid, src["virtual_size"], check)
+        except FileNotFoundError:
+            raise XenAPIError("VDI_MISSING", src["SR"], vdi) from None
+        try:
+            with self.store.transaction():
+                new = self.store.create("VDI", {
+                    **{k: src[k] for k in _COPY_KEEP}, **(fields or {}), "uuid": uuid,
+                    "SR": sr, "virtual_size": src["virtual_size"], "location": uuid,
+                    "physical_utilisation": dst.allocated(uuid)})
+                refresh_allowed(self.store, "VDI", new)
+                self.refresh_sr(sr)
+        except BaseException:
+            dst.destroy(uuid)
+            raise
+        return new
+
+    def destroy(self, vdi: str) -> None:
+        store = self.store
+        rec = store.get("VDI", vdi)
+        for vbd in rec["VBDs"]:
+            if store.get("VBD", vbd)["currently_attached"]:
+                raise XenAPIError("VDI_IN_USE", vdi, "destroy")
+        try:
+            backend = self.sr_backend(rec["SR"])
+        except XenAPIError:
+            backend = None
+        with store.transaction():
+            for vbd in rec["VBDs"]:
+                store.destroy("VBD", vbd)
+            store.destroy("VDI", vdi)
+        if backend is not None:
+            backend.destroy(rec["location"])
+            self.refresh_sr(rec["SR"])

@@ -1,0 +1,365 @@
+"""The object store: an in-memory cache that is the source of truth for reads, written through
+to SQLite (WAL) by one writer thread.
+
+- Reads never touch SQLite or leave the event loop: records are plain dicts, replaced (never
+  mutated) on change, so a record handed to a caller or an event snapshot cannot change under it.
+- Writes happen inside a transaction (`with store.transaction():`, implicit for a single call)
+  that keeps an undo log: an exception anywhere inside restores the cache as it was, so a failed
+  call leaves no half-made objects. On success the rows go to the writer thread, which commits
+  every batch queued since its last commit in one SQLite transaction (group commit), and the
+  events are published.
+- `await store.sync()` is the durability barrier: the RPC layer awaits it before replying to any
+  call that wrote, so an acknowledged change survives kill -9 (and power loss with
+  synchronous=FULL).
+- Reverse reference sets (VM.VBDs from VBD.VM, ...) are derived from the datamodel: kept in the
+  cache on every change, never stored, rebuilt at load.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+import queue
+import sqlite3
+import threading
+import uuid as _uuid
+from contextlib import asynccontextmanager, contextmanager
+from typing import AsyncIterator, Iterator
+
+from .datamodel import CLASSES, ClassSpec, FieldSpec
+from .errors import XenAPIError, handle_invalid, uuid_invalid
+from .events import EventHub
+from ..wire.xmlrpc import CachedStruct
+from .xtypes import NULL_REF
+
+__all__ = ["Store", "new_ref", "new_uuid", "WROTE"]
+
+# Set in the context of the call (asyncio task) that wrote: its reply waits for durability,
+# a concurrent reader's does not.
+WROTE: contextvars.ContextVar[bool] = contextvars.ContextVar("store_wrote", default=False)
+
+log = logging.getLogger(__name__)
+
+
+def new_uuid() -> str:
+    return str(_uuid.uuid4())
+
+
+def new_ref() -> str:
+    return f"OpaqueRef:{_uuid.uuid4()}"
+
+
+def _stored_fields(spec: ClassSpec) -> list[FieldSpec]:
+    return [fs for fs in spec.fields if fs.reverse is None]
+
+
+class _Txn:
+    __slots__ = ("undo", "touched")
+
+    def __init__(self) -> None:
+        self.undo: list[tuple[str, str, dict | None]] = []   # (cls, ref, record before)
+        self.touched: dict[tuple[str, str], dict | None] = {}  # first-seen state per object
+
+
+class _Writer(threading.Thread):
+    """Owns the SQLite connection; commits queued batches and resolves their futures."""
+
+    def __init__(self, conn: sqlite3.Connection, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(name="store-writer", daemon=True)
+        self.conn = conn
+        self.loop = loop
+        self.q: queue.SimpleQueue = queue.SimpleQueue()
+        self.sql_put = {
+            name: 'INSERT OR REPLACE INTO "{}" (ref, {}) VALUES (?, {})'.format(
+                name, ", ".join(f'"{fs.name}"' for fs in _stored_fields(spec)),
+                ", ".join("?" for _ in _stored_fields(spec)))
+            for name, spec in CLASSES.items()}
+
+    def run(self) -> None:
+        while True:
+            item = self.q.get()
+            if item is None:
+                return
+            batches = [item]
+            while True:   # group commit: take everything already waiting
+                try:
+                    nxt = self.q.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    self.q.put(None)
+                    break
+                batches.append(nxt)
+            error: BaseException | None = None
+            try:
+                with self.conn:
+                    for ops, _ in batches:
+                        for op in ops:
+                            if op[0] == "put":
+                                self.conn.execute(self.sql_put[op[1]], op[2])
+                            else:
+                                self.conn.execute(f'DELETE FROM "{op[1]}" WHERE ref = ?', (op[2],))
+            except BaseException as e:  # noqa: BLE001 - reported to every waiter
+                log.exception("database commit failed")
+                error = e
+            for _, fut in batches:
+                self.loop.call_soon_threadsafe(_resolve, fut, error)
+
+
+def _resolve(fut: asyncio.Future, error: BaseException | None) -> None:
+    if fut.done():
+        return
+    if error is None:
+        fut.set_result(None)
+    else:
+        fut.set_exception(XenAPIError("INTERNAL_ERROR", f"database write failed: {error}"))
+
+
+class Store:
+    def __init__(self, db_path: str, events: EventHub, *, synchronous: str = "FULL") -> None:
+        self.db_path = db_path
+        self.events = events
+        self.synchronous = synchronous
+        self.tables: dict[str, dict[str, dict]] = {name: {} for name in CLASSES}
+        self._uuids: dict[str, dict[str, str]] = {name: {} for name in CLASSES}
+        # (member class, member field) -> (owner class, owner's reverse field)
+        self._reverse: dict[tuple[str, str], list[tuple[str, str]]] = {}
+        for spec in CLASSES.values():
+            for fs in spec.fields:
+                if fs.reverse:
+                    member_cls = fs.xtype.elem.cls
+                    self._reverse.setdefault((member_cls, fs.reverse), []).append((spec.name, fs.name))
+        self._txn: _Txn | None = None
+        self._pending_ops: list[tuple] = []
+        self._pending_fut: asyncio.Future | None = None
+        self._last_fut: asyncio.Future | None = None
+        self.write_seq = 0
+        self._writer: _Writer | None = None
+
+    # --- lifecycle -------------------------------------------------------------------------
+    def open(self) -> None:
+        """Create or migrate the schema and load every table (at start-up, before serving)."""
+        conn = sqlite3.connect(self.db_path, check_same_thread=False, isolation_level=None)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute(f"PRAGMA synchronous={self.synchronous}")
+        conn.isolation_level = "DEFERRED"
+        for name, spec in CLASSES.items():
+            cols = _stored_fields(spec)
+            conn.execute(f'CREATE TABLE IF NOT EXISTS "{name}" (ref TEXT PRIMARY KEY)')
+            have = {row[1] for row in conn.execute(f'PRAGMA table_info("{name}")')}
+            for fs in cols:   # adding a field to the datamodel is a new column, nothing more
+                if fs.name not in have:
+                    conn.execute(f'ALTER TABLE "{name}" ADD COLUMN "{fs.name}" {fs.xtype.sql}')
+            conn.commit()
+            names = ", ".join(f'"{fs.name}"' for fs in cols)
+            table, uuids = self.tables[name], self._uuids[name]
+            for row in conn.execute(f'SELECT ref, {names} FROM "{name}"'):
+                rec = {}
+                for fs, raw in zip(cols, row[1:]):
+                    rec[fs.name] = fs.make_default() if raw is None else fs.xtype.from_db(raw)
+                for fs in spec.fields:
+                    if fs.reverse:
+                        rec[fs.name] = []
+                table[row[0]] = CachedStruct(rec)
+                uuids[rec["uuid"]] = row[0]
+        for (member_cls, member_field), owners in self._reverse.items():
+            for ref, rec in self.tables[member_cls].items():
+                for owner_cls, owner_field in owners:
+                    owner = self.tables[owner_cls].get(rec.get(member_field, NULL_REF))
+                    if owner is not None:
+                        owner[owner_field].append(ref)
+        self._writer = _Writer(conn, asyncio.get_running_loop())
+        self._writer.start()
+
+    async def close(self) -> None:
+        await self.sync()
+        if self._writer is not None:
+            self._writer.q.put(None)
+            await asyncio.get_running_loop().run_in_executor(None, self._writer.join)
+            self._writer.conn.close()
+            self._writer = None
+
+    # --- reads -----------------------------------------------------------------------------
+    def get(self, cls: str, ref: str) -> dict:
+        try:
+            return self.tables[cls][ref]
+        except KeyError:
+            raise handle_invalid(cls, ref) from None
+
+    def find(self, cls: str, ref: str) -> dict | None:
+        return self.tables[cls].get(ref)
+
+    def all(self, cls: str) -> dict[str, dict]:
+        return self.tables[cls]
+
+    def ref_of_uuid(self, cls: str, uuid: str) -> str:
+        try:
+            return self._uuids[cls][uuid]
+        except KeyError:
+            raise uuid_invalid(cls, uuid) from None
+
+    # --- writes ----------------------------------------------------------------------------
+    @asynccontextmanager
+    async def durable(self) -> AsyncIterator[None]:
+        """The durability barrier: whatever the body wrote (in this task's context) is on disk
+        when the block ends, so an acknowledged change survives a crash. Reads pay nothing."""
+        token = WROTE.set(False)
+        try:
+            yield
+            if WROTE.get():
+                await self.sync()
+        finally:
+            WROTE.reset(token)
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """All-or-nothing: changes inside are undone if anything raises. Never spans an await."""
+        if self._txn is not None:
+            yield
+            return
+        txn = self._txn = _Txn()
+        try:
+            yield
+        except BaseException:
+            self._txn = None
+            for cls, ref, before in reversed(txn.undo):
+                self._set(cls, ref, before)
+            raise
+        self._txn = None
+        self._commit(txn)
+
+    def create(self, cls: str, fields: dict, ref: str | None = None) -> str:
+        spec = CLASSES[cls]
+        rec = {}
+        for fs in spec.fields:
+            rec[fs.name] = fields[fs.name] if fs.name in fields else fs.make_default()
+        for fs in spec.fields:
+            if fs.reverse:
+                rec[fs.name] = []
+        if not rec["uuid"]:
+            rec["uuid"] = new_uuid()
+        if rec["uuid"] in self._uuids[cls]:
+            raise XenAPIError("INVALID_VALUE", "uuid", rec["uuid"])
+        ref = ref or new_ref()
+        with self.transaction():
+            self._change(cls, ref, rec)
+        return ref
+
+    def update(self, cls: str, ref: str, changes: dict) -> dict:
+        old = self.get(cls, ref)
+        rec = {**old, **changes}
+        with self.transaction():
+            self._change(cls, ref, rec)
+        return rec
+
+    def destroy(self, cls: str, ref: str) -> None:
+        self.get(cls, ref)
+        with self.transaction():
+            self._change(cls, ref, None)
+
+    def touch(self, cls: str, ref: str, changes: dict) -> None:
+        """Bookkeeping that neither persists nor raises events (session.last_active)."""
+        rec = self.tables[cls].get(ref)
+        if rec is not None:
+            self.tables[cls][ref] = {**rec, **changes}
+
+    async def sync(self) -> None:
+        """Wait until everything written so far is committed to the database."""
+        if self._pending_fut is not None:
+            self._flush()
+        fut = self._last_fut
+        if fut is not None and not fut.done():
+            await asyncio.shield(fut)
+        elif fut is not None and fut.exception() is not None:
+            raise fut.exception()
+
+    # --- internals -------------------------------------------------------------------------
+    def _change(self, cls: str, ref: str, new: dict | None) -> None:
+        """Replace one record (None = delete) and keep reverse sets; inside a transaction."""
+        txn = self._txn
+        assert txn is not None
+        old = self.tables[cls].get(ref)
+        self._record_undo(txn, cls, ref, old)
+        self._set(cls, ref, new)
+        for fs in CLASSES[cls].fields:
+            owners = self._reverse.get((cls, fs.name))
+            if not owners:
+                continue
+            before = old[fs.name] if old else NULL_REF
+            after = new[fs.name] if new else NULL_REF
+            if before == after:
+                continue
+            for owner_cls, owner_field in owners:
+                self._adjust_reverse(txn, owner_cls, before, owner_field, ref, add=False)
+                self._adjust_reverse(txn, owner_cls, after, owner_field, ref, add=True)
+
+    def _adjust_reverse(self, txn: _Txn, cls: str, owner: str, field: str, member: str,
+                        add: bool) -> None:
+        rec = self.tables[cls].get(owner)
+        if rec is None:
+            return
+        current = rec[field]
+        if add == (member in current):
+            return
+        self._record_undo(txn, cls, owner, rec)
+        updated = current + [member] if add else [m for m in current if m != member]
+        self._set(cls, owner, {**rec, field: updated})
+
+    def _record_undo(self, txn: _Txn, cls: str, ref: str, before: dict | None) -> None:
+        key = (cls, ref)
+        if key not in txn.touched:
+            txn.touched[key] = before
+        txn.undo.append((cls, ref, before))
+
+    def _set(self, cls: str, ref: str, rec: dict | None) -> None:
+        table, uuids = self.tables[cls], self._uuids[cls]
+        old = table.get(ref)
+        if old is not None:
+            uuids.pop(old["uuid"], None)
+        if rec is None:
+            table.pop(ref, None)
+        else:
+            table[ref] = rec if type(rec) is CachedStruct else CachedStruct(rec)
+            uuids[rec["uuid"]] = ref
+
+    def _commit(self, txn: _Txn) -> None:
+        if not txn.touched:
+            return
+        self.write_seq += 1
+        WROTE.set(True)
+        for (cls, ref), before in txn.touched.items():
+            after = self.tables[cls].get(ref)
+            if before is None and after is None:
+                continue
+            if after is None:
+                self._pending_ops.append(("del", cls, ref))
+                self.events.publish(cls, "del", ref, None)
+                continue
+            if before is not None and before is after:
+                continue
+            spec = CLASSES[cls]
+            if before is None or self._stored_differs(spec, before, after):
+                row = [ref] + [fs.xtype.to_db(after[fs.name]) for fs in _stored_fields(spec)]
+                self._pending_ops.append(("put", cls, row))
+            self.events.publish(cls, "add" if before is None else "mod", ref, after)
+        if self._pending_fut is None:
+            self._pending_fut = asyncio.get_running_loop().create_future()
+            self._last_fut = self._pending_fut
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    @staticmethod
+    def _stored_differs(spec: ClassSpec, a: dict, b: dict) -> bool:
+        return any(a[fs.name] != b[fs.name] for fs in spec.fields if fs.reverse is None)
+
+    def _flush(self) -> None:
+        fut, ops = self._pending_fut, self._pending_ops
+        if fut is None:
+            return
+        self._pending_fut, self._pending_ops = None, []
+        if not ops:
+            fut.set_result(None)
+            return
+        assert self._writer is not None, "store is not open"
+        self._writer.q.put((ops, fut))
+

@@ -1,0 +1,132 @@
+"""Running the application: one site per --listen, --https-listen and --unix-socket, signals,
+and start-up failures reported in one line.
+
+Every site reads each connection's first bytes through the console front end, so
+`CONNECT /console?...` works on HTTP, HTTPS and the Unix socket alike; anything else reaches
+aiohttp unchanged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import resource
+import signal
+import socket
+import ssl
+import subprocess
+from typing import Callable
+
+from aiohttp import web
+
+from console_proxy.frontend import ConnectTCPSite, ConnectUnixSite
+
+from .app import FIRST_PASSWORD, build_app
+from .config import Config, parse_hostport
+from .web.console import front_end
+from .web.keys import SERVICES
+
+__all__ = ["serve", "start_sites", "StartupFailed"]
+
+log = logging.getLogger(__name__)
+
+
+class StartupFailed(Exception):
+    """The agent could not start; the message is the one line to show."""
+
+
+def _make_certificate(config: Config) -> None:
+    """A self-signed certificate made at first start (openssl CLI: no extra Python dependency)."""
+    name = socket.gethostname()
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "3650",
+         "-keyout", str(config.tls_key), "-out", str(config.tls_cert), "-subj", f"/CN={name}",
+         "-addext", f"subjectAltName=DNS:{name},DNS:localhost,IP:127.0.0.1"],
+        check=True, capture_output=True)
+    os.chmod(config.tls_key, 0o600)
+
+
+async def tls_context(config: Config) -> ssl.SSLContext:
+    if not (config.tls_cert.exists() and config.tls_key.exists()):
+        await asyncio.to_thread(_make_certificate, config)
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(str(config.tls_cert), str(config.tls_key))
+    return ctx
+
+
+def _last_url(runner: web.BaseRunner, scheme: str) -> str:
+    host, port = runner.addresses[-1][:2]   # the site just started is the last one bound
+    return f"{scheme}://{host}:{port}"
+
+
+async def start_sites(runner: web.AppRunner, config: Config) -> list[str]:
+    """Start one site per listener; returns the URLs bound (ephemeral ports resolved) and
+    tells the services (console locations name them)."""
+    fe = front_end(runner.app)
+    urls = []
+    for spec in config.listen:
+        host, port = parse_hostport(spec, 80)
+        await ConnectTCPSite(runner, host, port, front_end=fe, reuse_address=True).start()
+        urls.append(_last_url(runner, "http"))
+    if config.https_listen:
+        ctx = await tls_context(config)
+        for spec in config.https_listen:
+            host, port = parse_hostport(spec, 443)
+            await ConnectTCPSite(runner, host, port, front_end=fe, ssl_context=ctx,
+                                 reuse_address=True).start()
+            urls.append(_last_url(runner, "https"))
+    for path in config.unix_socket:
+        if os.path.exists(path):
+            os.unlink(path)
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        await ConnectUnixSite(runner, path, front_end=fe).start()
+        os.chmod(path, 0o600)   # local logins are root: only root may connect
+        urls.append(f"unix:{path}")
+    services = runner.app[SERVICES]
+    services.locations.bind(urls)
+    await services.store.sync()
+    return urls
+
+
+def raise_fd_limit(ceiling: int = 1 << 16) -> int:
+    """Every console viewer holds three descriptors (its socket, the tunnel's upstream, the
+    console server's end): lift the soft limit to the hard one (up to `ceiling`), as servers do."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = ceiling if hard == resource.RLIM_INFINITY else min(hard, ceiling)
+    if soft != resource.RLIM_INFINITY and soft < want:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+        return want
+    return soft
+
+
+async def serve(config: Config, *, announce: Callable[[str], None] = print) -> None:
+    """Run until SIGINT/SIGTERM; StartupFailed (everything started already stopped again)."""
+    raise_fd_limit()
+    app = build_app(config)
+    runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=5.0)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        try:
+            await runner.setup()
+        except Exception as e:  # noqa: BLE001 - said in one line; the services unwound
+            raise StartupFailed(f"cannot start on {config.data_dir}: {_reason(e)}") from e
+        try:
+            urls = await start_sites(runner, config)
+        except OSError as e:
+            raise StartupFailed(f"cannot listen: {_reason(e)}") from e
+        for url in urls:
+            announce(f"xcp-httpd listening on {url}")
+        if app[FIRST_PASSWORD] is not None:
+            announce(f"root password (first start, shown once): {app[FIRST_PASSWORD]}")
+        announce("ready")
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+
+
+def _reason(e: BaseException) -> str:
+    return f"{type(e).__name__}: {e}"
