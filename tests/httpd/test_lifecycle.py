@@ -350,3 +350,32 @@ def test_pause_unpause_reboot_and_operation_lock(xenapi):
     finally:
         if x.VM.get_power_state(vm) != "Halted":
             x.VM.hard_shutdown(vm)
+
+
+def test_metrics_and_allowed_operations_follow_every_power_state(xenapi):
+    """One power table: VM_metrics.state and allowed_operations agree with the power state on
+    every path (VM.pause used to leave VM_metrics.state at [] while start_paused said paused)."""
+    x = xenapi.xenapi
+    vm = x.VM.clone(_template(x), "metrics follow")
+    x.VM.provision(vm)
+    metrics = x.VM.get_metrics(vm)
+    try:
+        x.VM.start(vm, False, False)
+        assert x.VM_metrics.get_state(metrics) == []
+        x.VM.pause(vm)
+        assert x.VM_metrics.get_state(metrics) == ["paused"]
+        assert "unpause" in x.VM.get_allowed_operations(vm)
+        assert "pause" not in x.VM.get_allowed_operations(vm)
+        x.VM.unpause(vm)
+        assert x.VM_metrics.get_state(metrics) == []
+        x.VM.suspend(vm)
+        assert x.VM_metrics.get_state(metrics) == []
+        assert set(x.VM.get_allowed_operations(vm)) >= {"resume", "hard_shutdown", "destroy"}
+        assert "start" not in x.VM.get_allowed_operations(vm)
+        x.VM.resume(vm, True, False)
+        assert x.VM_metrics.get_state(metrics) == ["paused"]
+    finally:
+        x.VM.hard_shutdown(vm)
+    assert x.VM_metrics.get_state(metrics) == []
+    assert "start" in x.VM.get_allowed_operations(vm)
+    x.VM.destroy(vm)
