@@ -35,7 +35,7 @@ from aiohttp import web  # noqa: E402
 from httpd.app import build_app  # noqa: E402
 from httpd.config import Config  # noqa: E402
 from httpd.backends.base import DomainCounters  # noqa: E402
-from httpd.stats.service import VM, rrd_id, vm_readings  # noqa: E402
+from httpd.stats.sources import VM, rrd_id, vm_readings  # noqa: E402
 from httpd.web.keys import SERVICES  # noqa: E402
 from rrd.render import xport_xml  # noqa: E402
 

@@ -7,7 +7,8 @@ import math
 
 from ..core.context import Ctx
 from ..core.dispatch import MessageTable
-from ..stats.service import DEFINITIONS, StatsService, invalid_data_source
+from ..stats.service import StatsService
+from ..stats.sources import DEFINITIONS, invalid_data_source
 from ..model.xtypes import STRING, Ref
 
 table = MessageTable()

@@ -22,9 +22,8 @@ import datetime as _dt
 import logging
 import os
 import socket
-import time
 from dataclasses import dataclass, field
-from typing import AsyncIterator, Mapping
+from typing import Mapping
 
 from aiohttp import web
 from yarl import URL

@@ -14,7 +14,7 @@ import asyncio
 import logging
 import math
 import re
-from typing import AsyncIterator, Iterator
+from typing import Iterator
 
 from aiohttp import web
 
@@ -23,7 +23,9 @@ from rrd.render import JSON_CONTENT_TYPE, XML_CONTENT_TYPE, dump_json, dump_xml
 
 from ..core.resident import elsewhere
 from ..model.errors import XenAPIError
-from ..stats.service import SR, VM, StatsService, _load_file, render_updates, rrd_id
+from ..stats.rrdset import _load_file, render_updates
+from ..stats.service import StatsService
+from ..stats.sources import SR, VM, rrd_id
 from .auth import http_session
 from .keys import SERVICES
 

@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 
 import pytest
-import XenAPI
 
 from httpd.app import open_services
 from httpd.config import Config

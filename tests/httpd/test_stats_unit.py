@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 
 from httpd.backends.base import DomainCounters
-from httpd.stats import service as stats_module
-from httpd.stats.service import (HOST, SR, VM, ProcReader, RRDSet, _load_file, dom0_readings, warm_rows,
-                         render_updates, rrd_id, vm_readings)
+from httpd.stats import rrdset as stats_module
+from httpd.stats.rrdset import RRDSet, _load_file, render_updates, warm_rows
+from httpd.stats.sources import HOST, SR, VM, ProcReader, dom0_readings, rrd_id, vm_readings
 from rrd import persist
 from rrd.engine import CF
 from rrd.render import xport_json, xport_xml
@@ -186,7 +186,8 @@ def test_corrupt_file_uses_backup_then_starts_anew(tmp_path, caplog):
 
 _SAVER = """
 import sys, numpy as np
-from httpd.stats.service import RRDSet, rrd_id
+from httpd.stats.rrdset import RRDSet
+from httpd.stats.sources import rrd_id
 from rrd import persist
 s = RRDSet(None)
 s.create("vm:x", 1_700_000_000, True)
