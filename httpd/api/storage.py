@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import uuid as _uuid
 from pathlib import Path
 
@@ -42,7 +41,7 @@ def vdi_destroy(ctx: Ctx, vdi: str) -> str:
 @table.message("VDI.resize", ("self", Ref("VDI")), ("size", INT))
 async def vdi_resize(ctx: Ctx, vdi: str, size: int) -> str:
     rec = ctx.store.get("VDI", vdi)
-    await asyncio.to_thread(ctx.vdis.sr_backend(rec["SR"]).resize, rec["location"], size)
+    await ctx.blocking(ctx.vdis.sr_backend(rec["SR"]).resize, rec["location"], size)
     ctx.store.update("VDI", vdi, {"virtual_size": size})
     ctx.vdis.refresh_sr(rec["SR"])
     return ""
@@ -80,7 +79,7 @@ def vdi_forget(ctx: Ctx, vdi: str) -> str:
 @table.message("SR.scan", ("self", Ref("SR")))
 async def sr_scan(ctx: Ctx, sr: str) -> str:
     backend = ctx.vdis.sr_backend(sr)
-    present = await asyncio.to_thread(backend.scan)
+    present = await ctx.blocking(backend.scan)
     rec = ctx.store.get("SR", sr)
     known = {ctx.store.get("VDI", v)["location"]: v for v in rec["VDIs"]}
     with ctx.store.transaction():
@@ -135,7 +134,7 @@ async def sr_create(ctx: Ctx, host: str, device_config: dict, physical_size: int
     path = device_config.get("path")
     if not path or not Path(path).is_absolute():
         raise XenAPIError("INVALID_VALUE", "device_config:path", path or "")
-    await asyncio.to_thread(Path(path).mkdir, parents=True, exist_ok=True)
+    await ctx.blocking(Path(path).mkdir, parents=True, exist_ok=True)
     with ctx.store.transaction():
         sr = ctx.store.create("SR", {
             "name_label": name, "name_description": description, "type": type_,
@@ -174,7 +173,7 @@ def sr_update(ctx: Ctx, sr: str) -> str:
 async def pbd_plug(ctx: Ctx, pbd: str) -> str:
     rec = ctx.store.get("PBD", pbd)
     path = rec["device_config"].get("path", "")
-    ok = bool(path) and await asyncio.to_thread(Path(path).is_dir)
+    ok = bool(path) and await ctx.blocking(Path(path).is_dir)
     if not ok:
         raise XenAPIError("SR_BACKEND_FAILURE", "device_config:path is not a directory", path)
     ctx.store.update("PBD", pbd, {"currently_attached": True})

@@ -8,8 +8,10 @@ whether it came over the local socket.
 
 from __future__ import annotations
 
+import asyncio
+import functools
 from dataclasses import dataclass
-from typing import AsyncContextManager
+from typing import Any, AsyncContextManager, Callable
 
 from ..backends.base import DomainBackend
 from ..config import Config
@@ -88,6 +90,16 @@ class Ctx:
     def progress(self, value: float) -> None:
         if self.task is not None:
             self.services.tasks.set_progress(self.task, value)
+
+    async def blocking(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Run blocking file work on the disk pool (never on the loop, never the default pool)."""
+        return await asyncio.get_running_loop().run_in_executor(
+            self.services.executors.disk, functools.partial(fn, *args, **kwargs))
+
+    async def streaming(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Run one step of an import's or export's byte stream on the transfer pool."""
+        return await asyncio.get_running_loop().run_in_executor(
+            self.services.executors.transfer, functools.partial(fn, *args, **kwargs))
 
     def operation(self, cls: str, ref: str, op: str) -> AsyncContextManager[str]:
         """Hold `ref`'s lock for `op` while the block runs (keyed by this call's task)."""

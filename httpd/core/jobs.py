@@ -42,22 +42,23 @@ class Jobs:
 
 @dataclass(frozen=True)
 class Executors:
-    """One pool per kind of blocking work, so one kind cannot starve another: a stalled disk
-    write never delays a login's password check, and statistics never wait for a copy."""
+    """One pool per kind of blocking work, so one kind cannot starve another: a stalled upload
+    never delays a login's password check or the VDI an import asks the disk pool to create,
+    and statistics never wait for a copy."""
 
-    disk: ThreadPoolExecutor          # VDI files, imports, exports, SR scans
-    compression: ThreadPoolExecutor   # XVA inflate/deflate when not on the disk pool
+    disk: ThreadPoolExecutor          # short file work: VDI create/copy/destroy, SR scans
+    transfer: ThreadPoolExecutor      # the byte streams of imports and exports (long-held)
     passwords: ThreadPoolExecutor     # scrypt checks (deliberately slow)
     stats: ThreadPoolExecutor         # /proc readings, RRD files and rendering
 
     @classmethod
-    def create(cls, *, disk: int = 8, compression: int = 2, passwords: int = 2,
+    def create(cls, *, disk: int = 4, transfer: int = 16, passwords: int = 2,
                stats: int = 2) -> "Executors":
         return cls(ThreadPoolExecutor(disk, thread_name_prefix="disk"),
-                   ThreadPoolExecutor(compression, thread_name_prefix="compression"),
+                   ThreadPoolExecutor(transfer, thread_name_prefix="transfer"),
                    ThreadPoolExecutor(passwords, thread_name_prefix="passwords"),
                    ThreadPoolExecutor(stats, thread_name_prefix="stats"))
 
     def shutdown(self) -> None:
-        for pool in (self.disk, self.compression, self.passwords, self.stats):
+        for pool in (self.disk, self.transfer, self.passwords, self.stats):
             pool.shutdown(wait=True, cancel_futures=True)

@@ -109,13 +109,12 @@ async def _pump(request: web.Request, resp: web.StreamResponse, ctx: Ctx,
                 pieces: Iterator[bytes], progress: Callable[[], float],
                 cancel: Callable[[], None]) -> None:
     """Pull pieces in a worker thread, write them with backpressure, follow the task."""
-    loop = asyncio.get_running_loop()
     cancelled = ctx.tasks.cancel_event(ctx.task)
     while True:
         if cancelled.is_set():
             cancel()
             raise XenAPIError("TASK_CANCELLED", ctx.task)
-        piece = await loop.run_in_executor(None, next, pieces, None)
+        piece = await ctx.streaming(next, pieces, None)
         if piece is None:
             return
         try:
@@ -176,7 +175,7 @@ async def _export(request: web.Request, *, metadata_only: bool) -> web.StreamRes
                 async with ctx.operation("VM", vm, "export"):
                     if fmt == "xapi":
                         ova, disks = block_export(ctx, vm, with_disks=not metadata_only)
-                        exp = await asyncio.to_thread(
+                        exp = await ctx.streaming(
                             export_blocks, ova, [] if metadata_only else disks,
                             compression=compression,
                             checksum=checksum)
@@ -186,7 +185,7 @@ async def _export(request: web.Request, *, metadata_only: bool) -> web.StreamRes
                         # memory, then on the data disk (not a small /tmp)
                         spool = services.config.data_dir / "spool"
                         spool.mkdir(exist_ok=True)
-                        exp = await asyncio.to_thread(export_appliance, app, files,
+                        exp = await ctx.streaming(export_appliance, app, files,
                                                       spool_memory=32 << 20,
                                                       spool_dir=str(spool))
                     try:
@@ -199,7 +198,7 @@ async def _export(request: web.Request, *, metadata_only: bool) -> web.StreamRes
                                     exp.cancel)
                         await resp.write_eof()
                     finally:
-                        await asyncio.to_thread(exp.close)
+                        await ctx.streaming(exp.close)
                 services.tasks.succeed(task, "")
             return resp
         except (XenAPIError, _ClientGone, ConnectionError) as e:
@@ -273,7 +272,7 @@ async def _import(request: web.Request, *, metadata_only: bool) -> web.StreamRes
         try:
             async with _task(request, ctx, "VM import") as task:
                 try:
-                    await loop.run_in_executor(None, lambda: import_stream(
+                    await ctx.streaming(lambda: import_stream(
                         _body_chunks(request, ctx, loop), open_disk, on_metadata, force=force))
                     job.commit()
                 except BaseException:
@@ -387,7 +386,7 @@ async def import_raw_vdi(request: web.Request) -> web.StreamResponse:
                         "name_label": request.query.get("name_label", "imported disk")})
                 size = ctx.store.get("VDI", vdi)["virtual_size"]
                 loop = asyncio.get_running_loop()
-                await loop.run_in_executor(None, _write_raw, _body_chunks(request, ctx, loop),
+                await ctx.streaming(_write_raw, _body_chunks(request, ctx, loop),
                                            str(ctx.vdis.path(vdi)), size)
                 ctx.vdis.refresh(vdi)
                 services.tasks.succeed(task, vdi)
