@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any, AsyncContextManager, Callable
 
@@ -92,14 +93,17 @@ class Ctx:
             self.services.tasks.set_progress(self.task, value)
 
     async def blocking(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        """Run blocking file work on the disk pool (never on the loop, never the default pool)."""
-        return await asyncio.get_running_loop().run_in_executor(
-            self.services.executors.disk, functools.partial(fn, *args, **kwargs))
+        """Run short blocking file work on the disk pool (never on the loop)."""
+        return await self._on(self.services.executors.disk, fn, args, kwargs)
 
     async def streaming(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """Run one step of an import's or export's byte stream on the transfer pool."""
+        return await self._on(self.services.executors.transfer, fn, args, kwargs)
+
+    @staticmethod
+    async def _on(pool: Executor, fn: Callable[..., Any], args: tuple, kwargs: dict) -> Any:
         return await asyncio.get_running_loop().run_in_executor(
-            self.services.executors.transfer, functools.partial(fn, *args, **kwargs))
+            pool, functools.partial(fn, *args, **kwargs))
 
     def operation(self, cls: str, ref: str, op: str) -> AsyncContextManager[str]:
         """Hold `ref`'s lock for `op` while the block runs (keyed by this call's task)."""
