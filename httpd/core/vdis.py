@@ -80,20 +80,25 @@ class Vdis:
                 self.store.update("VDI", vdi, {"physical_utilisation": used})
 
     async def create(self, sr: str, size: int, fields: dict) -> str:
-        """A sparse file and its record, or neither."""
+        """A sparse file and its record, or neither. The record is durable before the file
+        exists, so a crash in between leaves a record (swept or forgotten by SR.scan), never an
+        orphan file nobody knows of."""
         backend = self.sr_backend(sr)
         uuid = new_uuid()
-        await self._run(backend.create, uuid, size)
+        with self.store.transaction():
+            vdi = self.store.create("VDI", {
+                "type": "user", **fields, "uuid": uuid, "SR": sr, "virtual_size": size,
+                "location": uuid, "physical_utilisation": 0})
+            refresh_allowed(self.store, "VDI", vdi)
         try:
-            with self.store.transaction():
-                vdi = self.store.create("VDI", {
-                    "type": "user", **fields, "uuid": uuid, "SR": sr, "virtual_size": size,
-                    "location": uuid, "physical_utilisation": backend.allocated(uuid)})
-                refresh_allowed(self.store, "VDI", vdi)
-                self.refresh_sr(sr)
+            await self.store.sync()
+            await self._run(backend.create, uuid, size)
         except BaseException:
-            backend.destroy(uuid)
+            if self.store.find("VDI", vdi) is not None:
+                self.store.destroy("VDI", vdi)
             raise
+        self.refresh(vdi)
+        self.refresh_sr(sr)
         return vdi
 
     async def copy(self, vdi: str, sr: str | None = None, fields: dict | None = None, *,
