@@ -2,8 +2,8 @@
 
 Bytes stream both ways with bounded memory: an export is pulled piece by piece (<= 1 MiB) from
 the xva writer in a worker thread and written with `await resp.write()`, so a slow client slows
-the disk reads; an import feeds request-body chunks, as they arrive, to the xva reader in a
-worker thread. Every path finishes its task: progress as bytes move, task.cancel honoured between
+the disk reads; an import is read on the loop, chunk by chunk as it arrives, and each chunk is
+inflated and written on a worker (`transfer.ingest`), joined before anything rolls back. Every path finishes its task: progress as bytes move, task.cancel honoured between
 pieces, a client that goes away fails the task, and a failed import removes what it created.
 """
 
@@ -13,19 +13,20 @@ import asyncio
 import logging
 import os
 from contextlib import asynccontextmanager
-from typing import AsyncIterator, Callable, Iterator
+from typing import AsyncIterator, Callable, Iterator, Mapping
 
 from aiohttp import web
 
 from xva.errors import XVAError
 from xva.events import LAYOUT_APPLIANCE, Metadata
-from xva.files import export_appliance, export_blocks, import_stream, sparse_pieces
+from xva.files import export_appliance, export_blocks, sparse_pieces
 
 from ..core.context import Ctx
 from ..core.power import require
 from ..model.errors import XenAPIError, internal_error
 from ..model.xtypes import NULL_REF
 from ..transfer.importer import ImportJob
+from ..transfer.ingest import import_raw, import_xva
 from ..transfer.plan import appliance_for, block_export
 from .auth import http_session
 from .errors import abort as _abort
@@ -214,18 +215,14 @@ async def import_metadata(request: web.Request) -> web.StreamResponse:
     return await _import(request, metadata_only=True)
 
 
-def _body_chunks(request: web.Request, ctx: Ctx, loop: asyncio.AbstractEventLoop
-                 ) -> Iterator[bytes]:
-    """Request-body chunks for a worker thread, read on the loop as the reader asks."""
-    tasks = ctx.tasks
+async def _body(request: web.Request, ctx: Ctx) -> AsyncIterator[bytes]:
+    """The request body as it arrives, read on the loop; progress follows the bytes."""
     total = request.content_length if request.content_length and \
         request.content_length < 2**50 else 0   # Xen Orchestra declares 1 PiB when unsure
     done = 0
     while True:
-        if tasks.is_cancelling(ctx.task):
-            raise XenAPIError("TASK_CANCELLED", ctx.task)
         try:
-            data = asyncio.run_coroutine_threadsafe(request.content.readany(), loop).result()
+            data = await request.content.readany()
         except (ConnectionError, asyncio.CancelledError):
             raise
         except Exception as e:  # noqa: BLE001 - aiohttp's payload errors: the peer stopped
@@ -234,7 +231,7 @@ def _body_chunks(request: web.Request, ctx: Ctx, loop: asyncio.AbstractEventLoop
             return
         done += len(data)
         if total:
-            loop.call_soon_threadsafe(ctx.progress, min(0.99, done / total))
+            ctx.progress(min(0.99, done / total))
         yield data
 
 
@@ -252,18 +249,15 @@ async def _import(request: web.Request, *, metadata_only: bool) -> web.StreamRes
         job = ImportJob(ctx, sr, restore=_flag(request, "restore"),
                         metadata_only=metadata_only, dry_run=_flag(request, "dry_run"))
         force = _flag(request, "force")
-        loop = asyncio.get_running_loop()
 
-        def on_metadata(meta: Metadata):
+        async def on_metadata(meta: Metadata) -> Mapping[str, int] | None:
             if meta.layout == LAYOUT_APPLIANCE:
                 if metadata_only:
                     raise XenAPIError("IMPORT_ERROR", "metadata import needs the xapi layout")
-                coro = job.from_appliance(meta.appliance)
-            else:
-                coro = job.from_ova_xml(meta.ova_xml)
-            return asyncio.run_coroutine_threadsafe(coro, loop).result()
+                return await job.from_appliance(meta.appliance)
+            return await job.from_ova_xml(meta.ova_xml)
 
-        def open_disk(disk: str) -> str:
+        def disk_path(disk: str) -> str:
             try:
                 return job.paths[disk]
             except KeyError:
@@ -272,8 +266,10 @@ async def _import(request: web.Request, *, metadata_only: bool) -> web.StreamRes
         try:
             async with _task(request, ctx, "VM import") as task:
                 try:
-                    await ctx.streaming(lambda: import_stream(
-                        _body_chunks(request, ctx, loop), open_disk, on_metadata, force=force))
+                    # every worker step is joined inside: nothing writes once this returns
+                    await ctx.tasks.race_cancel(task, import_xva(
+                        _body(request, ctx), ctx.streaming, disk_path, on_metadata,
+                        force=force))
                     job.commit()
                 except BaseException:
                     job.rollback()
@@ -340,27 +336,6 @@ async def export_raw_vdi(request: web.Request) -> web.StreamResponse:
             return _stream_failed(request, resp, e, ctx.task)
 
 
-def _write_raw(chunks: Iterator[bytes], path: str, size: int) -> int:
-    """Write a raw image into a fresh sparse file; all-zero blocks stay holes."""
-    fd = os.open(path, os.O_WRONLY | os.O_TRUNC)
-    pos = 0
-    try:
-        os.ftruncate(fd, size)
-        for data in chunks:
-            if pos + len(data) > size:
-                raise XenAPIError("VDI_IO_ERROR", f"more data than the disk's {size} bytes")
-            view = memoryview(data)
-            for i in range(0, len(view), 65536):
-                block = view[i:i + 65536]
-                if block != _ZEROS[:len(block)]:
-                    os.pwrite(fd, block, pos + i)
-            pos += len(data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    return pos
-
-
 async def import_raw_vdi(request: web.Request) -> web.StreamResponse:
     services = request.app[SERVICES]
     async with http_session(request, "import_raw_vdi") as session:
@@ -385,9 +360,8 @@ async def import_raw_vdi(request: web.Request) -> web.StreamResponse:
                     vdi = created = await ctx.vdis.create(sr, request.content_length, {
                         "name_label": request.query.get("name_label", "imported disk")})
                 size = ctx.store.get("VDI", vdi)["virtual_size"]
-                loop = asyncio.get_running_loop()
-                await ctx.streaming(_write_raw, _body_chunks(request, ctx, loop),
-                                           str(ctx.vdis.path(vdi)), size)
+                await ctx.tasks.race_cancel(task, import_raw(
+                    _body(request, ctx), ctx.streaming, str(ctx.vdis.path(vdi)), size))
                 ctx.vdis.refresh(vdi)
                 services.tasks.succeed(task, vdi)
             return web.Response(text=vdi + "\n", headers={"task-id": task})

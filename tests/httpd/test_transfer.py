@@ -436,6 +436,42 @@ def test_cancel_and_disconnect_finish_the_task(server, source_vm, tmp_path):
     assert _state(x) == before
 
 
+@pytest.mark.parametrize("kind", ["xva", "raw"])
+def test_cancel_reaches_an_upload_whose_client_stalls(server, source_vm, tmp_path, kind):
+    """The loop reads the body, so task.cancel acts while the client sends nothing more (a
+    worker blocked on the socket would wait for the next chunk forever)."""
+    import base64
+    import socket
+    x = server.session().xenapi
+    if kind == "xva":
+        xva = tmp_path / "vm.xva"
+        _curl(_url(server, f"/export?uuid={x.VM.get_uuid(source_vm)}"), "-o", str(xva))
+        data, path = xva.read_bytes(), "/import?"
+    else:
+        sr = x.pool.get_default_SR(x.pool.get_all()[0])
+        target = x.VDI.create({"SR": sr, "virtual_size": str(4 * 2**20), "type": "user",
+                               "name_label": "stalled raw target"})
+        data, path = os.urandom(4 * 2**20), f"/import_raw_vdi?vdi={target}&"
+    task = x.task.create("stalled upload", "")
+    before = _state(x)
+    auth = base64.b64encode(f"root:{server.password}".encode()).decode()
+    sock = socket.create_connection(("127.0.0.1", server.port))
+    try:
+        sock.sendall(f"PUT {path}task_id={task} HTTP/1.1\r\nHost: x\r\n"
+                     f"Authorization: Basic {auth}\r\nContent-Length: {len(data)}\r\n\r\n"
+                     .encode() + data[:300_000])
+        time.sleep(0.5)
+        assert x.task.get_status(task) == "pending"
+        x.task.cancel(task)
+        rec = _wait_task(x, task, timeout=10)
+        assert rec["status"] == "cancelled" and rec["error_info"][0] == "TASK_CANCELLED"
+        assert _state(x) == before
+    finally:
+        sock.close()
+    if kind == "raw":
+        x.VDI.destroy(target)
+
+
 def test_raw_vdi_round_trip(server, source_vm, tmp_path):
     x = server.session().xenapi
     vdi = x.VBD.get_VDI([b for b in x.VM.get_VBDs(source_vm)

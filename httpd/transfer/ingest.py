@@ -1,0 +1,138 @@
+"""Uploads driven by the event loop: the loop reads the body, a worker applies it.
+
+The loop owns the request: it iterates the body (aiohttp's StreamReader is the bounded queue:
+it pauses the socket at its high-water mark, so a slow disk slows the client), runs the metadata
+step itself, and hands one chunk at a time to a worker of the transfer pool, where the sans-IO
+XVA reader inflates it and a :class:`~xva.files.DiskApplier` writes it.  Every step handed to a
+thread is joined before these functions return or raise, cancelled or not, so whoever rolls
+back afterwards never races a write still in flight.  Nothing here reads task state: the caller
+cancels the coroutine (``TaskManager.race_cancel``) and the joins do the rest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from typing import AsyncIterable, Awaitable, Callable, Iterable, Mapping, TypeVar
+
+from xva.events import Event, Metadata
+from xva.files import DiskApplier
+from xva.reader import XVAReader
+
+from ..model.errors import XenAPIError
+
+__all__ = ["joined", "import_xva", "RawWriter", "import_raw"]
+
+T = TypeVar("T")
+Offload = Callable[..., Awaitable]
+_BLOCK = 65536
+_ZEROS = bytes(_BLOCK)
+
+
+async def joined(aw: Awaitable[T]) -> T:
+    """Await `aw` to its end even when the caller is cancelled meanwhile (a thread cannot be
+    stopped half way, nor a record half made); the cancellation is re-raised afterwards."""
+    fut = asyncio.ensure_future(aw)
+    cancelled = False
+    while True:
+        try:
+            result = await asyncio.shield(fut)
+            break
+        except asyncio.CancelledError:
+            if fut.done():
+                if fut.cancelled():
+                    raise
+                result = fut.result()
+                break
+            cancelled = True
+    if cancelled:
+        raise asyncio.CancelledError
+    return result
+
+
+def _apply_until_metadata(applier: DiskApplier, events: Iterable[Event]) -> Metadata | None:
+    """In a worker: apply a feed's events; stop at the metadata, which the loop handles."""
+    for event in events:
+        if isinstance(event, Metadata):
+            return event
+        applier.apply(event)
+    return None
+
+
+async def import_xva(chunks: AsyncIterable[bytes], offload: Offload,
+                     open_disk: Callable[[str], str],
+                     on_metadata: Callable[[Metadata], Awaitable[Mapping[str, int] | None]],
+                     *, force: bool = False) -> dict[str, str]:
+    """Import an XVA body into files.  ``offload(fn, *args)`` runs a step on a worker;
+    ``on_metadata`` (a coroutine, on the loop) creates the records and, for the xapi layout,
+    returns the disks to expect; ``open_disk`` maps a disk id to its file.  Returns disk id
+    -> path."""
+    reader = XVAReader(force=force)
+    applier = DiskApplier(open_disk)
+
+    async def drain(events: Iterable[Event]) -> None:
+        # a feed's events are lazy: the worker inflates and writes; the loop only sees Metadata
+        while (meta := await joined(offload(_apply_until_metadata, applier, events))) is not None:
+            disks = await joined(on_metadata(meta))
+            if disks is not None:
+                reader.expect_disks(disks)
+
+    try:
+        async for chunk in chunks:
+            await drain(reader.feed(chunk))
+            if reader.done:
+                break
+        await drain(await joined(offload(reader.close)))
+    finally:
+        reader.abort()          # inflater threads (if any) stop now, not when collected
+        applier.close()
+    return applier.paths
+
+
+class RawWriter:
+    """A raw disk image written into a sparse file, block by block (all-zero blocks stay
+    holes).  Nothing happens before the first call; its methods block: run them on a worker,
+    one at a time, then `close()`."""
+
+    def __init__(self, path: str, size: int) -> None:
+        self.path, self.size = path, size
+        self.written = 0
+        self._fd = -1
+
+    def _open(self) -> int:
+        if self._fd < 0:
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_TRUNC)
+            os.ftruncate(self._fd, self.size)
+        return self._fd
+
+    def write(self, data: bytes) -> None:
+        if self.written + len(data) > self.size:
+            raise XenAPIError("VDI_IO_ERROR", f"more data than the disk's {self.size} bytes")
+        fd = self._open()
+        view = memoryview(data)
+        for i in range(0, len(view), _BLOCK):
+            block = view[i:i + _BLOCK]
+            if block != _ZEROS[:len(block)]:
+                os.pwrite(fd, block, self.written + i)
+        self.written += len(data)
+
+    def finish(self) -> int:
+        os.fsync(self._open())
+        return self.written
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+
+async def import_raw(chunks: AsyncIterable[bytes], offload: Offload, path: str,
+                     size: int) -> int:
+    """Write a raw body into `path` (a `size`-byte disk); returns the bytes written."""
+    writer = RawWriter(path, size)
+    try:
+        async for chunk in chunks:
+            await joined(offload(writer.write, chunk))
+        return await joined(offload(writer.finish))
+    finally:
+        writer.close()
