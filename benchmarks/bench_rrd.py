@@ -26,7 +26,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from rrd.engine import LAYOUT, LAYOUT_MIN_MAX, DataSource, DSType, RRDStore  # noqa: E402
-from rrd.render import xport_json, xport_xml  # noqa: E402
+from rrd.updates import xport_json, xport_xml  # noqa: E402
 
 HOST_DS = ([f"cpu{i}" for i in range(8)] + ["cpu_avg", "loadavg", "memory_total_kib",
            "memory_free_kib", "pif_eth0_rx", "pif_eth0_tx", "pif_aggr_rx", "pif_aggr_tx",

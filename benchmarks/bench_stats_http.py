@@ -11,7 +11,7 @@ then curl fetches `/rrd_updates?start=<now-600>&host=true` (XML and JSON):
   format the rows not cached yet — after start every row of the 5 s ring, then one per tick;
 * warm: the request after warm-up (every row cached);
 * after a tick (+ its warm-up, timed apart): what a poller sees in steady state;
-* the plain library renderer (rrd.render.xport_xml) on the same rows, for comparison.
+* the plain library renderer (rrd.updates.xport_xml) on the same rows, for comparison.
 
 Usage: python benchmarks/bench_stats_http.py [--vms 1000] [--repeat 5]
 """
@@ -37,7 +37,7 @@ from httpd.config import Config  # noqa: E402
 from httpd.backends.base import DomainCounters  # noqa: E402
 from httpd.stats.sources import VM, rrd_id, vm_readings  # noqa: E402
 from httpd.web.keys import SERVICES  # noqa: E402
-from rrd.render import xport_xml  # noqa: E402
+from rrd.updates import xport_xml  # noqa: E402
 
 PASSWORD = "bench"
 

@@ -1,4 +1,4 @@
-"""Renderers: ``/rrd_updates`` (xport XML/JSON) and rrdtool's dump (XML/JSON).
+"""Number formats and rrdtool's dump (XML/JSON); ``/rrd_updates`` is :mod:`rrd.updates`.
 
 Every renderer is a generator of ``bytes`` chunks (about one row each) so an
 HTTP handler can stream it with backpressure and never hold a whole large
@@ -18,13 +18,10 @@ import math
 from typing import Iterator
 from xml.sax.saxutils import escape
 
-import numpy as np
+from .engine import ArchiveState, RRDState
 
-from .engine import ArchiveState, RRDState, Xport
-from .numformat import format_rows
-
-__all__ = ["format_value", "format_exact", "xport_xml", "xport_json", "dump_xml", "dump_json",
-           "XML_CONTENT_TYPE", "JSON_CONTENT_TYPE"]
+__all__ = ["format_value", "format_exact", "dump_xml", "dump_json", "XML_CONTENT_TYPE",
+           "JSON_CONTENT_TYPE"]
 
 XML_CONTENT_TYPE = "text/xml"
 JSON_CONTENT_TYPE = "application/json"
@@ -45,64 +42,6 @@ def format_exact(x: float) -> str:
     if math.isinf(x):
         return "Infinity" if x > 0 else "-Infinity"
     return repr(float(x))
-
-
-class _RowFormatter:
-    """Formats a row of many values with one C-level ``%`` per row.
-
-    ``open``/``close`` wrap each value (``<v>``/``</v>`` or quotes); the
-    special spellings are fixed afterwards with a few ``str.replace`` calls
-    instead of a Python call per value.  Used for rows that
-    :func:`numformat.format_rows` leaves out (|x| < 1e-8 or >= 1e15).
-    """
-
-    def __init__(self, n: int, open_: str, close: str, sep: str) -> None:
-        self.template = sep.join([f"{open_}%.15g{close}"] * n)
-        self.fixes = [(f"{open_}{k}{close}", f"{open_}{v}{close}") for k, v in _SPECIAL.items()]
-
-    def __call__(self, row: np.ndarray) -> str:
-        s = self.template % tuple(row.tolist())
-        for old, new in self.fixes:
-            if old in s:
-                s = s.replace(old, new)
-        return s
-
-
-_BLOCK_ROWS = 4  # rows formatted per numpy pass: big enough to amortise, small to stream
-
-
-def _value_rows(values: np.ndarray, open_: str, close: str, sep: str) -> Iterator[bytes]:
-    """The text of each row of values, vectorised, with the exact fallback."""
-    slow_fmt = _RowFormatter(values.shape[1], open_, close, sep)
-    wrap = (open_.encode(), close.encode(), sep.encode())
-    for i in range(0, values.shape[0], _BLOCK_ROWS):
-        block = values[i: i + _BLOCK_ROWS]
-        texts, incomplete = format_rows(block, *wrap)
-        for row, text, redo in zip(block, texts, incomplete.tolist()):
-            yield slow_fmt(row).encode() if redo else text
-
-
-def xport_xml(x: Xport) -> Iterator[bytes]:
-    rows, cols = x.values.shape
-    head = [f'<?xml version="1.0" encoding="UTF-8"?>\n<xport><meta><start>{x.start}</start>'
-            f"<step>{x.step}</step><end>{x.end}</end><rows>{rows}</rows>"
-            f"<columns>{cols}</columns><legend>"]
-    head.extend(f"<entry>{escape(e)}</entry>" for e in x.legend)
-    head.append("</legend></meta><data>")
-    yield "".join(head).encode()
-    for t, text in zip(x.times.tolist(), _value_rows(x.values, "<v>", "</v>", "")):
-        yield b"<row><t>%d</t>%s</row>" % (t, text)
-    yield b"</data></xport>"
-
-
-def xport_json(x: Xport) -> Iterator[bytes]:
-    rows, cols = x.values.shape
-    meta = {"start": str(x.start), "step": str(x.step), "end": str(x.end), "rows": str(rows),
-            "columns": str(cols), "legend": x.legend}
-    yield ('{"meta":' + json.dumps(meta, separators=(",", ":")) + ',"data":[').encode()
-    for i, (t, text) in enumerate(zip(x.times.tolist(), _value_rows(x.values, '"', '"', ","))):
-        yield b'%s{"t":"%d","values":[%s]}' % (b"," if i else b"", t, text)
-    yield b"]}"
 
 
 def _last_ds(v: float) -> str:

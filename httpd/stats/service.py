@@ -34,6 +34,7 @@ from typing import Iterable
 from rrd import persist
 from rrd.engine import CF, LAYOUT, RRDStore
 from rrd.errors import RRDUsageError
+from rrd.updates import warm_rows
 
 from ..backends.base import DomainBackend
 from ..core.bootstrap import ThisHost
@@ -41,7 +42,7 @@ from ..core.jobs import run_soon
 from ..model.store import Store
 from ..model.xtypes import NULL_REF
 from .sources import HOST, ProcReader, SR, VM, _CPU, _safe, dom0_readings, rrd_id, vm_readings
-from .rrdset import RRDSet, _delete_files, _load_file, ring_reach, warm_rows
+from .rrdset import RRDSet, delete_files, load_file, ring_reach
 
 __all__ = ["StatsService"]
 
@@ -152,7 +153,7 @@ class StatsService:
         if rid in self.store:
             return
         loop = asyncio.get_running_loop()
-        state = await loop.run_in_executor(self.executor, _load_file, self.rrds.path(rid))
+        state = await loop.run_in_executor(self.executor, load_file, self.rrds.path(rid))
         if rid in self.store:
             return
         if state is not None:
@@ -181,7 +182,7 @@ class StatsService:
 
     async def _destroy(self, rid: str) -> None:
         self.rrds.remove(rid)
-        await asyncio.get_running_loop().run_in_executor(self.executor, _delete_files,
+        await asyncio.get_running_loop().run_in_executor(self.executor, delete_files,
                                                          self.rrds.path(rid))
 
     async def save_all(self) -> None:
@@ -319,7 +320,8 @@ class StatsService:
         loop = asyncio.get_running_loop()
         for span, cf in shapes:
             for x, segments, plan in self.rrds.warm_work(self.store.rrd_ids(), span, cf):
-                await loop.run_in_executor(self.executor, warm_rows, x, segments, plan)
+                fresh = await loop.run_in_executor(self.executor, warm_rows, x, segments, plan)
+                self.rrds.cache.keep(fresh)      # the loop is the cache's one writer
 
     def _vbd_srs(self) -> dict[tuple[str, str], str]:
         """(VM uuid, device) -> SR uuid, for the SR read/write sums."""

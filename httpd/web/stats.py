@@ -20,10 +20,11 @@ from aiohttp import web
 
 from rrd.engine import CF
 from rrd.render import JSON_CONTENT_TYPE, XML_CONTENT_TYPE, dump_json, dump_xml
+from rrd.updates import Fresh, render_updates
 
 from ..core.resident import elsewhere
 from ..model.errors import XenAPIError
-from ..stats.rrdset import _load_file, render_updates
+from ..stats.rrdset import load_file
 from ..stats.service import StatsService
 from ..stats.sources import SR, VM, rrd_id
 from .auth import http_session
@@ -156,8 +157,12 @@ async def rrd_updates(request: web.Request) -> web.StreamResponse:
         plan = service.rrds.cache_plan(x, segments)
         as_json = _wants_json(request)
         view = service.rrds.view_plan(x, segments, plan, as_json)
-        return await _stream(request, render_updates(x, segments, plan, as_json, view=view),
-                             as_json)
+        fresh: Fresh = []
+        try:
+            return await _stream(request, render_updates(x, segments, plan, as_json,
+                                                         view=view, fresh=fresh), as_json)
+        finally:
+            service.rrds.cache.keep(fresh)   # here, on the loop: the cache has one writer
 
 
 async def _dump(request: web.Request, service: StatsService, rid: str) -> web.StreamResponse:
@@ -166,7 +171,7 @@ async def _dump(request: web.Request, service: StatsService, rid: str) -> web.St
         state = service.store.export(rid)
     else:                                   # a halted VM: its saved file
         state = await asyncio.get_running_loop().run_in_executor(
-            service.executor, _load_file, service.rrds.path(rid))
+            service.executor, load_file, service.rrds.path(rid))
         if state is None:
             raise XenAPIError("HANDLE_INVALID", "RRD", rid)
     return await _stream(request, (dump_json if as_json else dump_xml)(state), as_json)

@@ -15,12 +15,12 @@ import numpy as np
 import pytest
 
 from httpd.backends.base import DomainCounters
-from httpd.stats import rrdset as stats_module
-from httpd.stats.rrdset import RRDSet, _load_file, render_updates, warm_rows
+from httpd.stats.rrdset import RRDSet, load_file
 from httpd.stats.sources import HOST, SR, VM, ProcReader, dom0_readings, rrd_id, vm_readings
 from rrd import persist
 from rrd.engine import CF
-from rrd.render import xport_json, xport_xml
+from rrd import updates as updates_module
+from rrd.updates import render_updates, warm_rows, xport_json, xport_xml
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -103,9 +103,13 @@ def test_cached_render_is_byte_identical(tmp_path, as_json):
         for interval, cf in ((0, None), (60, None), (5, None), (0, "AVERAGE")):
             x, segs = s.xport(rids, last - 600, interval, CF(cf) if cf else None)
             plan = s.cache_plan(x, segs)
+            fresh = []
+            cached = s.cache.nbytes()
             got = b"".join(render_updates(x, segs, plan, as_json, batch_rows=7,
-                                          view=s.view_plan(x, segs, plan, as_json)))
+                                          view=s.view_plan(x, segs, plan, as_json), fresh=fresh))
             assert got == b"".join(plain(x))
+            assert s.cache.nbytes() == cached       # a render only reads the cache
+            s.cache.keep(fresh)
         last += 5
         s.tick(last, {r: {} for r in rids})
     assert s.cache.nbytes() > 0
@@ -113,7 +117,11 @@ def test_cached_render_is_byte_identical(tmp_path, as_json):
 
 def _render(s: RRDSet, x, segs) -> bytes:
     plan = s.cache_plan(x, segs)
-    return b"".join(render_updates(x, segs, plan, False, view=s.view_plan(x, segs, plan, False)))
+    fresh = []
+    text = b"".join(render_updates(x, segs, plan, False, view=s.view_plan(x, segs, plan, False),
+                                   fresh=fresh))
+    s.cache.keep(fresh)
+    return text
 
 
 def test_cache_not_used_for_an_rrd_behind_or_rewritten(tmp_path):
@@ -133,7 +141,7 @@ def _warm(s: RRDSet, span: int, cf: str) -> list[tuple[int, int]]:
     """Run what warm_work asks for; (rows, columns) of each piece of work."""
     done = []
     for x, segs, plan in s.warm_work(s.store.rrd_ids(), span, cf):
-        warm_rows(x, segs, plan)
+        s.cache.keep(warm_rows(x, segs, plan))
         done.append(x.values.shape)
     return done
 
@@ -149,7 +157,7 @@ def test_warmed_rows_make_a_poll_format_nothing(tmp_path, monkeypatch, as_json):
     assert _warm(s, 5, "AVERAGE") == []                       # nothing left to format
     for _ in range(2):
         with monkeypatch.context() as m:
-            m.setattr(stats_module, "_row_pieces", lambda block: pytest.fail("formatted"))
+            m.setattr(updates_module, "_row_pieces", lambda block: pytest.fail("formatted"))
             x, segs = s.xport(rids, last - 600, 5, CF.AVERAGE)
             plan = s.cache_plan(x, segs)
             got = b"".join(render_updates(x, segs, plan, as_json,
@@ -175,13 +183,13 @@ def test_corrupt_file_uses_backup_then_starts_anew(tmp_path, caplog):
     path = s.path(rid)
     persist.save(path, s.store.export(rid), last)          # file + backup
     path.write_bytes(path.read_bytes()[:5000])             # half-written
-    state = _load_file(path)
+    state = load_file(path)
     assert state is not None and state.last_update == last
     assert "using its backup" in caplog.text
     path.with_name(path.name + ".bak").write_bytes(b"<rrd>garbage")
-    assert _load_file(path) is None                        # both bad: a new RRD, no crash
+    assert load_file(path) is None                        # both bad: a new RRD, no crash
     assert path.with_name(path.name + ".corrupt").exists()
-    assert _load_file(tmp_path / "vm-none.xml") is None
+    assert load_file(tmp_path / "vm-none.xml") is None
 
 
 _SAVER = """
@@ -213,7 +221,7 @@ def test_kill9_during_save_leaves_a_usable_file(tmp_path):
         p.send_signal(signal.SIGKILL)
         p.wait()
         p.stdout.close()
-        state = _load_file(path)
+        state = load_file(path)
         assert state is not None and state.last_update == 1_700_000_000 + 5 * 199
         assert persist.load(path).last_update == state.last_update   # the file itself is whole
         assert not (tmp_path / "vm-x.xml.corrupt").exists()

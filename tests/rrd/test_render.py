@@ -10,7 +10,8 @@ import pytest
 from lxml import etree
 
 from rrd.engine import CF, DataSource, DSType, RRDStore
-from rrd.render import dump_json, dump_xml, format_exact, format_value, xport_json, xport_xml
+from rrd.render import dump_json, dump_xml, format_exact, format_value
+from rrd.updates import xport_json, xport_xml
 
 NOW = 1_700_000_040  # multiple of 5 and of 60
 
