@@ -92,7 +92,7 @@ def start_upstream() -> int:
 def run_agent(upstream_port: int) -> None:
     from aiohttp import web
 
-    from console_proxy import ConnectFrontEnd, ConnectTCPSite, bridge_websocket
+    from console_proxy import ConnectFrontEnd, Listeners, bridge_websocket
 
     async def main() -> None:
         upstream = ("127.0.0.1", upstream_port)
@@ -108,9 +108,8 @@ def run_agent(upstream_port: int) -> None:
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         front_end = ConnectFrontEnd(on_connect)
-        site = ConnectTCPSite(runner, "127.0.0.1", 0, front_end=front_end, backlog=2048)
-        await site.start()
-        print(site.port, flush=True)
+        _, port = await Listeners(runner, front_end).tcp("127.0.0.1", 0, backlog=2048)
+        print(port, flush=True)
         await asyncio.Event().wait()
 
     asyncio.run(main())

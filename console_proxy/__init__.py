@@ -2,8 +2,8 @@
 
 Sans-IO cores: `rfb` (RFB server protocol), `screen` (text terminal + font),
 `activity` (idle scanner).  Asyncio adapters: `server` (TextConsoleServer),
-`frontend` (CONNECT sniffing in front of aiohttp), `tunnel`, `websocket`,
-`forwarder`.
+`vt100` (the plain text stream), `frontend` (CONNECT sniffing in front of aiohttp),
+`tunnel`, `websocket`, `forwarder`.
 """
 
 import importlib
@@ -15,13 +15,12 @@ _WHERE = {
     "ConnectClient": "frontend",
     "ConnectFrontEnd": "frontend",
     "ConnectHead": "frontend",
-    "ConnectTCPSite": "frontend",
-    "ConnectUnixSite": "frontend",
     "ConsoleError": "errors",
     "ConsoleForwarder": "forwarder",
     "ForwardError": "forwarder",
     "KeyTranslator": "keys",
     "LineEditor": "keys",
+    "Listeners": "frontend",
     "LocalProtocolError": "errors",
     "RemoteProtocolError": "errors",
     "TextConsoleServer": "server",
@@ -29,6 +28,7 @@ _WHERE = {
     "Tunnel": "tunnel",
     "Upstream": "tunnel",
     "UpstreamUnavailable": "tunnel",
+    "Vt100Server": "vt100",
     "bridge_websocket": "websocket",
     "connect_console": "forwarder",
     "open_tunnel": "tunnel",
@@ -40,13 +40,12 @@ __all__ = [
     "ConnectClient",
     "ConnectFrontEnd",
     "ConnectHead",
-    "ConnectTCPSite",
-    "ConnectUnixSite",
     "ConsoleError",
     "ConsoleForwarder",
     "ForwardError",
     "KeyTranslator",
     "LineEditor",
+    "Listeners",
     "LocalProtocolError",
     "RemoteProtocolError",
     "TextConsoleServer",
@@ -54,6 +53,7 @@ __all__ = [
     "Tunnel",
     "Upstream",
     "UpstreamUnavailable",
+    "Vt100Server",
     "bridge_websocket",
     "connect_console",
     "open_tunnel",

@@ -16,6 +16,7 @@ import logging
 import re
 from dataclasses import dataclass, field
 from http.cookies import CookieError, SimpleCookie
+from ssl import SSLContext
 from typing import Awaitable, Callable
 
 from aiohttp import web
@@ -29,8 +30,7 @@ __all__ = [
     "ConnectClient",
     "ConnectHandler",
     "ConnectFrontEnd",
-    "ConnectTCPSite",
-    "ConnectUnixSite",
+    "Listeners",
     "HEAD_LIMIT",
     "HEAD_TIMEOUT",
 ]
@@ -308,34 +308,41 @@ class ConnectFrontEnd:
         await asyncio.gather(*(t.wait_closed() for t in list(self.tunnels)))
 
 
-class ConnectTCPSite(web.TCPSite):
-    """`web.TCPSite` (plain or TLS) whose connections go through a `ConnectFrontEnd` first."""
+class Listeners:
+    """Listening sockets whose connections meet a `ConnectFrontEnd` before an aiohttp runner.
 
-    def __init__(self, runner: web.BaseRunner, host: str | None = None, port: int | None = None, *,
-                 front_end: ConnectFrontEnd, **kwargs) -> None:
-        super().__init__(runner, host, port, **kwargs)
-        self.front_end = front_end
+    Public API only: `runner.server` is aiohttp's protocol factory (what its sites serve); these
+    are `loop.create_server` / `create_unix_server` servers wrapping it, owned here.  `close()`
+    stops listening; do it before `runner.cleanup()`, which then closes the connections, as it
+    stops its own sites first.  Also an async context manager.
+    """
 
-    async def start(self) -> None:
-        await web.BaseSite.start(self)  # registers with the runner, as TCPSite.start does
-        loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(
-            self.front_end.protocol_factory(self._runner.server), self._host, self._port,
-            ssl=self._ssl_context, backlog=self._backlog,
-            reuse_address=self._reuse_address, reuse_port=self._reuse_port)
-        self._bound_port = self._server.sockets[0].getsockname()[1] if self._server.sockets else self._port
+    def __init__(self, runner: web.BaseRunner, front_end: ConnectFrontEnd) -> None:
+        if runner.server is None:
+            raise RuntimeError("call runner.setup() first")
+        self._factory = front_end.protocol_factory(runner.server)
+        self._servers: list[asyncio.AbstractServer] = []
 
+    async def tcp(self, host: str | None, port: int, *, ssl: SSLContext | None = None,
+                  backlog: int = 128) -> tuple[str, int]:
+        """Listen on `host:port` (0: an ephemeral port); returns the address bound."""
+        server = await asyncio.get_running_loop().create_server(
+            self._factory, host, port, ssl=ssl, backlog=backlog, reuse_address=True)
+        self._servers.append(server)
+        return server.sockets[0].getsockname()[:2]
 
-class ConnectUnixSite(web.UnixSite):
-    """`web.UnixSite` whose connections go through a `ConnectFrontEnd` first."""
+    async def unix(self, path: str, *, backlog: int = 128) -> str:
+        server = await asyncio.get_running_loop().create_unix_server(
+            self._factory, path, backlog=backlog)
+        self._servers.append(server)
+        return path
 
-    def __init__(self, runner: web.BaseRunner, path: str, *, front_end: ConnectFrontEnd, **kwargs) -> None:
-        super().__init__(runner, path, **kwargs)
-        self.front_end = front_end
+    def close(self) -> None:
+        while self._servers:
+            self._servers.pop().close()
 
-    async def start(self) -> None:
-        await web.BaseSite.start(self)
-        loop = asyncio.get_running_loop()
-        self._server = await loop.create_unix_server(
-            self.front_end.protocol_factory(self._runner.server), self._path,
-            ssl=self._ssl_context, backlog=self._backlog)
+    async def __aenter__(self) -> "Listeners":
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.close()

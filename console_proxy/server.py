@@ -20,7 +20,7 @@ from .rfb import NEED_DATA, Phase, RfbServerConnection
 from .rfb_events import KeyEvent
 from .screen import TextScreen
 
-__all__ = ["TextConsoleServer", "write_bounded"]
+__all__ = ["TextConsoleServer"]
 
 log = logging.getLogger(__name__)
 
@@ -174,14 +174,3 @@ class TextConsoleServer:
                 pass
             self.path = None
         await asyncio.sleep(0)  # let connection_lost callbacks run
-
-
-def write_bounded(writers: set, data: bytes, backlog: int) -> None:
-    """Send `data` to every text-stream reader; one whose unsent backlog passed `backlog`
-    is dropped, so a stalled reader never makes us buffer without end."""
-    for w in list(writers):
-        if w.transport.get_write_buffer_size() > backlog:
-            w.transport.abort()
-            writers.discard(w)
-        else:
-            w.write(data)

@@ -1,7 +1,7 @@
-"""Running the application: one site per --listen, --https-listen and --unix-socket, signals,
-and start-up failures reported in one line.
+"""Running the application: one listener per --listen, --https-listen and --unix-socket,
+signals, and start-up failures reported in one line.
 
-Every site reads each connection's first bytes through the console front end, so
+Every listener reads each connection's first bytes through the console front end, so
 `CONNECT /console?...` works on HTTP, HTTPS and the Unix socket alike; anything else reaches
 aiohttp unchanged.
 """
@@ -20,7 +20,7 @@ from typing import Callable
 
 from aiohttp import web
 
-from console_proxy.frontend import ConnectTCPSite, ConnectUnixSite
+from console_proxy.frontend import Listeners
 
 from .app import FIRST_PASSWORD, build_app
 from .config import Config, parse_hostport
@@ -55,35 +55,26 @@ async def tls_context(config: Config) -> ssl.SSLContext:
     return ctx
 
 
-def _last_url(runner: web.BaseRunner, scheme: str) -> str:
-    host, port = runner.addresses[-1][:2]   # the site just started is the last one bound
-    return f"{scheme}://{host}:{port}"
-
-
-async def start_sites(runner: web.AppRunner, config: Config) -> list[str]:
-    """Start one site per listener; returns the URLs bound (ephemeral ports resolved) and
-    tells the services (console locations name them)."""
-    fe = front_end(runner.app)
+async def start_sites(listeners: Listeners, app: web.Application, config: Config) -> list[str]:
+    """Listen as `config` says; returns the URLs bound (ephemeral ports resolved) and tells
+    the services (console locations name them)."""
     urls = []
     for spec in config.listen:
-        host, port = parse_hostport(spec, 80)
-        await ConnectTCPSite(runner, host, port, front_end=fe, reuse_address=True).start()
-        urls.append(_last_url(runner, "http"))
+        host, port = await listeners.tcp(*parse_hostport(spec, 80))
+        urls.append(f"http://{host}:{port}")
     if config.https_listen:
         ctx = await tls_context(config)
         for spec in config.https_listen:
-            host, port = parse_hostport(spec, 443)
-            await ConnectTCPSite(runner, host, port, front_end=fe, ssl_context=ctx,
-                                 reuse_address=True).start()
-            urls.append(_last_url(runner, "https"))
+            host, port = await listeners.tcp(*parse_hostport(spec, 443), ssl=ctx)
+            urls.append(f"https://{host}:{port}")
     for path in config.unix_socket:
         if os.path.exists(path):
             os.unlink(path)
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        await ConnectUnixSite(runner, path, front_end=fe).start()
+        await listeners.unix(path)
         os.chmod(path, 0o600)   # local logins are root: only root may connect
         urls.append(f"unix:{path}")
-    services = runner.app[SERVICES]
+    services = app[SERVICES]
     services.locations.bind(urls)
     await services.store.sync()
     return urls
@@ -114,16 +105,17 @@ async def serve(config: Config, *, announce: Callable[[str], None] = print) -> N
             await runner.setup()
         except Exception as e:  # noqa: BLE001 - said in one line; the services unwound
             raise StartupFailed(f"cannot start on {config.data_dir}: {_reason(e)}") from e
-        try:
-            urls = await start_sites(runner, config)
-        except OSError as e:
-            raise StartupFailed(f"cannot listen: {_reason(e)}") from e
-        for url in urls:
-            announce(f"xcp-httpd listening on {url}")
-        if app[FIRST_PASSWORD] is not None:
-            announce(f"root password (first start, shown once): {app[FIRST_PASSWORD]}")
-        announce("ready")
-        await stop.wait()
+        async with Listeners(runner, front_end(app)) as listeners:
+            try:
+                urls = await start_sites(listeners, app, config)
+            except OSError as e:
+                raise StartupFailed(f"cannot listen: {_reason(e)}") from e
+            for url in urls:
+                announce(f"xcp-httpd listening on {url}")
+            if app[FIRST_PASSWORD] is not None:
+                announce(f"root password (first start, shown once): {app[FIRST_PASSWORD]}")
+            announce("ready")
+            await stop.wait()
     finally:
         await runner.cleanup()
 

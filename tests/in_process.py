@@ -9,9 +9,12 @@ from typing import AsyncIterator
 
 from aiohttp import web
 
+from console_proxy.frontend import Listeners
+
 from httpd.app import build_app
 from httpd.config import Config
 from httpd.runner import start_sites
+from httpd.web.console import front_end
 
 __all__ = ["PASSWORD", "running_agent"]
 
@@ -28,7 +31,8 @@ async def running_agent(tmp_path, **knobs) -> AsyncIterator[tuple[web.Applicatio
     runner = web.AppRunner(app, handle_signals=False, access_log=None)
     await runner.setup()
     try:
-        urls = await start_sites(runner, config)
-        yield app, urls
+        async with Listeners(runner, front_end(app)) as listeners:
+            urls = await start_sites(listeners, app, config)
+            yield app, urls
     finally:
         await runner.cleanup()

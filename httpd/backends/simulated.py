@@ -19,7 +19,8 @@ from typing import Callable
 
 from console_proxy.keys import LineEditor
 from console_proxy.screen import TextScreen
-from console_proxy.server import TextConsoleServer, write_bounded
+from console_proxy.server import TextConsoleServer
+from console_proxy.vt100 import Vt100Server
 
 from .base import (
     DiskSpec, Domain, DomainBackend, DomainConfig, DomainCounters, GuestEvent, NicSpec,
@@ -61,8 +62,8 @@ class SimulatedDomain(Domain):
         self._tasks: set[asyncio.Task] = set()
         self._rng = random.Random(config.uuid)
         self.agent_up = False       # the in-guest agent runs once boot reached the login prompt
-        self._vt100_clients: set[asyncio.StreamWriter] = set()
-        self._vt100_server: asyncio.AbstractServer | None = None
+        self.vt100 = Vt100Server(self._vt100_greeting, on_input=self._on_text,
+                                 backlog=_VT100_BACKLOG)
 
     # --- console and shell -----------------------------------------------------------------
     def _write(self, text: str) -> None:
@@ -70,26 +71,14 @@ class SimulatedDomain(Domain):
             self.console.write(text)
         else:
             self.screen.write(text)
-        if self._vt100_clients:
-            write_bounded(self._vt100_clients, text.replace("\n", "\r\n").encode(),
-                          _VT100_BACKLOG)
+        self.vt100.send(text.replace("\n", "\r\n").encode())
 
-    async def _serve_vt100(self, reader: asyncio.StreamReader,
-                           writer: asyncio.StreamWriter) -> None:
-        """The `vt100` console: the screen so far, then a plain stream of what is written."""
+    def _vt100_greeting(self) -> bytes:
+        """A new `vt100` reader sees the screen so far, then a plain stream of what is written."""
         lines = self.screen.text()
         while lines and not lines[-1].strip():
             lines.pop()
-        writer.write("\r\n".join(line.rstrip() for line in lines).encode())
-        self._vt100_clients.add(writer)
-        try:
-            while data := await reader.read(4096):
-                self._on_text(data.decode("utf-8", "replace").replace("\r\n", "\r"))
-        except (ConnectionError, asyncio.CancelledError):
-            pass
-        finally:
-            self._vt100_clients.discard(writer)
-            writer.close()
+        return "\r\n".join(line.rstrip() for line in lines).encode()
 
     def _on_text(self, text: str) -> None:
         if self.shell != "boot" and not self.paused:
@@ -264,7 +253,7 @@ class SimulatedDomain(Domain):
     async def run(self, paused: bool, restored: dict | None = None) -> None:
         if self.console is not None:
             await self.console.start("127.0.0.1", 0)
-        self._vt100_server = await asyncio.start_server(self._serve_vt100, "127.0.0.1", 0)
+        await self.vt100.start("127.0.0.1", 0)
         self.paused = paused
         if restored is None:
             self._spawn(self._boot(self._boot_messages()))
@@ -282,9 +271,7 @@ class SimulatedDomain(Domain):
 
     @property
     def vt100_address(self):
-        if self._vt100_server is None or not self._vt100_server.sockets:
-            return None
-        return ("127.0.0.1", self._vt100_server.sockets[0].getsockname()[1])
+        return self.vt100.address
 
     async def pause(self) -> None:
         self.paused = True
@@ -346,13 +333,7 @@ class SimulatedDomain(Domain):
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self.console is not None:
             await self.console.stop()
-        if self._vt100_server is not None:
-            self._vt100_server.close()
-            for w in list(self._vt100_clients):
-                w.transport.abort()
-            self._vt100_clients.clear()
-            await self._vt100_server.wait_closed()
-            self._vt100_server = None
+        await self.vt100.stop()
         self.backend._domains.pop(self.uuid, None)
 
     def plug_disk(self, disk: DiskSpec) -> None:

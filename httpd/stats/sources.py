@@ -154,6 +154,10 @@ class ProcReader:
                 out[key] = int(parts[0])
         return out
 
+    def uptime(self) -> float:
+        """Seconds since the host booted."""
+        return float(self._text("uptime").split()[0])
+
     def net_dev(self) -> dict[str, tuple[int, int]]:
         out = {}
         for line in self._text("net/dev").splitlines()[2:]:

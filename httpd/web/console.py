@@ -32,7 +32,7 @@ from console_proxy import (
     ConnectClient, ConnectFrontEnd, TextConsoleServer, TextScreen, Tunnel, Upstream,
     UpstreamUnavailable, bridge_websocket,
 )
-from console_proxy.server import write_bounded
+from console_proxy.vt100 import Vt100Server
 
 from ..backends.base import DomainBackend
 from ..core.bootstrap import ThisHost
@@ -41,6 +41,7 @@ from ..core.resident import elsewhere
 from ..core.sessions import SessionManager
 from ..model.errors import XenAPIError
 from ..model.store import Store
+from ..stats.sources import ProcReader
 from .auth import Credentials, credentials_session, http_session, is_local_socket
 
 __all__ = ["CONSOLES", "ConsoleTarget", "Consoles", "HostConsole", "HostStatus", "Refusal",
@@ -168,20 +169,15 @@ def format_host_status(status: HostStatus) -> list[str]:
     ]
 
 
-def _read_proc() -> tuple[float, int, int]:
-    """(uptime, MemTotal, MemAvailable) from /proc; zeros where it is missing."""
-    uptime = total = available = 0
+def _read_proc(proc: ProcReader) -> tuple[float, int, int]:
+    """(uptime, MemTotal, MemAvailable in bytes); zeros where /proc lacks them."""
+    uptime = 0.0
     with contextlib.suppress(OSError, ValueError, IndexError):
-        with open("/proc/uptime") as fh:
-            uptime = float(fh.read().split()[0])
+        uptime = proc.uptime()
+    mem: dict[str, int] = {}
     with contextlib.suppress(OSError, ValueError):
-        with open("/proc/meminfo") as fh:
-            for line in fh:
-                key, _, rest = line.partition(":")
-                if key in ("MemTotal", "MemAvailable"):
-                    value = int(rest.split()[0]) * 1024
-                    total, available = (value, available) if key == "MemTotal" else (total, value)
-    return uptime, total, available
+        mem = proc.meminfo()
+    return uptime, mem.get("MemTotal", 0) * 1024, mem.get("MemAvailable", 0) * 1024
 
 
 class HostConsole:
@@ -195,9 +191,8 @@ class HostConsole:
         self.refresh = refresh
         self.screen = TextScreen(80, 25, show_cursor=False)
         self.server = TextConsoleServer(self.screen, name=socket.gethostname(), version=version)
-        self._vt100: asyncio.AbstractServer | None = None
-        self._readers: set[asyncio.StreamWriter] = set()
-        self._reader_tasks: set[asyncio.Task] = set()
+        self.vt100 = Vt100Server(self._vt100_picture, backlog=_VT100_BACKLOG)
+        self.proc = ProcReader()
         self._task: asyncio.Task | None = None
         self.lines: list[str] = []
 
@@ -207,14 +202,12 @@ class HostConsole:
 
     @property
     def vt100_address(self) -> Upstream | None:
-        if self._vt100 is None or not self._vt100.sockets:
-            return None
-        return ("127.0.0.1", self._vt100.sockets[0].getsockname()[1])
+        return self.vt100.address
 
     async def start(self) -> None:
         await self.update()
         await self.server.start("127.0.0.1", 0)
-        self._vt100 = await asyncio.start_server(self._serve_vt100, "127.0.0.1", 0)
+        await self.vt100.start("127.0.0.1", 0)
         self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def stop(self) -> None:
@@ -223,15 +216,7 @@ class HostConsole:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
-        if self._vt100 is not None:
-            self._vt100.close()
-            for writer in list(self._readers):
-                writer.transport.abort()
-            for task in list(self._reader_tasks):
-                task.cancel()
-            await asyncio.gather(*self._reader_tasks, return_exceptions=True)
-            await self._vt100.wait_closed()
-            self._vt100 = None
+        await self.vt100.stop()
         await self.server.stop()
 
     def status(self, uptime: float, mem_total: int, mem_available: int) -> HostStatus:
@@ -250,7 +235,7 @@ class HostConsole:
 
     async def update(self) -> None:
         """Take a new picture of the host and show it to every viewer."""
-        proc = await asyncio.to_thread(_read_proc)
+        proc = await asyncio.to_thread(_read_proc, self.proc)
         self.lines = format_host_status(self.status(*proc))
         self.screen.clear()
         self.server.write("\n".join(self.lines))
@@ -268,21 +253,7 @@ class HostConsole:
         return ("\x1b[H\x1b[2J" + "\r\n".join(self.lines) + "\r\n").encode()
 
     def _send_vt100(self) -> None:
-        write_bounded(self._readers, self._vt100_picture(), _VT100_BACKLOG)
-
-    async def _serve_vt100(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self._reader_tasks.add(asyncio.current_task())
-        writer.write(self._vt100_picture())
-        self._readers.add(writer)
-        try:
-            while await reader.read(4096):
-                pass                        # the host console takes no input
-        except ConnectionError:
-            pass
-        finally:
-            self._readers.discard(writer)
-            self._reader_tasks.discard(asyncio.current_task())
-            writer.close()
+        self.vt100.send(self._vt100_picture())
 
 
 # --- the service ---------------------------------------------------------------------------------

@@ -125,20 +125,19 @@ class Agent:
         self.app.router.add_get("/console", console_ws)
         self.front_end = ConnectFrontEnd(on_connect, head_timeout=head_timeout)
         self.runner = web.AppRunner(self.app)
-        self.sites = []
 
     async def start(self, *, ssl_context=None, unix_path: str | None = None) -> "Agent":
-        from console_proxy import ConnectTCPSite, ConnectUnixSite
+        from console_proxy import Listeners
 
         await self.runner.setup()
-        site = ConnectTCPSite(self.runner, "127.0.0.1", 0, front_end=self.front_end, ssl_context=ssl_context)
-        await site.start()
-        self.port = site.port
+        self.listeners = Listeners(self.runner, self.front_end)
+        _, self.port = await self.listeners.tcp("127.0.0.1", 0, ssl=ssl_context)
         if unix_path is not None:
-            await ConnectUnixSite(self.runner, unix_path, front_end=self.front_end).start()
+            await self.listeners.unix(unix_path)
         return self
 
     async def stop(self) -> None:
+        self.listeners.close()
         await self.front_end.shutdown()
         await self.runner.cleanup()
 
