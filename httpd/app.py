@@ -76,7 +76,7 @@ async def open_services(config: Config) -> AsyncIterator[tuple[Services, Console
                                   fail_delay=config.login_fail_delay)
         locations = Locations(store, host)
         vdis = Vdis(store, host, executors.disk)
-        sweep_unfinished_imports(store, vdis)
+        await sweep_unfinished_imports(store, vdis)
         await store.sync()
 
         lifecycle: Lifecycle | None = None

@@ -33,8 +33,8 @@ async def vdi_create(ctx: Ctx, record: dict) -> str:
 
 
 @table.message("VDI.destroy", ("self", Ref("VDI")))
-def vdi_destroy(ctx: Ctx, vdi: str) -> str:
-    ctx.vdis.destroy(vdi)
+async def vdi_destroy(ctx: Ctx, vdi: str) -> str:
+    await ctx.vdis.destroy(vdi)
     return ""
 
 
@@ -43,7 +43,7 @@ async def vdi_resize(ctx: Ctx, vdi: str, size: int) -> str:
     rec = ctx.store.get("VDI", vdi)
     await ctx.blocking(ctx.vdis.sr_backend(rec["SR"]).resize, rec["location"], size)
     ctx.store.update("VDI", vdi, {"virtual_size": size})
-    ctx.vdis.refresh_sr(rec["SR"])
+    await ctx.vdis.refresh_sr(rec["SR"])
     return ""
 
 
@@ -83,18 +83,18 @@ async def sr_scan(ctx: Ctx, sr: str) -> str:
     rec = ctx.store.get("SR", sr)
     known = {ctx.store.get("VDI", v)["location"]: v for v in rec["VDIs"]}
     with ctx.store.transaction():
-        for location, size in present.items():
+        for location, (size, used) in present.items():
             if location not in known:   # a file added by hand becomes a VDI
                 added = ctx.store.create("VDI", {
                     "uuid": location if _is_uuid(location) and not _uuid_taken(ctx, location)
                     else new_uuid(), "name_label": location, "SR": sr, "virtual_size": size,
-                    "location": location, "type": "user",
-                    "physical_utilisation": backend.allocated(location)})
+                    "location": location, "type": "user", "physical_utilisation": used})
                 refresh_allowed(ctx.store, "VDI", added)
         for location, vdi in known.items():
             if location in present:
-                ctx.store.update("VDI", vdi, {"virtual_size": present[location], "missing": False,
-                                              "physical_utilisation": backend.allocated(location)})
+                size, used = present[location]
+                ctx.store.update("VDI", vdi, {"virtual_size": size, "missing": False,
+                                              "physical_utilisation": used})
             elif any(ctx.store.get("VBD", b)["currently_attached"]
                      for b in ctx.store.get("VDI", vdi)["VBDs"]):
                 ctx.store.update("VDI", vdi, {"missing": True})
@@ -102,7 +102,7 @@ async def sr_scan(ctx: Ctx, sr: str) -> str:
                 for vbd in ctx.store.get("VDI", vdi)["VBDs"]:
                     ctx.store.destroy("VBD", vbd)
                 ctx.store.destroy("VDI", vdi)
-        ctx.vdis.refresh_sr(sr)
+    await ctx.vdis.refresh_sr(sr)
     return ""
 
 
@@ -142,7 +142,7 @@ async def sr_create(ctx: Ctx, host: str, device_config: dict, physical_size: int
         refresh_allowed(ctx.store, "SR", sr)
         ctx.store.create("PBD", {"host": host, "SR": sr, "device_config": device_config,
                                  "currently_attached": True})
-        ctx.vdis.refresh_sr(sr)
+    await ctx.vdis.refresh_sr(sr)
     return sr
 
 
@@ -163,8 +163,8 @@ def sr_forget(ctx: Ctx, sr: str) -> str:
 
 
 @table.message("SR.update", ("self", Ref("SR")))
-def sr_update(ctx: Ctx, sr: str) -> str:
-    ctx.vdis.refresh_sr(sr)
+async def sr_update(ctx: Ctx, sr: str) -> str:
+    await ctx.vdis.refresh_sr(sr)
     return ""
 
 
@@ -177,7 +177,7 @@ async def pbd_plug(ctx: Ctx, pbd: str) -> str:
     if not ok:
         raise XenAPIError("SR_BACKEND_FAILURE", "device_config:path is not a directory", path)
     ctx.store.update("PBD", pbd, {"currently_attached": True})
-    ctx.vdis.refresh_sr(rec["SR"])
+    await ctx.vdis.refresh_sr(rec["SR"])
     return ""
 
 

@@ -60,14 +60,14 @@ def vm_create(ctx: Ctx, record: dict) -> str:
 
 
 @table.message("VM.destroy", ("self", Ref("VM")))
-def vm_destroy(ctx: Ctx, vm: str) -> str:
+async def vm_destroy(ctx: Ctx, vm: str) -> str:
     rec = _vm(ctx, vm)
     require("destroy", vm, rec)
     if rec["current_operations"]:
         key, op = next(iter(rec["current_operations"].items()))
         raise XenAPIError("OTHER_OPERATION_IN_PROGRESS", "VM", vm, op, key)
     if rec["suspend_VDI"] != NULL_REF and ctx.store.find("VDI", rec["suspend_VDI"]):
-        ctx.vdis.destroy(rec["suspend_VDI"])
+        await ctx.vdis.destroy(rec["suspend_VDI"])
     with ctx.store.transaction():
         for cls, field in (("VBD", "VBDs"), ("VIF", "VIFs"), ("console", "consoles")):
             for ref in rec[field]:
@@ -127,7 +127,7 @@ async def _duplicate(ctx: Ctx, vm: str, new_name: str, sr: str | None, op: str) 
         except BaseException:
             for vdi in created:
                 if ctx.store.find("VDI", vdi) is not None:
-                    ctx.vdis.destroy(vdi)
+                    await ctx.vdis.destroy(vdi)
             raise
 
 
@@ -217,11 +217,11 @@ async def vm_provision(ctx: Ctx, vm: str) -> str:
                          if k != "disks"}
                 ctx.store.update("VM", vm, {"is_a_template": False, "other_config": other})
             for vdi in created:
-                ctx.vdis.refresh(vdi)
+                await ctx.vdis.refresh(vdi)
         except BaseException:
             for vdi in created:
                 if ctx.store.find("VDI", vdi) is not None:
-                    ctx.vdis.destroy(vdi)
+                    await ctx.vdis.destroy(vdi)
             raise
     return ""
 
@@ -314,7 +314,7 @@ async def _shutdown(ctx: Ctx, vm: str, clean: bool, op: str) -> str:
     async with ctx.operation("VM", vm, op):
         if rec["power_state"] == "Suspended":
             if rec["suspend_VDI"] != NULL_REF and ctx.store.find("VDI", rec["suspend_VDI"]):
-                ctx.vdis.destroy(rec["suspend_VDI"])
+                await ctx.vdis.destroy(rec["suspend_VDI"])
             ctx.store.update("VM", vm, {"suspend_VDI": NULL_REF})
         else:
             dom = ctx.services.domains.get(rec["uuid"])
@@ -375,7 +375,7 @@ async def vm_suspend(ctx: Ctx, vm: str) -> str:
         try:
             await ctx.lifecycle.domain(rec).suspend(str(ctx.vdis.path(vdi)))
         except BaseException:
-            ctx.vdis.destroy(vdi)
+            await ctx.vdis.destroy(vdi)
             raise
         ctx.lifecycle.enter(vm, spec.to, suspend_vdi=vdi)
     return ""
@@ -398,7 +398,7 @@ async def vm_resume(ctx: Ctx, vm: str, start_paused: bool, force: bool) -> str:
         with ctx.store.transaction():
             ctx.lifecycle.enter(vm, "Paused" if start_paused else "Running", dom=dom)
             ctx.store.update("VM", vm, {"suspend_VDI": NULL_REF})
-        ctx.vdis.destroy(vdi)
+        await ctx.vdis.destroy(vdi)
     return ""
 
 

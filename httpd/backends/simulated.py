@@ -38,6 +38,39 @@ _REPORT_EVERY = 30           # ticks between guest agent reports
 _VT100_BACKLOG = 2**20       # bytes queued for one vt100 reader before it is dropped
 
 
+def _disk_facts(disk: DiskSpec) -> tuple[int, list[str], int]:
+    """(size, files of the provisioned root filesystem (a tar at 1 MiB) if it holds one, bytes
+    read). Blocking: for a thread."""
+    size, files, nread = 0, [], 0
+    try:
+        with open(disk.path, "rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
+            fh.seek(ROOTFS_OFFSET)
+            head = fh.read(_READ_SIZE)
+            nread = len(head)
+            if nread >= 512 and head[257:262] == b"ustar":
+                fh.seek(ROOTFS_OFFSET)
+                with tarfile.open(fileobj=fh, mode="r|") as tar:
+                    files = [m.name for m in tar]
+    except (OSError, tarfile.TarError):
+        files = []
+    return size, files, nread
+
+
+def _read_some(disk: DiskSpec, pick: float) -> int:
+    """Read one block at a place `pick` (0..1) of the disk, as a guest would; bytes read.
+    Blocking: for a thread."""
+    try:
+        with open(disk.path, "rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
+            if size <= 0:
+                return 0
+            offset = int(pick * max(1, size // _READ_SIZE)) * _READ_SIZE
+            return len(os.pread(fh.fileno(), _READ_SIZE, offset))
+    except OSError:
+        return 0
+
+
 class SimulatedDomain(Domain):
     def __init__(self, backend: "SimulatedBackend", config: DomainConfig, domid: int) -> None:
         self.backend = backend
@@ -152,8 +185,13 @@ class SimulatedDomain(Domain):
         else:
             self._write(f"-bash: {name}: command not found\n")
 
-    async def _boot(self, lines: list[str]) -> None:
-        for line in lines:
+    async def _boot(self) -> None:
+        disks = sorted(self.disks.items())
+        # the disks are read off the loop (a provisioned root filesystem is a tar to list)
+        facts = await asyncio.to_thread(lambda: [_disk_facts(d) for _, d in disks])
+        for (dev, _), (_, _, nread) in zip(disks, facts):
+            self._count(dev, read=nread)
+        for line in self._boot_messages(disks, facts):
             self._write(line + "\n")
             await asyncio.sleep(0.02)
         self.shell = "login"
@@ -163,43 +201,21 @@ class SimulatedDomain(Domain):
         self.agent_up = True
         self._report()
 
-    def _boot_messages(self) -> list[str]:
+    def _boot_messages(self, disks: list[tuple[str, DiskSpec]],
+                       facts: list[tuple[int, list[str], int]]) -> list[str]:
         cfg = self.config
         lines = [f"Started domain {cfg.name} (id={self.domid})",
                  "Linux version 2.6.18-xen (simulated) #1 SMP",
                  f"Memory: {cfg.memory // 1024}k, {cfg.vcpus} VCPU(s)"]
         lines += list(cfg.boot_lines)
-        for dev, disk in sorted(self.disks.items()):
-            lines.append(f"Registering block device {dev}: {self._disk_size(disk) // 2**20} MiB"
+        for (dev, disk), (size, files, _) in zip(disks, facts):
+            lines.append(f"Registering block device {dev}: {size // 2**20} MiB"
                          + (" (ro)" if disk.read_only else ""))
-            files = self._rootfs_files(disk)
             if files:
                 lines.append(f"EXT3-fs: mounted filesystem on {dev}: {len(files)} files")
         for dev, nic in sorted(self.nics.items()):
             lines.append(f"eth{dev}: xen-netfront {nic.mac} mtu {nic.mtu}{_settings(nic)}")
         return lines
-
-    @staticmethod
-    def _disk_size(disk: DiskSpec) -> int:
-        try:
-            return os.stat(disk.path).st_size
-        except OSError:
-            return 0
-
-    def _rootfs_files(self, disk: DiskSpec) -> list[str]:
-        """Read the provisioned root filesystem (a tar at 1 MiB) if the disk holds one."""
-        try:
-            with open(disk.path, "rb") as fh:
-                fh.seek(ROOTFS_OFFSET)
-                head = fh.read(_READ_SIZE)
-                self._count(disk.device, read=len(head))
-                if len(head) < 512 or head[257:262] != b"ustar":
-                    return []
-                fh.seek(ROOTFS_OFFSET)
-                with tarfile.open(fileobj=fh, mode="r|") as tar:
-                    return [m.name for m in tar]
-        except (OSError, tarfile.TarError):
-            return []
 
     # --- activity --------------------------------------------------------------------------
     def _count(self, device: str, read: int = 0, written: int = 0) -> None:
@@ -228,22 +244,12 @@ class SimulatedDomain(Domain):
                 self.cpu[i] += dt * min(1.0, self.load * self._rng.uniform(0.5, 1.5))
             self.load = max(0.02, self.load * 0.8)
             for dev, disk in list(self.disks.items()):
-                await asyncio.to_thread(self._read_some, dev, disk)
+                pick = self._rng.random()
+                self._count(dev, read=await asyncio.to_thread(_read_some, disk, pick))
             for dev in list(self.nics):
                 io = self.vif_io.setdefault(dev, [0, 0])
                 io[0] += int(dt * self._rng.uniform(60, 200))
                 io[1] += int(dt * self._rng.uniform(40, 120))
-
-    def _read_some(self, dev: str, disk: DiskSpec) -> None:
-        try:
-            with open(disk.path, "rb") as fh:
-                size = os.fstat(fh.fileno()).st_size
-                if size <= 0:
-                    return
-                offset = self._rng.randrange(0, max(1, size // _READ_SIZE)) * _READ_SIZE
-                self._count(dev, read=len(os.pread(fh.fileno(), _READ_SIZE, offset)))
-        except OSError:
-            pass
 
     def _spawn(self, coro) -> None:
         t = asyncio.get_running_loop().create_task(coro)
@@ -256,7 +262,7 @@ class SimulatedDomain(Domain):
         await self.vt100.start("127.0.0.1", 0)
         self.paused = paused
         if restored is None:
-            self._spawn(self._boot(self._boot_messages()))
+            self._spawn(self._boot())
         else:
             self._restore(restored)
             self._report()
@@ -325,7 +331,7 @@ class SimulatedDomain(Domain):
         self.started = time.time()
         self.cpu = [0.0] * len(self.cpu)
         self.load = 0.6
-        self._spawn(self._boot(self._boot_messages()))
+        self._spawn(self._boot())
 
     async def _stop(self) -> None:
         for t in list(self._tasks):

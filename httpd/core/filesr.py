@@ -141,9 +141,6 @@ class FileSR:
         except FileNotFoundError:
             return 0
 
-    def exists(self, location: str) -> bool:
-        return self.vdi_path(location).exists()
-
     def copy_from(self, src: Path, location: str, size: int,
                   check: Callable[[int], None] | None = None) -> None:
         """A sparse copy of `src` as this SR's `location`; SR_FULL if the data cannot fit."""
@@ -155,10 +152,12 @@ class FileSR:
                 raise XenAPIError("SR_FULL", size, self.stats().free) from None
             raise
 
-    def scan(self) -> dict[str, int]:
-        """location -> size of every VDI file present (to notice files added or removed by hand)."""
+    def scan(self) -> dict[str, tuple[int, int]]:
+        """location -> (size, bytes allocated) of every VDI file present (to notice files
+        added or removed by hand)."""
         out = {}
         for entry in os.scandir(self.path):
             if entry.name.endswith(".raw") and entry.is_file(follow_symlinks=False):
-                out[entry.name[:-4]] = entry.stat().st_size
+                st = entry.stat()
+                out[entry.name[:-4]] = (st.st_size, st.st_blocks * 512)
         return out

@@ -60,24 +60,30 @@ class Vdis:
             raise XenAPIError("DEFAULT_SR_NOT_FOUND", sr)
         return sr
 
-    def refresh_sr(self, sr: str) -> None:
-        """SR sizes from the filesystem; virtual_allocation from the VDIs."""
+    async def refresh_sr(self, sr: str) -> None:
+        """SR sizes from the filesystem (statvfs, on the disk pool); virtual_allocation from
+        the VDIs."""
         try:
-            stats = self.sr_backend(sr).stats()
+            stats = await self._run(self.sr_backend(sr).stats)
         except (XenAPIError, OSError):
             return
-        rec = self.store.get("SR", sr)
+        rec = self.store.find("SR", sr)
+        if rec is None:
+            return
         alloc = sum(self.store.get("VDI", v)["virtual_size"] for v in rec["VDIs"])
         self.store.update("SR", sr, {"physical_size": stats.physical_size,
                                      "physical_utilisation": stats.physical_utilisation,
                                      "virtual_allocation": alloc})
 
-    def refresh(self, vdi: str) -> None:
+    async def refresh(self, vdi: str) -> None:
+        """physical_utilisation from the file's allocated blocks."""
         rec = self.store.find("VDI", vdi)
-        if rec is not None:
-            used = self.sr_backend(rec["SR"]).allocated(rec["location"])
-            if used != rec["physical_utilisation"]:
-                self.store.update("VDI", vdi, {"physical_utilisation": used})
+        if rec is None:
+            return
+        used = await self._run(self.sr_backend(rec["SR"]).allocated, rec["location"])
+        rec = self.store.find("VDI", vdi)
+        if rec is not None and used != rec["physical_utilisation"]:
+            self.store.update("VDI", vdi, {"physical_utilisation": used})
 
     async def create(self, sr: str, size: int, fields: dict) -> str:
         """A sparse file and its record, or neither. The record is durable before the file
@@ -97,8 +103,8 @@ class Vdis:
             if self.store.find("VDI", vdi) is not None:
                 self.store.destroy("VDI", vdi)
             raise
-        self.refresh(vdi)
-        self.refresh_sr(sr)
+        await self.refresh(vdi)
+        await self.refresh_sr(sr)
         return vdi
 
     async def copy(self, vdi: str, sr: str | None = None, fields: dict | None = None, *,
@@ -115,19 +121,21 @@ class Vdis:
         except FileNotFoundError:
             raise XenAPIError("VDI_MISSING", src["SR"], vdi) from None
         try:
+            used = await self._run(dst.allocated, uuid)
             with self.store.transaction():
                 new = self.store.create("VDI", {
                     **{k: src[k] for k in _COPY_KEEP}, **(fields or {}), "uuid": uuid,
                     "SR": sr, "virtual_size": src["virtual_size"], "location": uuid,
-                    "physical_utilisation": dst.allocated(uuid)})
+                    "physical_utilisation": used})
                 refresh_allowed(self.store, "VDI", new)
-                self.refresh_sr(sr)
         except BaseException:
-            dst.destroy(uuid)
+            await self._run(dst.destroy, uuid)
             raise
+        await self.refresh_sr(sr)
         return new
 
-    def destroy(self, vdi: str) -> None:
+    async def destroy(self, vdi: str) -> None:
+        """The record (and its VBDs), then the file (on the disk pool)."""
         store = self.store
         rec = store.get("VDI", vdi)
         for vbd in rec["VBDs"]:
@@ -142,5 +150,5 @@ class Vdis:
                 store.destroy("VBD", vbd)
             store.destroy("VDI", vdi)
         if backend is not None:
-            backend.destroy(rec["location"])
-            self.refresh_sr(rec["SR"])
+            await self._run(backend.destroy, rec["location"])
+            await self.refresh_sr(rec["SR"])

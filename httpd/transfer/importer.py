@@ -194,7 +194,7 @@ class ImportJob:
         self.vms.append(vm)
         return vm
 
-    def commit(self) -> None:
+    async def commit(self) -> None:
         """Success: untag everything, so a later sweep leaves it alone."""
         store = self.ctx.store
         with store.transaction():
@@ -206,14 +206,14 @@ class ImportJob:
                             k: v for k, v in rec["other_config"].items() if k != IMPORT_TAG}})
                         refresh_allowed(self.ctx.store, cls, ref)
         for vdi in self.vdis:
-            self.ctx.vdis.refresh(vdi)
+            await self.ctx.vdis.refresh(vdi)
 
-    def rollback(self) -> None:
+    async def rollback(self) -> None:
         """Failure: remove every VM, VBD, VIF, VDI and file this import created."""
-        remove_created(self.ctx.store, self.ctx.vdis, self.vms, self.vdis)
+        await remove_created(self.ctx.store, self.ctx.vdis, self.vms, self.vdis)
 
 
-def remove_created(store: Store, disks: Vdis, vms: list[str], vdis: list[str]) -> None:
+async def remove_created(store: Store, disks: Vdis, vms: list[str], vdis: list[str]) -> None:
     for vm in vms:
         rec = store.find("VM", vm)
         if rec is None:
@@ -228,7 +228,7 @@ def remove_created(store: Store, disks: Vdis, vms: list[str], vdis: list[str]) -
     for vdi in vdis:
         if store.find("VDI", vdi) is not None:
             try:
-                disks.destroy(vdi)
+                await disks.destroy(vdi)
             except XenAPIError:
                 log.exception("could not remove VDI %s of a failed import", vdi)
 
@@ -241,13 +241,13 @@ def _taken(store, cls: str, uuid: str) -> bool:
         return False
 
 
-def sweep_unfinished_imports(store: Store, disks: Vdis) -> int:
+async def sweep_unfinished_imports(store: Store, disks: Vdis) -> int:
     """At start: an import the server died in left tagged objects; remove them."""
     vms = [r for r, rec in store.all("VM").items() if IMPORT_TAG in rec["other_config"]]
     vdis = [r for r, rec in store.all("VDI").items() if IMPORT_TAG in rec["other_config"]]
     if vms or vdis:
         log.warning("removing %d VMs and %d VDIs of imports that never finished",
                     len(vms), len(vdis))
-        remove_created(store, disks, vms, vdis)
+        await remove_created(store, disks, vms, vdis)
     return len(vms) + len(vdis)
 

@@ -270,9 +270,9 @@ async def _import(request: web.Request, *, metadata_only: bool) -> web.StreamRes
                     await ctx.tasks.race_cancel(task, import_xva(
                         _body(request, ctx), ctx.streaming, disk_path, on_metadata,
                         force=force))
-                    job.commit()
+                    await job.commit()
                 except BaseException:
-                    job.rollback()
+                    await job.rollback()
                     raise
                 services.tasks.succeed(task, job.vms)
             return web.Response(text=" ".join(job.vms) + "\n", headers={"task-id": task})
@@ -362,12 +362,12 @@ async def import_raw_vdi(request: web.Request) -> web.StreamResponse:
                 size = ctx.store.get("VDI", vdi)["virtual_size"]
                 await ctx.tasks.race_cancel(task, import_raw(
                     _body(request, ctx), ctx.streaming, str(ctx.vdis.path(vdi)), size))
-                ctx.vdis.refresh(vdi)
+                await ctx.vdis.refresh(vdi)
                 services.tasks.succeed(task, vdi)
             return web.Response(text=vdi + "\n", headers={"task-id": task})
         except BaseException as e:
             if created is not None and ctx.store.find("VDI", created) is not None:
-                ctx.vdis.destroy(created)
+                await ctx.vdis.destroy(created)
             if isinstance(e, XenAPIError):
                 return _error(e, ctx.task)
             if isinstance(e, (_ClientGone, ConnectionError)):

@@ -67,6 +67,6 @@ def test_sr_full_is_refused_before_writing(tmp_path, tiny_fs):
     assert e.value.code == "SR_FULL"
     assert os.listdir(tiny_fs) == []
     sr.create("ok", 2**20)
-    assert sr.scan() == {"ok": 2**20}
+    assert sr.scan() == {"ok": (2**20, 0)}       # (size, allocated): a hole
     with pytest.raises(XenAPIError):
         sr.vdi_path("../escape")
