@@ -2,7 +2,9 @@
 
 Every error carries a XenAPI error code and its parameters so the daemon maps it to a task's
 ``error_info`` at exactly one boundary.  Bad input from the remote peer (a hostile or broken XVA)
-is an :class:`XVAFormatError`; misuse of this library by local code is an :class:`XVAUsageError`.
+is an :class:`XVAFormatError`; misuse of this library by local code is an :class:`XVAUsageError`;
+a disk that cannot be read as promised is an :class:`XVAIOError`; a stream the caller stopped
+ends with :class:`XVACancelled`.
 """
 
 from __future__ import annotations
@@ -13,7 +15,11 @@ __all__ = [
     "IMPORT_ERROR_PREMATURE_EOF",
     "IMPORT_ERROR_UNEXPECTED_FILE",
     "INTERNAL_ERROR",
+    "TASK_CANCELLED",
+    "VDI_IO_ERROR",
+    "XVACancelled",
     "XVAError",
+    "XVAIOError",
     "XVAFormatError",
     "XVAUsageError",
 ]
@@ -23,6 +29,8 @@ IMPORT_ERROR_PREMATURE_EOF = "IMPORT_ERROR_PREMATURE_EOF"
 IMPORT_ERROR_UNEXPECTED_FILE = "IMPORT_ERROR_UNEXPECTED_FILE"
 IMPORT_ERROR_FAILED_TO_FIND_OBJECT = "IMPORT_ERROR_FAILED_TO_FIND_OBJECT"
 INTERNAL_ERROR = "INTERNAL_ERROR"
+TASK_CANCELLED = "TASK_CANCELLED"
+VDI_IO_ERROR = "VDI_IO_ERROR"
 
 
 class XVAError(Exception):
@@ -62,3 +70,17 @@ class XVAUsageError(XVAError):
 
     def __init__(self, message: str) -> None:
         super().__init__(INTERNAL_ERROR, message)
+
+
+class XVAIOError(XVAError):
+    """A local disk could not be read as the stream needs (it changed under an export)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(VDI_IO_ERROR, message)
+
+
+class XVACancelled(XVAError):
+    """The caller stopped the stream (:meth:`xva.files.Export.cancel`)."""
+
+    def __init__(self, message: str = "cancelled") -> None:
+        super().__init__(TASK_CANCELLED, message)

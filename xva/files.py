@@ -11,13 +11,13 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 
 from .appliance import Appliance, ApplianceWriter
 from .blocks import BlockWriter
-from .errors import XVAUsageError
+from .errors import XVACancelled, XVAIOError
 from .events import DiskDone, Event, Metadata, Warning_, Write, Zeros
 from .gz import MEMBER_SIZE
-from .reader import DirectoryReader, XVAReader
+from .reader import XVAReader
 
 __all__ = ["DiskApplier", "Export", "data_extents", "export_appliance", "export_blocks",
-           "import_directory", "import_stream", "sparse_pieces"]
+           "import_stream", "sparse_pieces"]
 
 OUT_PIECE = 1 << 20
 
@@ -60,7 +60,7 @@ def sparse_pieces(fd: int, size: int | None = None, piece: int = MEMBER_SIZE,
             n = min(end, (pos // piece + 1) * piece) - pos
             data = os.pread(fd, n, pos)
             if len(data) != n:
-                raise XVAUsageError(f"short read at {pos}: the disk changed under the export")
+                raise XVAIOError(f"short read at {pos}: the disk changed under the export")
             if progress is not None:
                 progress(n)
             yield pos, data
@@ -94,7 +94,7 @@ class Export:
             for data in self._stream:
                 for i in range(0, len(data), OUT_PIECE):
                     if self._cancelled.is_set():
-                        raise XVAUsageError("export cancelled")
+                        raise XVACancelled("export cancelled")
                     piece = data[i:i + OUT_PIECE] if len(data) > OUT_PIECE else data
                     self.bytes_out += len(piece)
                     yield piece
@@ -147,12 +147,12 @@ def export_blocks(ova_xml: bytes, disks: Iterable[tuple[str, str, int]],
 
 
 class DiskApplier:
-    """Apply reader events to destination files.  Destinations are opened by ``open_disk``
+    """Apply reader events to destination files.  Destinations are named by ``disk_path``
     (disk id -> path) on first use and created empty, so a :class:`Zeros` event costs
     nothing and the result stays sparse; :class:`DiskDone` sets the final size."""
 
-    def __init__(self, open_disk: Callable[[str], str]) -> None:
-        self._open_disk = open_disk
+    def __init__(self, disk_path: Callable[[str], str]) -> None:
+        self._disk_path = disk_path
         self._fds: dict[str, int] = {}
         self.paths: dict[str, str] = {}
         self.warnings: list[str] = []
@@ -175,7 +175,7 @@ class DiskApplier:
     def _fd(self, disk: str) -> int:
         fd = self._fds.get(disk)
         if fd is None:
-            path = self._open_disk(disk)
+            path = self._disk_path(disk)
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             self._fds[disk], self.paths[disk] = fd, path
         return fd
@@ -185,8 +185,8 @@ class DiskApplier:
             os.close(self._fds.popitem()[1])
 
 
-def _run(events_of, reader, on_metadata, open_disk) -> dict[str, str]:
-    applier = DiskApplier(open_disk)
+def _run(events_of, reader, on_metadata, disk_path) -> dict[str, str]:
+    applier = DiskApplier(disk_path)
     try:
         for event in events_of():
             if isinstance(event, Metadata):
@@ -200,11 +200,11 @@ def _run(events_of, reader, on_metadata, open_disk) -> dict[str, str]:
     return applier.paths
 
 
-def import_stream(chunks: Iterable[bytes], open_disk: Callable[[str], str],
+def import_stream(chunks: Iterable[bytes], disk_path: Callable[[str], str],
                   on_metadata: Callable[[Metadata], Mapping[str, int] | None] = lambda m: None,
                   *, force: bool = False) -> dict[str, str]:
     """Import an XVA byte stream into files.  ``on_metadata`` sees the Metadata event and,
-    for the xapi layout, returns the disks to expect; ``open_disk`` maps a disk id to the
+    for the xapi layout, returns the disks to expect; ``disk_path`` maps a disk id to the
     destination path.  Returns disk id -> path.  Stop it by making ``chunks`` raise."""
     reader = XVAReader(force=force)
 
@@ -216,14 +216,6 @@ def import_stream(chunks: Iterable[bytes], open_disk: Callable[[str], str],
         yield from reader.close()
 
     try:
-        return _run(events, reader, on_metadata, open_disk)
+        return _run(events, reader, on_metadata, disk_path)
     finally:
         reader.abort()          # after a failure: the inflater threads stop now
-
-
-def import_directory(path: str, open_disk: Callable[[str], str],
-                     on_metadata: Callable[[Metadata], Mapping[str, int] | None] = lambda m: None,
-                     *, force: bool = False) -> dict[str, str]:
-    """Import an extracted XVA directory (either layout) into files."""
-    reader = DirectoryReader(path, force=force)
-    return _run(reader.events, reader, on_metadata, open_disk)

@@ -1,7 +1,6 @@
-"""Reading an XVA of either layout: from a byte stream (:class:`XVAReader`, sans-IO) or from an
-extracted directory (:class:`DirectoryReader`).
+"""Reading an XVA of either layout from a byte stream (:class:`XVAReader`, sans-IO).
 
-Both emit the same events: :class:`Metadata` first; for the xapi layout the caller must then
+It emits events: :class:`Metadata` first; for the xapi layout the caller must then
 call ``expect_disks({ref: size})`` before it asks for the next event (the disk sizes live in
 the XML-RPC metadata, which the daemon decodes with its own codec); then :class:`Write` /
 :class:`Zeros` / :class:`DiskDone` and finally :class:`End`.
@@ -10,25 +9,22 @@ the XML-RPC metadata, which the daemon decodes with its own codec); then :class:
 from __future__ import annotations
 
 import contextlib
-import os
-import stat
 import tarfile
 from collections.abc import Iterator, Mapping
 
-from .appliance import Appliance, ApplianceDisks, _CHUNK_RE
+from .appliance import Appliance, ApplianceDisks
 from .blocks import BlockDisks
 from .errors import XVAError, XVAFormatError, XVAUsageError
 from .events import LAYOUT_APPLIANCE, LAYOUT_XAPI, End, Event, Metadata
 from .gz import GzipInflater
-from .tar import BLOCK, MemberData, MemberEnd, MemberStart, TarReader, safe_name
+from .tar import BLOCK, MemberData, MemberEnd, MemberStart, TarReader
 from .xmlsafe import MAX_OVA_XML, parse_xml
 from .zstd import STREAM_MAGICS, ZstdInflater
 
-__all__ = ["DirectoryReader", "XVAReader"]
+__all__ = ["XVAReader"]
 
 # Whole-stream compressions: the magics that announce each, and its inflater.
 _INFLATERS = {"zstd": (STREAM_MAGICS, ZstdInflater), "gzip": (b"\x1f\x8b", GzipInflater)}
-_READ_PIECE = 1 << 20
 
 # Phases of an import, and the legal moves between them (anything else is a bug or misuse).
 _OVA, _NEED_DISKS, _DISKS, _DONE, _ERROR = "ova.xml", "need-disks", "disks", "done", "error"
@@ -264,90 +260,3 @@ class XVAReader:
                 yield from m.end()
         if self._tar.done:
             yield from m.finish()
-
-
-class DirectoryReader:
-    """Read an extracted XVA directory (``xe vm-import filename=<dir>``) of either layout.
-
-    Only names the layout expects are opened, relative to the directory, with symlinks and
-    non-regular files refused, so nothing outside the directory is ever read."""
-
-    def __init__(self, path: str | os.PathLike, *, force: bool = False,
-                 step: int = 1 << 20) -> None:
-        self.path = os.fspath(path)
-        self._members = _Members(force, step)
-        self._disks: dict[str, int] | None = None
-
-    def expect_disks(self, disks: Mapping[str, int]) -> None:
-        self._members.expect_disks(disks)
-        self._disks = dict(disks)
-
-    def events(self) -> Iterator[Event]:
-        m = self._members
-        yield from self._file("ova.xml")
-        if m.phase == _NEED_DISKS:
-            m._check_disks()                        # raises: expect_disks() was not called
-        if m.metadata.layout == LAYOUT_APPLIANCE:
-            for vdi in m.metadata.appliance.vdis:
-                names = self._listing(vdi.directory)
-                names.sort(key=lambda n: (0, int(c.group(1))) if (c := _CHUNK_RE.fullmatch(n))
-                           else (1, 0))
-                for name in names:
-                    yield from self._file(f"{vdi.directory}/{name}")
-        else:
-            for ref in sorted(self._disks):
-                if not os.path.lexists(os.path.join(self.path, ref)):
-                    continue                        # finish() reports the missing disk
-                names = self._listing(ref)
-                names.sort(key=_block_order)
-                for name in names:
-                    yield from self._file(f"{ref}/{name}")
-        yield from m.finish()
-
-    def _listing(self, rel: str) -> list[str]:
-        path = self._confined(rel)
-        st = os.lstat(path)
-        if not stat.S_ISDIR(st.st_mode):
-            raise XVAFormatError.bad(f"{rel} is not a directory")
-        return os.listdir(path)
-
-    def _confined(self, rel: str) -> str:
-        """Join ``rel`` (checked by safe_name) to the root, refusing symlinked components."""
-        path = self.path
-        for part in safe_name(rel).split("/"):
-            path = os.path.join(path, part)
-            try:
-                if stat.S_ISLNK(os.lstat(path).st_mode):
-                    raise XVAFormatError.bad(f"refusing symlink {rel}")
-            except FileNotFoundError:
-                raise XVAFormatError.unexpected_file(rel, "nothing") from None
-        return path
-
-    def _file(self, rel: str) -> Iterator[Event]:
-        path = self._confined(rel)
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_NONBLOCK", 0))
-        except OSError as e:
-            raise XVAFormatError.bad(f"cannot open {rel}: {e.strerror}") from None
-        with os.fdopen(fd, "rb", buffering=0) as f:
-            st = os.fstat(f.fileno())
-            if stat.S_ISDIR(st.st_mode):
-                yield from self._members.start(rel, 0, True)
-                return
-            if not stat.S_ISREG(st.st_mode):
-                raise XVAFormatError.bad(f"refusing {rel}: not a regular file")
-            m = self._members
-            yield from m.start(rel, st.st_size, False)
-            left = st.st_size
-            while left:
-                piece = f.read(min(_READ_PIECE, left))
-                if not piece:
-                    raise XVAFormatError.premature_eof()
-                left -= len(piece)
-                yield from m.data(memoryview(piece))
-            yield from m.end()
-
-
-def _block_order(name: str) -> tuple[int, int, str]:
-    stem, dot, ext = name.partition(".")
-    return (0, int(stem), ext) if stem.isdigit() and len(stem) <= 20 else (1, 0, name)

@@ -60,15 +60,15 @@ def _apply_until_metadata(applier: DiskApplier, events: Iterable[Event]) -> Meta
 
 
 async def import_xva(chunks: AsyncIterable[bytes], offload: Offload,
-                     open_disk: Callable[[str], str],
+                     disk_path: Callable[[str], str],
                      on_metadata: Callable[[Metadata], Awaitable[Mapping[str, int] | None]],
                      *, force: bool = False) -> dict[str, str]:
     """Import an XVA body into files.  ``offload(fn, *args)`` runs a step on a worker;
     ``on_metadata`` (a coroutine, on the loop) creates the records and, for the xapi layout,
-    returns the disks to expect; ``open_disk`` maps a disk id to its file.  Returns disk id
+    returns the disks to expect; ``disk_path`` maps a disk id to its file.  Returns disk id
     -> path."""
     reader = XVAReader(force=force)
-    applier = DiskApplier(open_disk)
+    applier = DiskApplier(disk_path)
 
     async def drain(events: Iterable[Event]) -> None:
         # a feed's events are lazy: the worker inflates and writes; the loop only sees Metadata

@@ -66,10 +66,6 @@ class Param:
     def label(self) -> str:
         return f"{self.name} {self.marker}"
 
-    @property
-    def needs_lookup(self) -> bool:
-        return self.kind != "field" or isinstance(self.field.xtype, Ref) or (
-            isinstance(self.field.xtype, SetOf) and isinstance(self.field.xtype.elem, Ref))
 
 
 def _ref_target(fs: FieldSpec) -> str | None:

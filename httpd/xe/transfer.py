@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import http.client
 import os
+import stat
 import sys
-import tarfile
 import time
 from pathlib import Path
 from typing import BinaryIO, Iterator, TextIO
 from urllib.parse import urlencode
+
+from xva.errors import XVAError
+from xva.tar import TAR_END, safe_name, tar_header, tar_padding
 
 from ..wire.xmlrpc import XMLRPCParseError, parse_value_text
 from .client import ApiFailure, Session, XeError
@@ -81,42 +84,51 @@ class Progress:
 
 # --- an XVA directory as a tar stream, made on the fly ------------------------------------------
 
-def _members(root: Path) -> list[tuple[str, Path]]:
-    files = sorted(p for p in root.rglob("*") if p.is_file())
-    rel = [(p.relative_to(root).as_posix(), p) for p in files]
-    rel.sort(key=lambda t: (t[0] != "ova.xml", t[0]))   # ova.xml first, as importers expect
-    return rel
-
-
-def _header(name: str, size: int, mtime: float) -> bytes:
-    info = tarfile.TarInfo(name)
-    info.size, info.mtime, info.mode = size, int(mtime), 0o644
-    return info.tobuf(format=tarfile.GNU_FORMAT)
+def _members(root: Path) -> list[tuple[str, Path, os.stat_result]]:
+    """The regular files under `root` (ova.xml first, as importers expect), never following a
+    symlink: one inside an XVA directory is refused rather than read from wherever it points."""
+    out = []
+    for top, dirs, files in os.walk(root, followlinks=False):
+        for name in sorted(dirs + files):
+            path = Path(top) / name
+            st = path.lstat()
+            if stat.S_ISLNK(st.st_mode):
+                raise XeError(f"Error: {path} is a symbolic link: an XVA directory holds "
+                              "plain files only")
+            if stat.S_ISREG(st.st_mode):
+                rel = path.relative_to(root).as_posix()
+                try:
+                    out.append((safe_name(rel), path, st))
+                    tar_header(rel, st.st_size)
+                except (XVAError, ValueError) as e:
+                    raise XeError(f"Error: {path} cannot go into an XVA stream: {e}") from None
+            elif not stat.S_ISDIR(st.st_mode):
+                raise XeError(f"Error: {path} is not a regular file")
+    out.sort(key=lambda t: (t[0] != "ova.xml", t[0]))
+    return out
 
 
 def tar_size(root: Path) -> int:
-    total = 1024
-    for name, path in _members(root):
-        st = path.stat()
-        total += len(_header(name, st.st_size, st.st_mtime)) + (st.st_size + 511) // 512 * 512
-    return total
+    return len(TAR_END) + sum(len(tar_header(name, st.st_size)) + st.st_size
+                              + len(tar_padding(st.st_size)) for name, _, st in _members(root))
 
 
 def tar_stream(root: Path) -> Iterator[bytes]:
-    for name, path in _members(root):
-        st = path.stat()
-        yield _header(name, st.st_size, st.st_mtime)
+    """`root` as a tar stream, made on the fly (xva.tar's headers)."""
+    for name, path, st in _members(root):
+        yield tar_header(name, st.st_size, mtime=int(st.st_mtime))
         sent = 0
         with open(path, "rb") as f:
+            if os.fstat(f.fileno()).st_ino != st.st_ino:
+                raise XeError(f"Error: {path} changed while being sent")
             while sent < st.st_size:
                 block = f.read(min(CHUNK, st.st_size - sent))
                 if not block:
                     raise XeError(f"Error: {path} shrank while being sent")
                 sent += len(block)
                 yield block
-        if st.st_size % 512:
-            yield b"\0" * (512 - st.st_size % 512)
-    yield b"\0" * 1024
+        yield tar_padding(st.st_size)
+    yield TAR_END
 
 
 def _file_chunks(f: BinaryIO) -> Iterator[bytes]:

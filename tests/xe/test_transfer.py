@@ -106,6 +106,18 @@ async def test_import_directory_as_tar_stream(double, tmp_path):
             assert tar.extractfile(name).read() == (src / name).read_bytes()
 
 
+async def test_import_directory_refuses_symlinks(double, tmp_path):
+    """A symlink inside an XVA directory is refused, never followed (it could name any file
+    the user can read); nothing is sent."""
+    src = _xva_dir(tmp_path / "linked")
+    secret = tmp_path / "secret"
+    secret.write_bytes(b"not for the server")
+    (src / "sda" / "chunk-00000002.gz").symlink_to(secret)
+    rc, out, err = await axe(xe_env(tmp_path), *double.args(), "vm-import", f"filename={src}")
+    assert rc == 1 and "symbolic link" in err
+    assert double.imported is None or b"not for the server" not in double.imported
+
+
 def test_tar_stream_size_matches(tmp_path):
     src = _xva_dir(tmp_path / "a")
     data = b"".join(tar_stream(src))

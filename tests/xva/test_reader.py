@@ -11,7 +11,7 @@ from xva.blocks import BlockWriter
 from xva.errors import XVAError, XVAFormatError, XVAUsageError
 from xva.events import End, LAYOUT_APPLIANCE, Metadata
 from xva.gz import gzip_member
-from xva.reader import DirectoryReader, XVAReader
+from xva.reader import XVAReader
 from xva.tar import tar_header, tar_padding
 
 from .conftest import appliance, read_events, rle_frame, skippable
@@ -146,42 +146,6 @@ def test_fuzz_only_format_errors_escape():
                             force=rng.random() < 0.3)
             except XVAFormatError:
                 pass
-
-
-def test_directory_reader_both_layouts_and_symlinks(tmp_path):
-    import io
-    import tarfile
-    app, pieces, data = appliance_xva()
-    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
-        tar.extractall(tmp_path / "a", filter="data")
-    reader = DirectoryReader(tmp_path / "a")
-    events = list(reader.events())
-    assert events[0].layout == LAYOUT_APPLIANCE and isinstance(events[-1], End)
-    written = {e.offset: bytes(e.data) for e in events if type(e).__name__ == "Write"}
-    assert written[SIZE - 10][-10:] == b"0123456789"
-
-    blk_pieces, blk = block_xva()
-    with tarfile.open(fileobj=io.BytesIO(blk)) as tar:
-        tar.extractall(tmp_path / "b", filter="data")
-    reader = DirectoryReader(tmp_path / "b")
-    out = []
-    for e in reader.events():
-        if isinstance(e, Metadata):
-            reader.expect_disks({"Ref:7": SIZE})
-        out.append(e)
-    assert isinstance(out[-1], End)
-
-    os.rename(tmp_path / "b" / "Ref:7" / "00000000", tmp_path / "elsewhere")
-    os.symlink(tmp_path / "elsewhere", tmp_path / "b" / "Ref:7" / "00000000")
-    reader = DirectoryReader(tmp_path / "b")
-    with pytest.raises(XVAFormatError, match="symlink"):
-        for e in reader.events():
-            if isinstance(e, Metadata):
-                reader.expect_disks({"Ref:7": SIZE})
-
-    os.symlink("/etc", tmp_path / "c")
-    with pytest.raises(XVAFormatError):
-        list(DirectoryReader(tmp_path / "a" / "sda" / ".." / ".." / "c").events())
 
 
 def test_whole_stream_gzip_members_inflate_in_parallel_after_ova_xml():
