@@ -27,7 +27,7 @@ from .core.calls import call_internal
 from .core.context import Services
 from .core.dispatch import Dispatcher
 from .core.implicit import implicit_table
-from .core.jobs import Executors, Jobs
+from .jobs import Executors, Jobs
 from .core.lifecycle import Lifecycle
 from .core.locations import Locations
 from .core.passwords import load_or_init

@@ -13,15 +13,15 @@ import os
 import platform
 import socket
 from pathlib import Path
-from dataclasses import dataclass
 
 from ..config import Config
+from ..model.identity import ThisHost
 from ..model.store import Store
 from ..model.version import API_VERSION, PRODUCT_VERSION
 from ..model.xtypes import NULL_REF
 from .operations import refresh_allowed
 
-__all__ = ["ensure_host", "ThisHost"]
+__all__ = ["ensure_host"]
 
 GiB = 2**30
 
@@ -37,15 +37,6 @@ _TEMPLATES = [
     ("Other install media", "Boot from install media (HVM)",
      {"install-methods": "cdrom"}, [(8 * GiB, True)], True),
 ]
-
-
-@dataclass(frozen=True)
-class ThisHost:
-    """Who this agent is in its database: fixed once the start-up found or made them."""
-
-    host_ref: str
-    pool_ref: str
-    dom0_ref: str
 
 
 def _now() -> _dt.datetime:

@@ -19,9 +19,9 @@ from ..config import Config
 from ..model.events import EventHub
 from ..model.store import Store
 from ..stats.service import StatsService
-from .bootstrap import ThisHost
+from ..model.identity import ThisHost
 from .dispatch import Dispatcher
-from .jobs import Executors
+from ..jobs import Executors
 from .lifecycle import Lifecycle
 from .locations import Locations
 from .operations import operation

@@ -20,9 +20,9 @@ from ..backends.base import DiskSpec, Domain, DomainBackend, DomainConfig, Guest
 from ..model.errors import XenAPIError
 from ..model.store import Store
 from ..model.xtypes import NULL_REF
-from .bootstrap import ThisHost
+from ..model.identity import ThisHost
 from .devices import vbd_device
-from .jobs import Jobs
+from ..jobs import Jobs
 from .locations import Locations
 from .nic_settings import effective_mtu, nic_settings
 from .operations import refresh_allowed

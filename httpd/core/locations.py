@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from ..model.store import Store
 from ..model.xtypes import NULL_REF
-from .bootstrap import ThisHost
+from ..model.identity import ThisHost
 
 __all__ = ["Locations"]
 

@@ -19,7 +19,7 @@ from ..model.errors import XenAPIError, internal_error
 from ..model.store import Store
 from ..model.xtypes import NULL_REF
 from ..wire.xmlrpc import dumps_value
-from .jobs import Jobs
+from ..jobs import Jobs
 
 __all__ = ["TaskManager", "TASK_STATUS"]
 

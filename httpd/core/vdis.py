@@ -15,7 +15,7 @@ from typing import Callable
 from ..model.errors import XenAPIError
 from ..model.store import Store, new_uuid
 from ..model.xtypes import NULL_REF
-from .bootstrap import ThisHost
+from ..model.identity import ThisHost
 from .filesr import FileSR
 from .operations import refresh_allowed
 

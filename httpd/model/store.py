@@ -30,8 +30,7 @@ from typing import AsyncIterator, Iterator
 from .datamodel import CLASSES, ClassSpec, FieldSpec
 from .errors import XenAPIError, handle_invalid, uuid_invalid
 from .events import EventHub
-from ..wire.xmlrpc import CachedStruct
-from .xtypes import NULL_REF
+from .xtypes import NULL_REF, CachedStruct
 
 __all__ = ["Store", "new_ref", "new_uuid", "WROTE"]
 

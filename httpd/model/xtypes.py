@@ -16,7 +16,7 @@ from .errors import XenAPIError
 
 __all__ = [
     "XType", "STRING", "INT", "FLOAT", "BOOL", "DATETIME", "Enum", "Ref", "SetOf", "MapOf",
-    "NULL_REF", "EPOCH", "parse_datetime", "format_datetime",
+    "NULL_REF", "EPOCH", "parse_datetime", "format_datetime", "CachedStruct",
 ]
 
 NULL_REF = "OpaqueRef:NULL"
@@ -39,6 +39,18 @@ def format_datetime(value: _dt.datetime) -> str:
     if value.tzinfo is not None:
         value = value.astimezone(_dt.timezone.utc)
     return value.strftime("%Y%m%dT%H:%M:%SZ")
+
+
+class CachedStruct(dict):
+    """A dict that is never changed after it is made (the store's records): the wire codec
+    keeps its XML-RPC encoding in `xml`, computed once and reused by every get_record,
+    get_all_records and event."""
+
+    __slots__ = ("xml",)
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.xml: str | None = None
 
 
 class XType:

@@ -37,8 +37,8 @@ from rrd.errors import RRDUsageError
 from rrd.updates import warm_rows
 
 from ..backends.base import DomainBackend
-from ..core.bootstrap import ThisHost
-from ..core.jobs import run_soon
+from ..model.identity import ThisHost
+from ..jobs import run_soon
 from ..model.store import Store
 from ..model.xtypes import NULL_REF
 from .sources import HOST, ProcReader, SR, VM, _CPU, _safe, dom0_readings, rrd_id, vm_readings

@@ -35,7 +35,7 @@ from console_proxy import (
 from console_proxy.vt100 import Vt100Server
 
 from ..backends.base import DomainBackend
-from ..core.bootstrap import ThisHost
+from ..model.identity import ThisHost
 from ..core.locations import Locations
 from ..core.resident import elsewhere
 from ..core.sessions import SessionManager

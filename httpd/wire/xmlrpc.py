@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as _dt
 from lxml import etree
 
-from ..model.xtypes import format_datetime, parse_datetime
+from ..model.xtypes import CachedStruct, format_datetime, parse_datetime
 
 __all__ = [
     "CachedStruct", "XMLRPCParseError", "parse_call", "parse_value_text", "dumps_value", "dumps_response",
@@ -124,17 +124,6 @@ def parse_response(body: bytes) -> object:
     if v is None:
         raise XMLRPCParseError("expected params/param/value")
     return _decode(v)
-
-
-class CachedStruct(dict):
-    """A dict that is never changed after it is made (the store's records): its XML-RPC
-    encoding is computed once and reused by every get_record, get_all_records and event."""
-
-    __slots__ = ("xml",)
-
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.xml: str | None = None
 
 
 _ESC = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;"})
