@@ -36,7 +36,7 @@ from httpd.app import build_app  # noqa: E402
 from httpd.config import Config  # noqa: E402
 from httpd.backends.base import DomainCounters  # noqa: E402
 from httpd.stats.sources import VM, rrd_id, vm_readings  # noqa: E402
-from httpd.web.keys import SERVICES  # noqa: E402
+from httpd.web.appkeys import SERVICES  # noqa: E402
 from rrd.updates import xport_xml  # noqa: E402
 
 PASSWORD = "bench"

@@ -41,7 +41,7 @@ from .transfer.importer import sweep_unfinished_imports
 from .web import console, rpc, stats, transfer
 from .web.console import CONSOLES, Consoles
 from .web.errors import errors_middleware
-from .web.keys import SERVICES
+from .web.appkeys import SERVICES
 
 __all__ = ["build_app", "open_services", "FIRST_PASSWORD"]
 

@@ -25,7 +25,7 @@ from console_proxy.frontend import Listeners
 from .app import FIRST_PASSWORD, build_app
 from .config import Config, parse_hostport
 from .web.console import front_end
-from .web.keys import SERVICES
+from .web.appkeys import SERVICES
 
 __all__ = ["serve", "start_sites", "StartupFailed"]
 

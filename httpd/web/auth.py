@@ -22,7 +22,7 @@ from aiohttp import web
 
 from ..core.sessions import SessionManager
 from ..model.errors import XenAPIError
-from .keys import SERVICES
+from .appkeys import SERVICES
 
 __all__ = ["Credentials", "credentials_session", "http_session", "unauthorized",
            "is_local", "is_local_socket"]

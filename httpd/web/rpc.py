@@ -15,7 +15,7 @@ from aiohttp import web
 from ..core import calls
 from ..model.errors import XenAPIError
 from .auth import is_local
-from .keys import SERVICES
+from .appkeys import SERVICES
 from ..wire.xmlrpc import XMLRPCParseError, dumps_response, failure, parse_call, success
 from ..model.xtypes import format_datetime
 

@@ -28,7 +28,7 @@ from ..stats.rrdset import load_file
 from ..stats.service import StatsService
 from ..stats.sources import SR, VM, rrd_id
 from .auth import http_session
-from .keys import SERVICES
+from .appkeys import SERVICES
 
 __all__ = ["routes"]
 

@@ -31,7 +31,7 @@ from ..transfer.plan import appliance_for, block_export
 from .auth import http_session
 from .errors import abort as _abort
 from .errors import error_response as _error
-from .keys import SERVICES
+from .appkeys import SERVICES
 
 __all__ = ["routes"]
 

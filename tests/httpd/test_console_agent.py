@@ -17,7 +17,7 @@ from console_proxy import ConsoleForwarder
 from httpd.web.console import CONSOLES, ConsoleTarget, Refusal, resolve_console
 from httpd.core.calls import call_internal
 from httpd.model.events import EventHub
-from httpd.web.keys import SERVICES
+from httpd.web.appkeys import SERVICES
 from httpd.model.store import Store
 from tests.in_process import running_agent
 

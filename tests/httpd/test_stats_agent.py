@@ -9,7 +9,7 @@ import base64
 import aiohttp
 import pytest
 
-from httpd.web.keys import SERVICES
+from httpd.web.appkeys import SERVICES
 from tests.in_process import PASSWORD, running_agent
 
 
