@@ -4,9 +4,11 @@ PY        := $(VENV)/bin/python
 DATA_DIR  ?= ./var
 LISTEN    ?= 127.0.0.1:8080
 # Real clients the tests drive (and the benchmarks' anchors).
-APT_TEST  := curl wget tar gzip rrdtool xva-img socat pigz openssl zstd
+APT_TEST  := curl wget tar gzip rrdtool xva-img socat pigz openssl zstd iproute2 util-linux
+# Xen Orchestra's XenAPI client (npm), run by node from Debian
+XO_CLIENT := tests/clients/xo/node_modules/.installed
 
-.PHONY: run test apt-test clean
+.PHONY: run test apt-test node clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -25,8 +27,17 @@ apt-test:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 	fi
 
-test: $(VENV)/.installed apt-test
+node:
+	@command -v node >/dev/null && command -v npm >/dev/null || { \
+		echo "installing: nodejs npm"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm; }
+
+$(XO_CLIENT): tests/clients/xo/package.json | node
+	cd tests/clients/xo && npm install --no-audit --no-fund --no-package-lock --loglevel=error
+	touch $@
+
+test: $(VENV)/.installed apt-test $(XO_CLIENT)
 	$(PY) -m pytest
 
 clean:
-	rm -rf $(VENV) $(DATA_DIR) .pytest_cache
+	rm -rf $(VENV) $(DATA_DIR) .pytest_cache tests/clients/xo/node_modules

@@ -41,6 +41,7 @@ from .transfer.importer import sweep_unfinished_imports
 from .web import console, rpc, stats, transfer
 from .web.console import CONSOLES, Consoles
 from .web.errors import errors_middleware
+from .web.tasks import tasks_middleware
 from .web.appkeys import SERVICES
 
 __all__ = ["build_app", "open_services", "FIRST_PASSWORD"]
@@ -162,7 +163,8 @@ async def _answer_blocked_event_calls(app: web.Application) -> None:
 
 
 def build_app(config: Config) -> web.Application:
-    app = web.Application(client_max_size=config.max_rpc_body, middlewares=[errors_middleware])
+    app = web.Application(client_max_size=config.max_rpc_body,
+                          middlewares=[tasks_middleware, errors_middleware])
     app.cleanup_ctx.append(partial(_services_ctx, config))
     app.on_shutdown.append(_answer_blocked_event_calls)
     app.add_routes(rpc.routes())

@@ -222,3 +222,26 @@ def pif_unplug(ctx: Ctx, pif: str) -> str:
                           else "PIF_DOES_NOT_ALLOW_UNPLUG", pif)
     ctx.store.update("PIF", pif, {"currently_attached": False})
     return ""
+
+
+# --- free device numbers (what Ansible's modules and XenCenter pick from) -------------------
+_VBD_DEVICES = 16     # userdevice 0..15, as xapi offers a PV guest
+_VIF_DEVICES = 7      # device 0..6
+
+
+def _unused(used: set[str], n: int) -> list[str]:
+    return [str(i) for i in range(n) if str(i) not in used]
+
+
+@table.message("VM.get_allowed_VBD_devices", ("vm", Ref("VM")))
+def vm_allowed_vbd_devices(ctx: Ctx, vm: str) -> list[str]:
+    """The userdevice numbers no VBD of the VM uses yet."""
+    rec = ctx.store.get("VM", vm)
+    return _unused({ctx.store.get("VBD", b)["userdevice"] for b in rec["VBDs"]}, _VBD_DEVICES)
+
+
+@table.message("VM.get_allowed_VIF_devices", ("vm", Ref("VM")))
+def vm_allowed_vif_devices(ctx: Ctx, vm: str) -> list[str]:
+    """The device numbers no VIF of the VM uses yet."""
+    rec = ctx.store.get("VM", vm)
+    return _unused({ctx.store.get("VIF", v)["device"] for v in rec["VIFs"]}, _VIF_DEVICES)

@@ -75,6 +75,41 @@ def vdi_forget(ctx: Ctx, vdi: str) -> str:
     return ""
 
 
+# --- changed block tracking and NBD: not on a file SR (clients then use HTTP transfers) ---
+@table.message("VDI.get_nbd_info", ("self", Ref("VDI")))
+def vdi_get_nbd_info(ctx: Ctx, vdi: str) -> list:
+    """No network has the NBD purpose here: an empty list (Xen Orchestra then uses HTTP)."""
+    ctx.store.get("VDI", vdi)
+    return []
+
+
+def _no_cbt(ctx: Ctx, vdi: str) -> str:
+    raise XenAPIError("SR_OPERATION_NOT_SUPPORTED", ctx.store.get("VDI", vdi)["SR"])
+
+
+@table.message("VDI.enable_cbt", ("self", Ref("VDI")))
+def vdi_enable_cbt(ctx: Ctx, vdi: str) -> str:
+    return _no_cbt(ctx, vdi)
+
+
+@table.message("VDI.disable_cbt", ("self", Ref("VDI")))
+def vdi_disable_cbt(ctx: Ctx, vdi: str) -> str:
+    return _no_cbt(ctx, vdi)
+
+
+@table.message("VDI.list_changed_blocks", ("vdi_from", Ref("VDI")), ("vdi_to", Ref("VDI")))
+def vdi_list_changed_blocks(ctx: Ctx, vdi_from: str, vdi_to: str) -> str:
+    ctx.store.get("VDI", vdi_to)
+    return _no_cbt(ctx, vdi_from)
+
+
+@table.message("VDI.data_destroy", ("self", Ref("VDI")))
+def vdi_data_destroy(ctx: Ctx, vdi: str) -> str:
+    """Only a snapshot with CBT metadata may lose its data; none has it here."""
+    ctx.store.get("VDI", vdi)
+    raise XenAPIError("VDI_NO_CBT_METADATA", vdi)
+
+
 # --- SR -------------------------------------------------------------------------------------
 @table.message("SR.scan", ("self", Ref("SR")))
 async def sr_scan(ctx: Ctx, sr: str) -> str:

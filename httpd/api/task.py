@@ -1,10 +1,11 @@
-"""task.*: client-created tasks (for HTTP transfers) and cancellation."""
+"""task.*: client-created tasks (for HTTP transfers), their progress and status, cancellation."""
 
 from __future__ import annotations
 
 from ..core.context import Ctx
 from ..core.dispatch import MessageTable
-from ..model.xtypes import STRING, Ref
+from ..model.datamodel import TASK_STATUS
+from ..model.xtypes import FLOAT, STRING, Ref
 
 table = MessageTable()
 
@@ -24,4 +25,17 @@ def cancel(ctx: Ctx, ref: str) -> str:
 def destroy(ctx: Ctx, ref: str) -> str:
     ctx.store.get("task", ref)
     ctx.tasks.destroy(ref)
+    return ""
+
+
+@table.message("task.set_progress", ("self", Ref("task")), ("value", FLOAT), async_ok=False)
+def set_progress(ctx: Ctx, ref: str, value: float) -> str:
+    ctx.store.get("task", ref)
+    ctx.tasks.set_progress(ref, value)
+    return ""
+
+
+@table.message("task.set_status", ("self", Ref("task")), ("value", TASK_STATUS), async_ok=False)
+def set_status(ctx: Ctx, ref: str, value: str) -> str:
+    ctx.tasks.set_status(ref, value)
     return ""

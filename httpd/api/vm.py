@@ -26,7 +26,7 @@ from ..core.devices import new_mac
 from ..core.operations import refresh_allowed
 from ..core.power import require
 from ..backends.simulated import ROOTFS_OFFSET
-from ..model.xtypes import BOOL, NULL_REF, STRING, Ref
+from ..model.xtypes import BOOL, INT, NULL_REF, STRING, Ref
 
 table = MessageTable()
 
@@ -407,6 +407,28 @@ async def vm_resume(ctx: Ctx, vm: str, start_paused: bool, force: bool) -> str:
 async def vm_resume_on(ctx: Ctx, vm: str, host: str, start_paused: bool, force: bool) -> str:
     ctx.store.get("host", host)
     return await vm_resume(ctx, vm, start_paused, force)
+
+
+_MEMORY = ("memory_static_min", "memory_dynamic_min", "memory_dynamic_max", "memory_static_max")
+
+
+@table.message("VM.set_memory_limits", _VM, ("static_min", INT), ("static_max", INT),
+               ("dynamic_min", INT), ("dynamic_max", INT))
+def vm_set_memory_limits(ctx: Ctx, vm: str, static_min: int, static_max: int,
+                         dynamic_min: int, dynamic_max: int) -> str:
+    """All four limits at once, as xapi: static_min <= dynamic_min <= dynamic_max <=
+    static_max; a running VM keeps its static limits."""
+    rec = _vm(ctx, vm)
+    new = dict(zip(_MEMORY, (static_min, dynamic_min, dynamic_max, static_max)))
+    if not static_min <= dynamic_min <= dynamic_max <= static_max or static_min < 0:
+        raise XenAPIError("MEMORY_CONSTRAINT_VIOLATION",
+                          "Memory limits must satisfy: static_min <= dynamic_min <= "
+                          "dynamic_max <= static_max")
+    if rec["power_state"] != "Halted" and any(
+            new[k] != rec[k] for k in ("memory_static_min", "memory_static_max")):
+        raise XenAPIError("VM_BAD_POWER_STATE", vm, "halted", rec["power_state"].lower())
+    ctx.store.update("VM", vm, new)
+    return ""
 
 
 def _utcnow() -> _dt.datetime:

@@ -14,10 +14,10 @@ import platform
 import socket
 from pathlib import Path
 
-from ..config import Config
+from ..config import Config, parse_hostport
 from ..model.identity import ThisHost
 from ..model.store import Store
-from ..model.version import API_VERSION, PRODUCT_VERSION
+from ..model.version import API_VERSION, PLATFORM_VERSION, PRODUCT_VERSION, XAPI_PRODUCT_VERSION
 from ..model.xtypes import NULL_REF
 from .operations import refresh_allowed
 
@@ -43,9 +43,15 @@ def _now() -> _dt.datetime:
     return _dt.datetime.now(_dt.timezone.utc)
 
 
-def host_address(configured: str | None) -> str:
+def host_address(configured: str | None, listen: tuple[str, ...] = ()) -> str:
+    """`host.address`: --public-address, else the one address the agent listens on (clients
+    such as Xen Orchestra reach the host there), else the host name's address."""
     if configured:
         return configured
+    for spec in listen:
+        host, _ = parse_hostport(spec, 80)
+        if host not in ("", "0.0.0.0", "::"):
+            return host
     try:
         addr = socket.gethostbyname(socket.gethostname())
     except OSError:
@@ -77,8 +83,10 @@ def provision_xml(disks: list[tuple[int, bool]]) -> str:
 
 
 def _software_version(hostname: str) -> dict[str, str]:
-    return {"product_version": PRODUCT_VERSION, "product_brand": "XCP",
-            "platform_name": "XCP", "platform_version": PRODUCT_VERSION,
+    return {"product_version": XAPI_PRODUCT_VERSION, "product_version_text": XAPI_PRODUCT_VERSION,
+            "product_version_text_short": XAPI_PRODUCT_VERSION.rsplit(".", 1)[0],
+            "product_brand": "XCP-ng", "platform_name": "XCP", "platform_version": PLATFORM_VERSION,
+            "xcp-httpd": PRODUCT_VERSION,
             "xapi": f"{API_VERSION[0]}.{API_VERSION[1]}", "xen": "simulated",
             "hostname": hostname, "date": "2026-11-26", "build_number": "xcp-httpd",
             "linux": platform.release()}
@@ -87,7 +95,7 @@ def _software_version(hostname: str) -> dict[str, str]:
 def ensure_host(store: Store, config: Config) -> ThisHost:
     """Create the first-start objects if missing; refresh what may have changed since."""
     hostname = socket.gethostname()
-    address = host_address(config.public_address)
+    address = host_address(config.public_address, (*config.listen, *config.https_listen))
     hosts = store.all("host")
     with store.transaction():
         if not hosts:

@@ -229,7 +229,9 @@ def parse_where(expr: str):
             kind2, name = take()
             if kind2 != "lit":
                 raise XenAPIError("INVALID_VALUE", "expr", expr)
-            return lambda rec: _render(rec.get(name, ""))
+            # xapi's database names a namespaced field with "__" (`name__label` is name_label)
+            key = name.replace("__", "_") if "__" in name else name
+            return lambda rec: _render(rec.get(name, rec.get(key, "")))
         if kind == "lit":
             return lambda rec: v
         raise XenAPIError("INVALID_VALUE", "expr", expr)

@@ -274,7 +274,8 @@ class Lifecycle:
                 networks[f"{v['device']}/ip"] = self.guest_ip(v["uuid"])
         fields = {"os_version": report["os_version"],
                   "PV_drivers_version": report["PV_drivers_version"],
-                  "PV_drivers_up_to_date": True, "memory": report["memory"],
+                  "PV_drivers_up_to_date": True, "PV_drivers_detected": True,
+                  "memory": report["memory"],
                   "networks": networks, "other": report["other"], "live": True,
                   "last_updated": _now(), "can_use_hotplug_vbd": "yes",
                   "can_use_hotplug_vif": "yes"}

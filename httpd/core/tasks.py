@@ -115,6 +115,21 @@ class TaskManager:
         self._last_progress[ref] = (value, now)
         self.store.update("task", ref, {"progress": value})
 
+    def set_status(self, ref: str, status: str) -> None:
+        """A client's own task (task.set_status): along TASK_STATUS only."""
+        rec = self.store.get("task", ref)
+        if status == rec["status"]:
+            return
+        if status not in TASK_STATUS[rec["status"]]:
+            raise XenAPIError("INVALID_VALUE", "status", f"{rec['status']} -> {status}")
+        if TASK_STATUS[status]:
+            self.store.update("task", ref, {"status": status})
+            if status == "cancelling":
+                self.cancel_event(ref).set()
+        else:
+            self._finish(ref, {"status": status, **({"progress": 1.0}
+                                                    if status == "success" else {})})
+
     def cancel(self, ref: str) -> None:
         rec = self.store.get("task", ref)
         if "cancelling" not in TASK_STATUS[rec["status"]]:

@@ -332,6 +332,7 @@ class VM_guest_metrics:
     os_version: Any = _str_map(RO)
     PV_drivers_version: Any = _str_map(RO)
     PV_drivers_up_to_date: Any = f(BOOL, RO)
+    PV_drivers_detected: Any = f(BOOL, RO)
     memory: Any = _str_map(RO)
     disks: Any = _str_map(RO)
     networks: Any = _str_map(RO)
@@ -498,6 +499,15 @@ class PIF:
     management: Any = f(BOOL, RO)
     other_config: Any = _str_map()
     disallow_unplug: Any = f(BOOL, RW)
+
+
+@xapi_class()
+class VLAN:
+    """A VLAN: a tagged PIF made from an untagged one (none on this host)."""
+    tagged_PIF: Any = f(Ref("PIF"), RO)
+    untagged_PIF: Any = f(Ref("PIF"), RO)
+    tag: Any = f(INT, RO, default=-1)
+    other_config: Any = _str_map()
 
 
 @xapi_class(creatable=True, destroyable=True)

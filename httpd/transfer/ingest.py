@@ -12,6 +12,7 @@ cancels the coroutine (``TaskManager.race_cancel``) and the joins do the rest.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 from typing import AsyncIterable, Awaitable, Callable, Iterable, Mapping, TypeVar
 
@@ -90,18 +91,21 @@ async def import_xva(chunks: AsyncIterable[bytes], offload: Offload,
 
 
 class RawWriter:
-    """A raw disk image written into a sparse file, block by block (all-zero blocks stay
-    holes).  Nothing happens before the first call; its methods block: run them on a worker,
-    one at a time, then `close()`."""
+    """A raw disk image written beside the VDI's file (`<file>.part`, sparse: all-zero blocks
+    stay holes) and moved over it only by `finish()`, after an fsync: until then, and on any
+    failure, the VDI keeps its old content. Nothing happens before the first call; the methods
+    block: run them on a worker, one at a time, then `close()`."""
 
     def __init__(self, path: str, size: int) -> None:
         self.path, self.size = path, size
+        self.part = path + ".part"
         self.written = 0
         self._fd = -1
+        self._done = False
 
     def _open(self) -> int:
         if self._fd < 0:
-            self._fd = os.open(self.path, os.O_WRONLY | os.O_TRUNC)
+            self._fd = os.open(self.part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             os.ftruncate(self._fd, self.size)
         return self._fd
 
@@ -118,12 +122,22 @@ class RawWriter:
 
     def finish(self) -> int:
         os.fsync(self._open())
+        os.replace(self.part, self.path)
+        self._done = True
+        dir_fd = os.open(os.path.dirname(self.path) or ".", os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
         return self.written
 
     def close(self) -> None:
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
+            if not self._done:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(self.part)
 
 
 async def import_raw(chunks: AsyncIterable[bytes], offload: Offload, path: str,

@@ -11,7 +11,7 @@ import socket
 from dataclasses import dataclass
 from typing import Any
 
-from ..model.version import API_VERSION, PRODUCT_VERSION
+from ..model.version import API_VERSION, PRODUCT_VERSION, XAPI_PRODUCT_VERSION
 from ..model.datamodel import CLASSES
 from ..model.errors import XenAPIError
 from ..wire.xmlrpc import XMLRPCParseError, dumps_value, parse_value_text
@@ -79,8 +79,8 @@ def export_objects(store, vm: str) -> tuple[list[ExportObject], dict[str, str]]:
 def ova_xml(objects: list[ExportObject]) -> bytes:
     version = {"hostname": socket.gethostname(),
                "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d"),
-               "product_version": PRODUCT_VERSION, "product_brand": "XCP",
-               "build_number": "xcp-httpd", "xapi_major": API_VERSION[0],
+               "product_version": XAPI_PRODUCT_VERSION, "product_brand": "XCP-ng",
+               "build_number": f"xcp-httpd-{PRODUCT_VERSION}", "xapi_major": API_VERSION[0],
                "xapi_minor": API_VERSION[1], "export_vsn": 2}
     value = {"version": version,
              "objects": [{"class": o.cls, "id": o.id, "snapshot": o.snapshot} for o in objects]}

@@ -97,9 +97,13 @@ async def credentials_session(sessions: SessionManager, creds: Credentials,
         sessions.logout(temp)
 
 
+AUTHENTICATED = web.RequestKey("authenticated", bool)     # the credentials were good
+
+
 @asynccontextmanager
 async def http_session(request: web.Request, realm: str = "xapi") -> AsyncIterator[str]:
     """Yield a valid session ref for this request or raise 401."""
     async with credentials_session(request.app[SERVICES].sessions,
                                    Credentials.of_request(request), realm) as sid:
+        request[AUTHENTICATED] = True        # the request's task_id may now be completed
         yield sid

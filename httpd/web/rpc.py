@@ -1,4 +1,4 @@
-"""The RPC endpoints: XML-RPC on `/` and `/RPC2`, JSON-RPC 1.0/2.0 on `/jsonrpc`.
+"""The RPC endpoints: XML-RPC on `/`, `/RPC2` and `/xmlrpc`, JSON-RPC 1.0/2.0 on `/jsonrpc`.
 
 Transport only: decode, hand to `core.calls.call`, encode the envelope. XenAPI failures are ordinary
 results on the wire (HTTP 200); only a body that is not a request at all gets an HTTP error.
@@ -46,8 +46,8 @@ def _json_default(v: Any) -> Any:
 
 def _json_error(status: int, code: int, message: str) -> web.Response:
     body = {"jsonrpc": "2.0", "error": {"code": code, "message": message}, "id": None}
-    return web.Response(status=status, text=json.dumps(body), content_type="application/json",
-                        headers=CORS)
+    return web.Response(status=status, body=json.dumps(body).encode(),
+                        content_type="application/json", headers=CORS)
 
 
 async def _json_call(request: web.Request, call: Any) -> dict | None:
@@ -85,7 +85,9 @@ async def jsonrpc(request: web.Request) -> web.Response:
         out: Any = [await _json_call(request, c) for c in payload]
     else:
         out = await _json_call(request, payload)
-    return web.Response(text=json.dumps(out, default=_json_default),
+    # exactly `application/json`: Xen Orchestra takes anything else (even `; charset=utf-8`,
+    # which JSON does not need) for a host without JSON-RPC and falls back to XML-RPC
+    return web.Response(body=json.dumps(out, default=_json_default).encode(),
                         content_type="application/json", headers=CORS)
 
 
@@ -97,6 +99,7 @@ async def preflight(request: web.Request) -> web.Response:
 
 
 def routes() -> list[web.RouteDef]:
-    return [web.post("/", xmlrpc), web.post("/RPC2", xmlrpc), web.post("/jsonrpc", jsonrpc),
-            web.options("/", preflight), web.options("/RPC2", preflight),
-            web.options("/jsonrpc", preflight)]
+    out = [web.post("/jsonrpc", jsonrpc), web.options("/jsonrpc", preflight)]
+    for path in ("/", "/RPC2", "/xmlrpc"):     # /xmlrpc: where Xen Orchestra's client posts
+        out += [web.post(path, xmlrpc), web.options(path, preflight)]
+    return out

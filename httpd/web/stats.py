@@ -136,22 +136,20 @@ async def rrd_updates(request: web.Request) -> web.StreamResponse:
                 cf = CF(q["cf"].upper())
             except ValueError:
                 raise _bad("cf", q["cf"]) from None
-        st = services.store
         rids: list[str] = []
         if q.get("host", "").lower() in _TRUE:
             rids.append(service.host_rid)
-        vm_uuids = [_uuid(u, "vm_uuid") for u in q.getall("vm_uuid", []) if u]
-        if vm_uuids:
-            for u in vm_uuids:
-                st.ref_of_uuid("VM", u)                  # unknown: UUID_INVALID -> 404
-                if rrd_id(VM, u) in service.store and rrd_id(VM, u) not in rids:
-                    rids.append(rrd_id(VM, u))
-        else:
-            rids.extend(service.rrds.ids(VM))
-        for u in (_uuid(s, "sr_uuid") for s in q.getall("sr_uuid", []) if s):
-            st.ref_of_uuid("SR", u)
-            if rrd_id(SR, u) in service.store and rrd_id(SR, u) not in rids:
-                rids.append(rrd_id(SR, u))
+        # as xapi: no vm_uuid (sr_uuid) means every VM (SR); each one given keeps that RRD
+        # if it exists; `none` or an unknown uuid keeps nothing (Xen Orchestra sends `none`)
+        for kind, key in ((VM, "vm_uuid"), (SR, "sr_uuid")):
+            wanted = q.getall(key, [])
+            if not wanted:
+                rids.extend(service.rrds.ids(kind))
+                continue
+            for u in wanted:
+                rid = rrd_id(kind, u.strip().lower())
+                if _UUID.match(u.strip()) and rid in service.store and rid not in rids:
+                    rids.append(rid)
         x, segments = service.rrds.xport(rids, start, interval, cf)
         service.asked(x.step, {s.cf for s in segments})
         plan = service.rrds.cache_plan(x, segments)

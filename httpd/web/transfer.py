@@ -70,6 +70,20 @@ def _vdi_param(ctx: Ctx, request: web.Request) -> str:
     raise XenAPIError("INVALID_VALUE", "vdi", "")
 
 
+_UNSURE = 2**50     # Xen Orchestra declares 1 PiB for a stream of unknown length
+
+
+def _is_probe(request: web.Request) -> bool:
+    """Xen Orchestra's redirect probe before an upload: a PUT with no task_id and an empty
+    body, declared as 0 bytes or as its 1 PiB "unknown length" (it then drops the answer).
+    xapi answers every upload before reading it; we answer this one at once and touch
+    nothing, so the probe neither waits for a body that never comes nor overwrites a VDI."""
+    if request.cookies.get("task_id") or request.query.get("task_id"):
+        return False
+    n = request.content_length
+    return n == 0 or (n is not None and n >= _UNSURE)
+
+
 class _ClientGone(Exception):
     """The HTTP peer went away mid-transfer."""
 
@@ -218,7 +232,7 @@ async def import_metadata(request: web.Request) -> web.StreamResponse:
 async def _body(request: web.Request, ctx: Ctx) -> AsyncIterator[bytes]:
     """The request body as it arrives, read on the loop; progress follows the bytes."""
     total = request.content_length if request.content_length and \
-        request.content_length < 2**50 else 0   # Xen Orchestra declares 1 PiB when unsure
+        request.content_length < _UNSURE else 0
     done = 0
     while True:
         try:
@@ -239,9 +253,8 @@ async def _import(request: web.Request, *, metadata_only: bool) -> web.StreamRes
     services = request.app[SERVICES]
     async with http_session(request, "import") as session:
         ctx = Ctx(services, session)
-        has_task = bool(request.cookies.get("task_id") or request.query.get("task_id"))
-        if request.content_length == 0 and not has_task:
-            return web.Response(text="")   # Xen Orchestra's probe: nothing to import
+        if _is_probe(request):
+            return web.Response(text="")
         if request.query.get("sr_id") or request.query.get("sr_uuid"):
             sr = _lookup(ctx, "SR", request, "sr_id", "sr_uuid")
         else:
@@ -342,6 +355,9 @@ async def import_raw_vdi(request: web.Request) -> web.StreamResponse:
         ctx = Ctx(services, session)
         if request.query.get("format", "raw") != "raw":
             raise XenAPIError("INVALID_VALUE", "format", request.query["format"])
+        if request.query.get("vdi") and _is_probe(request):
+            _vdi_param(ctx, request)
+            return web.Response(text="")        # the VDI stays as it is
         created = None
         try:
             async with _task(request, ctx, "Import of a raw VDI") as task:
