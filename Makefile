@@ -7,6 +7,9 @@ LISTEN    ?= 127.0.0.1:8080
 APT_TEST  := curl wget tar gzip rrdtool xva-img socat pigz openssl zstd iproute2 util-linux
 # Xen Orchestra's XenAPI client (npm), run by node from Debian
 XO_CLIENT := tests/clients/xo/node_modules/.installed
+# Ansible (bundles community.general's XenServer modules), in a venv of its own
+ANSIBLE   := .venv-ansible/.installed
+ANSIBLE_VERSION := 12.3.0
 
 .PHONY: run test apt-test node clean
 
@@ -36,8 +39,13 @@ $(XO_CLIENT): tests/clients/xo/package.json | node
 	cd tests/clients/xo && npm install --no-audit --no-fund --no-package-lock --loglevel=error
 	touch $@
 
-test: $(VENV)/.installed apt-test $(XO_CLIENT)
+$(ANSIBLE): Makefile
+	test -x .venv-ansible/bin/python || python3 -m venv .venv-ansible
+	.venv-ansible/bin/pip install -q ansible==$(ANSIBLE_VERSION)
+	touch $@
+
+test: $(VENV)/.installed apt-test $(XO_CLIENT) $(ANSIBLE)
 	$(PY) -m pytest
 
 clean:
-	rm -rf $(VENV) $(DATA_DIR) .pytest_cache tests/clients/xo/node_modules
+	rm -rf $(VENV) .venv-ansible $(DATA_DIR) .pytest_cache tests/clients/xo/node_modules

@@ -115,6 +115,36 @@ def vbd_destroy(ctx: Ctx, vbd: str) -> str:
     return ""
 
 
+# --- removable media ------------------------------------------------------------------------
+def _cd(ctx: Ctx, vbd: str) -> dict:
+    rec = ctx.store.get("VBD", vbd)
+    if rec["type"] != "CD":
+        raise XenAPIError("VBD_NOT_REMOVABLE_MEDIA", vbd)
+    return rec
+
+
+@table.message("VBD.insert", ("self", Ref("VBD")), ("vdi", Ref("VDI")))
+def vbd_insert(ctx: Ctx, vbd: str, vdi: str) -> str:
+    """Put a disc (an ISO's VDI) into an empty CD drive."""
+    rec = _cd(ctx, vbd)
+    ctx.store.get("VDI", vdi)
+    if not rec["empty"]:
+        raise XenAPIError("VBD_NOT_EMPTY", vbd)
+    ctx.store.update("VBD", vbd, {"VDI": vdi, "empty": False})
+    refresh_allowed(ctx.store, "VBD", vbd)
+    return ""
+
+
+@table.message("VBD.eject", ("self", Ref("VBD")))
+def vbd_eject(ctx: Ctx, vbd: str) -> str:
+    rec = _cd(ctx, vbd)
+    if rec["empty"]:
+        raise XenAPIError("VBD_IS_EMPTY", vbd)
+    ctx.store.update("VBD", vbd, {"VDI": NULL_REF, "empty": True})
+    refresh_allowed(ctx.store, "VBD", vbd)
+    return ""
+
+
 # --- VIF ------------------------------------------------------------------------------------
 @table.message("VIF.create", ("args", ANY_RECORD))
 def vif_create(ctx: Ctx, record: dict) -> str:

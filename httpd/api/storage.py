@@ -120,9 +120,11 @@ async def sr_scan(ctx: Ctx, sr: str) -> str:
     with ctx.store.transaction():
         for location, (size, used) in present.items():
             if location not in known:   # a file added by hand becomes a VDI
+                iso = rec["type"] == "iso"     # ISO images: named by their file, read-only
                 added = ctx.store.create("VDI", {
                     "uuid": location if _is_uuid(location) and not _uuid_taken(ctx, location)
-                    else new_uuid(), "name_label": location, "SR": sr, "virtual_size": size,
+                    else new_uuid(), "name_label": location + backend.suffix if iso
+                    else location, "SR": sr, "virtual_size": size, "read_only": iso,
                     "location": location, "type": "user", "physical_utilisation": used})
                 refresh_allowed(ctx.store, "VDI", added)
         for location, vdi in known.items():
@@ -164,7 +166,7 @@ async def sr_create(ctx: Ctx, host: str, device_config: dict, physical_size: int
                     description: str, type_: str, content_type: str, shared: bool,
                     sm_config: dict | None = None) -> str:
     ctx.store.get("host", host)
-    if type_ not in ("file", "ext"):
+    if type_ not in ("file", "ext", "iso"):
         raise XenAPIError("SR_UNKNOWN_DRIVER", type_)
     path = device_config.get("path")
     if not path or not Path(path).is_absolute():

@@ -325,6 +325,7 @@ class SimulatedDomain(Domain):
         await self._stop()
 
     async def reboot(self, clean: bool) -> None:
+        self.domid = self.backend.take_domid()      # a reboot makes a new domain, as Xen's
         self.agent_up = False
         self.screen.clear()
         self.shell = "boot"
@@ -401,11 +402,14 @@ class SimulatedBackend(DomainBackend):
         self._domains: dict[str, SimulatedDomain] = {}
         self._next_domid = 1
 
+    def take_domid(self) -> int:
+        domid, self._next_domid = self._next_domid, self._next_domid + 1
+        return domid
+
     def _new(self, config: DomainConfig) -> SimulatedDomain:
         if config.uuid in self._domains:
             raise RuntimeError(f"domain {config.uuid} already running")
-        dom = SimulatedDomain(self, config, self._next_domid)
-        self._next_domid += 1
+        dom = SimulatedDomain(self, config, self.take_domid())
         self._domains[config.uuid] = dom
         return dom
 

@@ -1,4 +1,5 @@
-"""The local file SR: each VDI a sparse raw file `<uuid>.raw` in the SR's directory.
+"""The local file SR: each VDI a sparse raw file `<uuid>.raw` in the SR's directory (an ISO
+library SR: each VDI an `<name>.iso` file).
 
 Blocking functions, meant for a thread pool. Copies move only allocated data (a reflink when the
 filesystem can, else SEEK_DATA/SEEK_HOLE extents through copy_file_range), so a 1 TiB disk with
@@ -90,13 +91,16 @@ def _unlink_quietly(path: str) -> None:
 
 
 class FileSR:
-    def __init__(self, path: str | Path) -> None:
+    """The files of one SR: `<location>.raw` (a disk SR) or `<location>.iso` (an ISO library)."""
+
+    def __init__(self, path: str | Path, suffix: str = ".raw") -> None:
         self.path = Path(path)
+        self.suffix = suffix
 
     def vdi_path(self, location: str) -> Path:
         if "/" in location or location in ("", ".", ".."):
             raise XenAPIError("INVALID_VALUE", "location", location)
-        return self.path / f"{location}.raw"
+        return self.path / f"{location}{self.suffix}"
 
     def stats(self) -> SRStats:
         st = os.statvfs(self.path)
@@ -157,7 +161,7 @@ class FileSR:
         added or removed by hand)."""
         out = {}
         for entry in os.scandir(self.path):
-            if entry.name.endswith(".raw") and entry.is_file(follow_symlinks=False):
+            if entry.name.endswith(self.suffix) and entry.is_file(follow_symlinks=False):
                 st = entry.stat()
-                out[entry.name[:-4]] = (st.st_size, st.st_blocks * 512)
+                out[entry.name[:-len(self.suffix)]] = (st.st_size, st.st_blocks * 512)
         return out

@@ -35,7 +35,10 @@ def allowed(cls: str, rec: Mapping) -> list[str]:
         return list(rec["allowed_operations"])
     if rec["current_operations"]:
         return []
-    return list(ALLOWED[cls][1 if rec.get("currently_attached") else 0])
+    ops = list(ALLOWED[cls][1 if rec.get("currently_attached") else 0])
+    if cls == "VBD" and rec.get("type") == "CD":      # a drive: a disc goes in or comes out
+        ops.append("insert" if rec.get("empty") else "eject")
+    return ops
 
 
 def refresh_allowed(store: Store, cls: str, ref: str) -> None:

@@ -46,7 +46,7 @@ class Vdis:
                 path = p["device_config"].get("path")
                 if not path:
                     raise XenAPIError("SR_BACKEND_FAILURE", "no device_config:path", sr)
-                return FileSR(path)
+                return FileSR(path, ".iso" if rec["type"] == "iso" else ".raw")
         raise XenAPIError("SR_HAS_NO_PBDS", sr)
 
     def path(self, vdi: str) -> Path:

@@ -138,3 +138,46 @@ def test_http_task_ends_with_its_request(server, xenapi):
     subprocess.run(["curl", "-s", "-o", "/dev/null",
                     f"{server.url}/rrd_updates?start=-60&host=true&task_id={third}"])
     assert x.task.get_status(third) == "pending"
+
+
+def test_cd_drive_insert_eject_from_an_iso_library(xenapi, tmp_path):
+    x = xenapi.xenapi
+    (tmp_path / "disc.iso").write_bytes(os.urandom(4096))
+    host = x.host.get_all()[0]
+    sr = x.SR.create(host, {"path": str(tmp_path)}, "0", "ISOs", "", "iso", "iso", False, {})
+    x.SR.scan(sr)
+    disc = x.VDI.get_by_name_label("disc.iso")
+    assert len(disc) == 1 and x.VDI.get_read_only(disc[0]) and x.VDI.get_SR(disc[0]) == sr
+    vm = x.VM.create({"name_label": "cd", "memory_static_max": str(2**28)})
+    cd = x.VBD.create({"VM": vm, "VDI": "OpaqueRef:NULL", "userdevice": "3", "mode": "RO",
+                       "type": "CD", "empty": True})
+    assert "insert" in x.VBD.get_allowed_operations(cd)
+    _fails("VBD_IS_EMPTY", x.VBD.eject, cd)
+    x.VBD.insert(cd, disc[0])
+    assert x.VBD.get_VDI(cd) == disc[0] and not x.VBD.get_empty(cd)
+    assert "eject" in x.VBD.get_allowed_operations(cd)
+    _fails("VBD_NOT_EMPTY", x.VBD.insert, cd, disc[0])
+    x.VBD.eject(cd)
+    assert x.VBD.get_empty(cd) and x.VBD.get_VDI(cd) == "OpaqueRef:NULL"
+    disk = x.VBD.create({"VM": vm, "VDI": "OpaqueRef:NULL", "userdevice": "4", "mode": "RO",
+                         "type": "Floppy", "empty": True})
+    _fails("VBD_NOT_REMOVABLE_MEDIA", x.VBD.insert, disk, disc[0])
+    x.VM.destroy(vm)
+    x.SR.forget(sr)
+
+
+def test_a_new_domid_at_every_boot_and_reboot(xenapi):
+    x = xenapi.xenapi
+    vm = x.VM.create({"name_label": "domids", "memory_static_max": str(2**28)})
+    try:
+        x.VM.start(vm, False, False)
+        first = int(x.VM.get_domid(vm))
+        x.VM.hard_reboot(vm)
+        second = int(x.VM.get_domid(vm))
+        x.VM.clean_reboot(vm)
+        third = int(x.VM.get_domid(vm))
+        assert 0 < first < second < third
+        x.VM.hard_shutdown(vm)
+        assert x.VM.get_domid(vm) == "-1"
+    finally:
+        x.VM.destroy(vm)
