@@ -59,6 +59,7 @@ VM_OPERATIONS: dict[str, VMOp] = {
     "start_on": VMOp((HALTED,), RUNNING),
     "clone": VMOp((HALTED,)),
     "copy": VMOp((HALTED,)),
+    "snapshot": VMOp((HALTED, RUNNING, PAUSED, SUSPENDED)),
     "destroy": VMOp((HALTED, SUSPENDED)),
     "export": VMOp((HALTED, SUSPENDED)),
     "provision": VMOp((HALTED,)),

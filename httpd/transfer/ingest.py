@@ -21,8 +21,9 @@ from xva.files import DiskApplier
 from xva.reader import XVAReader
 
 from ..model.errors import XenAPIError
+from .vhd import VhdApplier
 
-__all__ = ["joined", "import_xva", "RawWriter", "import_raw"]
+__all__ = ["joined", "import_xva", "RawWriter", "import_raw", "import_vhd"]
 
 T = TypeVar("T")
 Offload = Callable[..., Awaitable]
@@ -150,3 +151,16 @@ async def import_raw(chunks: AsyncIterable[bytes], offload: Offload, path: str,
         return await joined(offload(writer.finish))
     finally:
         writer.close()
+
+
+async def import_vhd(chunks: AsyncIterable[bytes], offload: Offload, path: str,
+                     size: int) -> int:
+    """Apply a dynamic VHD body to the `size`-byte disk at `path` (only its blocks; the VDI
+    changes only if the whole stream was good); returns the bytes written."""
+    applier = VhdApplier(path, size)
+    try:
+        async for chunk in chunks:
+            await joined(offload(applier.feed, chunk))
+        return await joined(offload(applier.finish))
+    finally:
+        await joined(offload(applier.close))

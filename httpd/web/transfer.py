@@ -26,7 +26,8 @@ from ..core.power import require
 from ..model.errors import XenAPIError, internal_error
 from ..model.xtypes import NULL_REF
 from ..transfer.importer import ImportJob
-from ..transfer.ingest import import_raw, import_xva
+from ..transfer.ingest import import_raw, import_vhd, import_xva
+from ..transfer.vhd import VhdExport, changed_blocks
 from ..transfer.plan import appliance_for, block_export
 from .auth import http_session
 from .errors import abort as _abort
@@ -169,10 +170,9 @@ async def _export(request: web.Request, *, metadata_only: bool) -> web.StreamRes
         if value not in _COMPRESSIONS:
             raise XenAPIError("INVALID_VALUE", "use_compression", value)
         compression = _COMPRESSIONS[value]
-        # zstd exists for the block layout only: asked for without a format, it means that
-        # layout, as from xapi (`xe vm-export compress=zstd`, Xen Orchestra)
-        default = "xapi" if metadata_only or compression == "zstd" else "appliance"
-        fmt = request.query.get("format", default).lower()
+        # xapi's block layout unless the guide's appliance layout is asked for: it is what
+        # every current xapi writes and what Xen Orchestra, xe and xva-img read
+        fmt = request.query.get("format", "xapi").lower()
         if fmt not in ("appliance", "xapi"):
             raise XenAPIError("INVALID_VALUE", "format", fmt)
         if fmt == "appliance" and compression == "zstd":
@@ -319,30 +319,61 @@ def _raw_pieces(path: str, size: int, done: list[int]) -> Iterator[bytes]:
         os.close(fd)
 
 
+def _disk_format(request: web.Request) -> str:
+    fmt = request.query.get("format", "raw").lower()
+    if fmt not in ("raw", "vhd"):
+        raise XenAPIError("INVALID_VALUE", "format", fmt)
+    return fmt
+
+
+def _base_vdi(ctx: Ctx, request: web.Request, vdi: str) -> str | None:
+    """`base=` (ref or uuid): a VDI of the same size the delta is taken against."""
+    value = request.query.get("base", "")
+    if not value:
+        return None
+    base = value if value.startswith("OpaqueRef:") else ctx.store.ref_of_uuid("VDI", value)
+    if ctx.store.get("VDI", base)["virtual_size"] != ctx.store.get("VDI", vdi)["virtual_size"]:
+        raise XenAPIError("INVALID_VALUE", "base", "a VDI of another size")
+    return base
+
+
 async def export_raw_vdi(request: web.Request) -> web.StreamResponse:
     services = request.app[SERVICES]
     async with http_session(request, "export_raw_vdi") as session:
         ctx = Ctx(services, session)
         vdi = _vdi_param(ctx, request)
-        if request.query.get("format", "raw") != "raw":
-            raise XenAPIError("INVALID_VALUE", "format", request.query["format"])
+        fmt = _disk_format(request)
+        base = _base_vdi(ctx, request, vdi)
+        if base is not None and fmt != "vhd":
+            raise XenAPIError("INVALID_VALUE", "base", "a delta needs format=vhd")
         resp: web.StreamResponse | None = None
         try:
             async with _task(request, ctx, f"Export of VDI {vdi}") as task:
                 rec = ctx.store.get("VDI", vdi)
                 size, done = rec["virtual_size"], [0]
-                pieces = _raw_pieces(str(ctx.vdis.path(vdi)), size, done)
+                path = str(ctx.vdis.path(vdi))
+                if fmt == "vhd":
+                    blocks = await ctx.streaming(
+                        changed_blocks, path, size,
+                        str(ctx.vdis.path(base)) if base is not None else None)
+                    vhd = await ctx.streaming(VhdExport, path, size, blocks)
+                    pieces, length, close = vhd.pieces, vhd.total, vhd.close
+                    progress = lambda: vhd.sent / max(1, vhd.total)   # noqa: E731
+                    kind = "application/vhd"
+                else:
+                    pieces = _raw_pieces(path, size, done)
+                    length, close, kind = size, pieces.close, "application/octet-stream"
+                    progress = lambda: done[0] / max(1, size)         # noqa: E731
                 try:
                     resp = web.StreamResponse(headers={
-                        "Content-Type": "application/octet-stream", "task-id": task,
-                        "Content-Disposition": 'attachment; filename="disk.raw"'})
-                    resp.content_length = size
+                        "Content-Type": kind, "task-id": task,
+                        "Content-Disposition": f'attachment; filename="{rec["uuid"]}.{fmt}"'})
+                    resp.content_length = length
                     await resp.prepare(request)
-                    await _pump(request, resp, ctx, pieces, lambda: done[0] / max(1, size),
-                                lambda: None)
+                    await _pump(request, resp, ctx, pieces, progress, lambda: None)
                     await resp.write_eof()
                 finally:
-                    pieces.close()
+                    await ctx.streaming(close)
                 services.tasks.succeed(task, "")
             return resp
         except (XenAPIError, _ClientGone, ConnectionError) as e:
@@ -353,8 +384,9 @@ async def import_raw_vdi(request: web.Request) -> web.StreamResponse:
     services = request.app[SERVICES]
     async with http_session(request, "import_raw_vdi") as session:
         ctx = Ctx(services, session)
-        if request.query.get("format", "raw") != "raw":
-            raise XenAPIError("INVALID_VALUE", "format", request.query["format"])
+        fmt = _disk_format(request)
+        if fmt == "vhd" and not request.query.get("vdi"):
+            raise XenAPIError("INVALID_VALUE", "vdi", "a VHD is imported into an existing VDI")
         if request.query.get("vdi") and _is_probe(request):
             _vdi_param(ctx, request)
             return web.Response(text="")        # the VDI stays as it is
@@ -376,7 +408,8 @@ async def import_raw_vdi(request: web.Request) -> web.StreamResponse:
                     vdi = created = await ctx.vdis.create(sr, request.content_length, {
                         "name_label": request.query.get("name_label", "imported disk")})
                 size = ctx.store.get("VDI", vdi)["virtual_size"]
-                await ctx.tasks.race_cancel(task, import_raw(
+                into = import_vhd if fmt == "vhd" else import_raw
+                await ctx.tasks.race_cancel(task, into(
                     _body(request, ctx), ctx.streaming, str(ctx.vdis.path(vdi)), size))
                 await ctx.vdis.refresh(vdi)
                 services.tasks.succeed(task, vdi)

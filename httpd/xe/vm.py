@@ -220,12 +220,23 @@ def vm_install(ctx: Ctx) -> None:
 @_vm_cmd("vm-clone", "Clone a VM (fast, on the same SR); prints the new uuid.",
          optn=("new-name-label", "new-name-description"))
 def vm_clone(ctx: Ctx) -> None:
+    _new_from(ctx, "VM.clone")
+
+
+def _new_from(ctx: Ctx, message: str) -> None:
+    """clone and snapshot: a new VM named new-name-label; prints its uuid."""
     name = ctx.need("new-name-label")
     ref, _ = select_one(ctx, "VM", ctx.cmd.optn)
-    new = str(ctx.call("VM.clone", ref, name))
+    new = str(ctx.call(message, ref, name))
     if ctx.get("new-name-description") is not None:
         ctx.call("VM.set_name_description", new, ctx.params["new-name-description"])
     ctx.out.write(_uuid_of(ctx, "VM", new) + "\n")
+
+
+@_vm_cmd("vm-snapshot", "Snapshot a VM's disks (reflinks where the file system can); prints "
+         "the snapshot's uuid.", optn=("new-name-label", "new-name-description"))
+def vm_snapshot(ctx: Ctx) -> None:
+    _new_from(ctx, "VM.snapshot")
 
 
 @_vm_cmd("vm-copy", "Copy a VM with full copies of its disks (to sr-uuid= if given); prints "

@@ -58,3 +58,16 @@ def test_export_and_import_through_get_and_put_resource(seen):
     assert seen["disks_imported"] == seen["disks_source"] and seen["disks_source"]
     assert not [name for name, status in seen["tasks"].items()
                 if name.startswith("Xapi#putResource") and status != "success"]
+
+
+def test_incremental_backup_the_xo_way(seen):
+    """Snapshot, a full VHD export restored with format=vhd, 16 MiB changed, a second snapshot,
+    a delta (`base=` the first snapshot's VDI) restored over it: the restored VDI equals the
+    second snapshot, and the delta carried only the changed blocks."""
+    inc = seen["incremental"]
+    assert "error" not in inc.get("full", {}) and "error" not in inc.get("delta", {}), inc
+    assert inc["is_a_snapshot"] and inc["snapshot_of"]
+    assert inc["first_differs"] and inc["restored_equals_second"]
+    block = 2 * 2**20 + 512
+    assert inc["full"]["bytes"] < 3 * block            # the 3 MiB written: 2 blocks, no holes
+    assert 8 * block <= inc["delta"]["bytes"] < 9 * block + 4096    # 16 MiB: 8 blocks

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import subprocess
 import sys
 import time
@@ -58,6 +59,46 @@ def _disks(srv: Server, x, vm: str) -> dict[str, str]:
             for b in x.VM.get_VBDs(vm) if x.VBD.get_type(b) == "Disk"}
 
 
+def _vdi_file(x, vdi: str) -> Path:
+    pbd = x.SR.get_PBDs(x.VDI.get_SR(vdi))[0]
+    return Path(x.PBD.get_device_config(pbd)["path"]) / (x.VDI.get_location(vdi) + ".raw")
+
+
+def _node(srv: Server, *args: str) -> dict:
+    p = subprocess.run(["node", str(HERE / "xo_incremental.mjs"), srv.url, srv.password, *args],
+                       capture_output=True, text=True, timeout=300)
+    lines = [line for line in p.stdout.splitlines() if line.startswith("{")]
+    return json.loads(lines[-1]) if lines else {"error": p.stderr[-3000:]}
+
+
+def _incremental(srv: Server, x, work: Path) -> dict:
+    """XO's incremental backup of a VM with one disk: a full VHD, then 16 MiB change, then a
+    delta against the first snapshot, both restored into one VDI with format=vhd."""
+    sr = x.pool.get_default_SR(x.pool.get_all()[0])
+    vm = x.VM.create({"name_label": "inc", "memory_static_max": str(2**28)})
+    disk = x.VDI.create({"SR": sr, "virtual_size": str(64 * 2**20), "type": "user",
+                         "name_label": "inc disk"})
+    x.VBD.create({"VM": vm, "VDI": disk, "userdevice": "0", "mode": "RW", "type": "Disk"})
+    with open(_vdi_file(x, disk), "r+b") as f:
+        f.write(os.urandom(3 * 2**20))
+    full = _node(srv, "full", "inc")
+    if "error" in full:
+        return {"full": full}
+    with open(_vdi_file(x, disk), "r+b") as f:          # 16 MiB changed since the snapshot
+        f.seek(40 * 2**20)
+        f.write(os.urandom(16 * 2**20))
+    delta = _node(srv, "delta", "inc", full["vdi"], full["target"])
+    if "error" in delta:
+        return {"full": full, "delta": delta}
+    return {"full": full, "delta": delta,
+            "restored_equals_second": _vdi_file(x, full["target"]).read_bytes()
+            == _vdi_file(x, delta["vdi"]).read_bytes(),
+            "first_differs": _vdi_file(x, full["vdi"]).read_bytes()
+            != _vdi_file(x, delta["vdi"]).read_bytes(),
+            "snapshot_of": x.VM.get_snapshot_of(full["snapshot"]) == vm,
+            "is_a_snapshot": x.VM.get_is_a_snapshot(full["snapshot"])}
+
+
 def main(workdir: str) -> None:
     subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
     work = Path(workdir)
@@ -83,6 +124,7 @@ def main(workdir: str) -> None:
                 facts["imported_name"] = x.VM.get_name_label(imported[0])
                 facts["disks_source"] = _disks(srv, x, transfer["source"])
                 facts["disks_imported"] = _disks(srv, x, imported[0])
+        facts["incremental"] = _incremental(srv, x, work)
         print(json.dumps(facts))
     finally:
         srv.stop()

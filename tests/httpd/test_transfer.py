@@ -83,11 +83,25 @@ def _disks(x, vm):
     return out
 
 
+def test_export_writes_xapis_block_layout_by_default(server, source_vm, tmp_path):
+    """Without `format`, /export is what every current xapi writes (Xen Orchestra's full
+    backups ask for it so); `use_compression=true` gzips the whole tar, as xapi's."""
+    x = server.session().xenapi
+    uuid = x.VM.get_uuid(source_vm)
+    plain, gz = tmp_path / "vm.xva", tmp_path / "vm.xva.gz"
+    _curl(_url(server, f"/export?uuid={uuid}"), "-o", str(plain))
+    _curl(_url(server, f"/export?uuid={uuid}&use_compression=true"), "-o", str(gz))
+    names = tarfile.open(plain).getnames()
+    assert names[0] == "ova.xml" and any(n.startswith("Ref:") for n in names)
+    assert gz.read_bytes()[:2] == b"\x1f\x8b"
+    assert tarfile.open(gz, "r:gz").getnames() == names
+
+
 def test_appliance_export_matches_the_guides_layout(server, source_vm, tmp_path):
     x = server.session().xenapi
     uuid = x.VM.get_uuid(source_vm)
     xva = tmp_path / "vm.xva"
-    _curl(_url(server, f"/export?uuid={uuid}"), "-o", str(xva))
+    _curl(_url(server, f"/export?uuid={uuid}&format=appliance"), "-o", str(xva))
     out = tmp_path / "x"
     out.mkdir()
     subprocess.run(["tar", "xf", str(xva), "-C", str(out)], check=True)

@@ -1,0 +1,114 @@
+"""VHD disk transfers over HTTP (`/export_raw_vdi?format=vhd[&base=]`,
+`/import_raw_vdi?format=vhd`) with curl and qemu-img, snapshots and reverts through the SDK."""
+
+from __future__ import annotations
+
+import os
+import struct
+import subprocess
+
+import pytest
+import XenAPI
+
+
+def _path(x, vdi):
+    pbd = x.SR.get_PBDs(x.VDI.get_SR(vdi))[0]
+    return os.path.join(x.PBD.get_device_config(pbd)["path"], x.VDI.get_location(vdi) + ".raw")
+
+
+def _url(server, path):
+    return server.url.replace("http://", f"http://root:{server.password}@") + path
+
+
+def _vdi(x, size, data=b"", at=0):
+    sr = x.pool.get_default_SR(x.pool.get_all()[0])
+    vdi = x.VDI.create({"SR": sr, "virtual_size": str(size), "type": "user", "name_label": "v"})
+    if data:
+        with open(_path(x, vdi), "r+b") as f:
+            f.seek(at)
+            f.write(data)
+    return vdi
+
+
+def _put(server, vdi, body: bytes) -> subprocess.CompletedProcess:
+    return subprocess.run(["curl", "-s", "-w", "\n%{http_code}", "-T", "-",
+                           _url(server, f"/import_raw_vdi?vdi={vdi}&format=vhd")],
+                          input=body, capture_output=True)
+
+
+def test_vhd_export_reads_in_qemu_img_and_imports_back(server, xenapi, tmp_path):
+    x = xenapi.xenapi
+    size = 16 * 2**20
+    src = _vdi(x, size, os.urandom(3 * 2**20 + 7), at=5 * 2**20)
+    vhd = tmp_path / "d.vhd"
+    subprocess.run(["curl", "-sf", "-D", str(tmp_path / "h"), "-o", str(vhd),
+                    _url(server, f"/export_raw_vdi?vdi={src}&format=vhd")], check=True)
+    assert "application/vhd" in (tmp_path / "h").read_text()
+    raw = tmp_path / "back.raw"
+    subprocess.run(["qemu-img", "convert", "-f", "vpc", "-O", "raw", str(vhd), str(raw)],
+                   check=True)
+    assert raw.read_bytes()[:size] == open(_path(x, src), "rb").read()
+    # a VHD qemu-img made imports into an existing VDI, whose other blocks stay
+    target = _vdi(x, size, b"keep me", at=15 * 2**20)
+    qsrc = tmp_path / "q.raw"
+    qsrc.write_bytes(os.urandom(2**20))
+    qvhd = tmp_path / "q.vhd"
+    subprocess.run(["qemu-img", "convert", "-f", "raw", "-O", "vpc", "-o", "subformat=dynamic",
+                    str(qsrc), str(qvhd)], check=True)
+    r = _put(server, target, qvhd.read_bytes())
+    assert r.stdout.endswith(b"200"), r.stdout
+    data = open(_path(x, target), "rb").read()
+    assert data[:2**20] == qsrc.read_bytes() and data[15 * 2**20:15 * 2**20 + 7] == b"keep me"
+    assert len(data) == size                                    # never truncated
+
+
+def test_bad_vhds_leave_the_vdi_unchanged(server, xenapi, tmp_path):
+    x = xenapi.xenapi
+    size = 8 * 2**20
+    src = _vdi(x, size, os.urandom(2**20))
+    good = subprocess.run(["curl", "-sf", _url(server, f"/export_raw_vdi?vdi={src}&format=vhd")],
+                          capture_output=True, check=True).stdout
+    target = _vdi(x, size, b"old content")
+    before = open(_path(x, target), "rb").read()
+    footer = bytearray(good)
+    footer[20] ^= 1                                              # wrong footer checksum
+    bat_far = bytearray(good)
+    struct.pack_into(">I", bat_far, 1536, 0x7FFFFFF0)           # a block past the end
+    bigger = _vdi(x, 2 * size)
+    too_big = subprocess.run(["curl", "-sf", _url(server, f"/export_raw_vdi?vdi={bigger}&format=vhd")],
+                             capture_output=True, check=True).stdout
+    for body, why in ((bytes(footer), b"checksum"), (bytes(bat_far), b"EOF"),
+                      (good[:len(good) // 2], b"EOF"), (too_big, b"does not fit")):
+        r = _put(server, target, body)
+        assert not r.stdout.endswith(b"200") and why in r.stdout, r.stdout
+        assert open(_path(x, target), "rb").read() == before
+        assert not [n for n in os.listdir(os.path.dirname(_path(x, target)))
+                    if n.endswith(".part")]
+    r = subprocess.run(["curl", "-s", _url(server, f"/export_raw_vdi?vdi={src}&format=vhd"
+                                                   f"&base={bigger}")], capture_output=True)
+    assert b"INVALID_VALUE" in r.stdout and b"another size" in r.stdout
+
+
+def test_snapshot_and_revert(server, xenapi):
+    x = xenapi.xenapi
+    vm = x.VM.create({"name_label": "snap me", "memory_static_max": str(2**28)})
+    disk = _vdi(x, 2**20, b"first")
+    x.VBD.create({"VM": vm, "VDI": disk, "userdevice": "0", "mode": "RW", "type": "Disk"})
+    x.VIF.create({"VM": vm, "network": x.network.get_all()[0], "device": "0"})
+    snap = x.VM.snapshot(vm, "s1")
+    rec = x.VM.get_record(snap)
+    assert rec["is_a_snapshot"] and rec["snapshot_of"] == vm and rec["is_a_template"]
+    assert x.VM.get_snapshots(vm) == [snap]
+    sdisk = x.VBD.get_VDI(rec["VBDs"][0])
+    assert x.VDI.get_is_a_snapshot(sdisk) and x.VDI.get_snapshot_of(sdisk) == disk
+    assert x.VIF.get_MAC(rec["VIFs"][0]) == x.VIF.get_MAC(x.VM.get_VIFs(vm)[0])
+    with open(_path(x, disk), "r+b") as f:
+        f.write(b"later")
+    x.VM.revert(snap)
+    now = x.VBD.get_VDI(x.VM.get_VBDs(vm)[0])
+    assert open(_path(x, now), "rb").read(5) == b"first"
+    with pytest.raises(XenAPI.Failure) as e:
+        x.VM.revert(vm)                                        # not a snapshot
+    assert e.value.details[0] == "VM_REVERT_FAILED"
+    ignored = x.VM.snapshot(vm, "no disks", [now])
+    assert x.VM.get_VBDs(ignored) == []
