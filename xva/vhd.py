@@ -218,12 +218,18 @@ class VhdReader:
             return True
         return False
 
+    @staticmethod
+    def _unpack(layout: struct.Struct, raw: bytes, cookie: bytes, at: int, what: str) -> tuple:
+        """`raw` as `layout`, its cookie and its checksum (the u32 at `at`) checked."""
+        fields = layout.unpack(raw)
+        if fields[0] != cookie:
+            raise XVAFormatError.bad(f"VHD: no {what} cookie (not a VHD)")
+        if _checksum(raw[:at] + bytes(4) + raw[at + 4:]) != struct.unpack_from(">I", raw, at)[0]:
+            raise XVAFormatError.bad(f"VHD: {what} checksum mismatch")
+        return fields
+
     def _on_footer(self, raw: bytes) -> None:
-        f = _FOOTER.unpack(raw)
-        if f[0] != b"conectix":
-            raise XVAFormatError.bad("VHD: no footer cookie (not a VHD)")
-        if _checksum(raw[:64] + bytes(4) + raw[68:]) != f[14]:
-            raise XVAFormatError.bad("VHD: footer checksum mismatch")
+        f = self._unpack(_FOOTER, raw, b"conectix", 64, "footer")
         size, kind = f[9], f[13]
         if size > self.limit:
             raise XVAFormatError.bad(f"VHD: a {size}-byte disk does not fit a {self.limit}-byte"
@@ -236,11 +242,7 @@ class VhdReader:
         self._phase = "header"
 
     def _on_header(self, raw: bytes) -> None:
-        h = _HEADER.unpack(raw)
-        if h[0] != b"cxsparse":
-            raise XVAFormatError.bad("VHD: no dynamic header cookie")
-        if _checksum(raw[:36] + bytes(4) + raw[40:]) != h[6]:
-            raise XVAFormatError.bad("VHD: dynamic header checksum mismatch")
+        h = self._unpack(_HEADER, raw, b"cxsparse", 36, "dynamic header")
         entries, block, bat = h[4], h[5], h[2]
         if block != BLOCK_SIZE:
             raise XVAFormatError.bad(f"VHD: block size {block} (2 MiB expected)")

@@ -12,7 +12,6 @@ cancels the coroutine (``TaskManager.race_cancel``) and the joins do the rest.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 from typing import AsyncIterable, Awaitable, Callable, Iterable, Mapping, TypeVar
 
@@ -21,6 +20,7 @@ from xva.files import DiskApplier
 from xva.reader import XVAReader
 
 from ..model.errors import XenAPIError
+from .sidefile import SideFile
 from .vhd import VhdApplier
 
 __all__ = ["joined", "import_xva", "RawWriter", "import_raw", "import_vhd"]
@@ -92,28 +92,19 @@ async def import_xva(chunks: AsyncIterable[bytes], offload: Offload,
 
 
 class RawWriter:
-    """A raw disk image written beside the VDI's file (`<file>.part`, sparse: all-zero blocks
-    stay holes) and moved over it only by `finish()`, after an fsync: until then, and on any
-    failure, the VDI keeps its old content. Nothing happens before the first call; the methods
-    block: run them on a worker, one at a time, then `close()`."""
+    """A raw disk image written beside the VDI's file (sparse: all-zero blocks stay holes) and
+    moved over it only by `finish()`: until then, and on any failure, the VDI keeps its old
+    content. Its methods block: run them on a worker, one at a time, then `close()`."""
 
     def __init__(self, path: str, size: int) -> None:
-        self.path, self.size = path, size
-        self.part = path + ".part"
+        self.size = size
         self.written = 0
-        self._fd = -1
-        self._done = False
-
-    def _open(self) -> int:
-        if self._fd < 0:
-            self._fd = os.open(self.part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            os.ftruncate(self._fd, self.size)
-        return self._fd
+        self.side = SideFile(path, size, copy=False)
 
     def write(self, data: bytes) -> None:
         if self.written + len(data) > self.size:
             raise XenAPIError("VDI_IO_ERROR", f"more data than the disk's {self.size} bytes")
-        fd = self._open()
+        fd = self.side.fd()
         view = memoryview(data)
         for i in range(0, len(view), _BLOCK):
             block = view[i:i + _BLOCK]
@@ -122,45 +113,31 @@ class RawWriter:
         self.written += len(data)
 
     def finish(self) -> int:
-        os.fsync(self._open())
-        os.replace(self.part, self.path)
-        self._done = True
-        dir_fd = os.open(os.path.dirname(self.path) or ".", os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        self.side.commit()
         return self.written
 
     def close(self) -> None:
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
-            if not self._done:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(self.part)
+        self.side.close()
+
+
+async def _apply_body(chunks: AsyncIterable[bytes], offload: Offload, sink) -> int:
+    """Each chunk to `sink.write` on a worker, then `sink.finish()`; `sink.close()` always."""
+    try:
+        async for chunk in chunks:
+            await joined(offload(sink.write, chunk))
+        return await joined(offload(sink.finish))
+    finally:
+        await joined(offload(sink.close))
 
 
 async def import_raw(chunks: AsyncIterable[bytes], offload: Offload, path: str,
                      size: int) -> int:
     """Write a raw body into `path` (a `size`-byte disk); returns the bytes written."""
-    writer = RawWriter(path, size)
-    try:
-        async for chunk in chunks:
-            await joined(offload(writer.write, chunk))
-        return await joined(offload(writer.finish))
-    finally:
-        writer.close()
+    return await _apply_body(chunks, offload, RawWriter(path, size))
 
 
 async def import_vhd(chunks: AsyncIterable[bytes], offload: Offload, path: str,
                      size: int) -> int:
     """Apply a dynamic VHD body to the `size`-byte disk at `path` (only its blocks; the VDI
     changes only if the whole stream was good); returns the bytes written."""
-    applier = VhdApplier(path, size)
-    try:
-        async for chunk in chunks:
-            await joined(offload(applier.feed, chunk))
-        return await joined(offload(applier.finish))
-    finally:
-        await joined(offload(applier.close))
+    return await _apply_body(chunks, offload, VhdApplier(path, size))

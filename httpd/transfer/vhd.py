@@ -11,14 +11,13 @@ functions: run them on a worker.
 
 from __future__ import annotations
 
-import contextlib
 import os
 
 from xva.events import Write
 from xva.files import data_extents
 from xva.vhd import BLOCK_SIZE, VhdReader, VhdWriter
 
-from ..core.filesr import copy_sparse
+from .sidefile import SideFile
 
 __all__ = ["changed_blocks", "VhdExport", "VhdApplier"]
 
@@ -82,40 +81,21 @@ class VhdApplier:
     """Apply a VHD stream to a copy of the VDI's file, then move it over the VDI."""
 
     def __init__(self, path: str, size: int) -> None:
-        self.path, self.size = path, size
-        self.part = path + ".part"
         self.reader = VhdReader("vdi", size)
-        self._fd = -1
-        self._done = False
-
-    def _open(self) -> int:
-        if self._fd < 0:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(self.part)
-            copy_sparse(self.path, self.part, self.size)
-            self._fd = os.open(self.part, os.O_WRONLY)
-        return self._fd
+        self.side = SideFile(path, size, copy=True)
 
     def _apply(self, events) -> None:
         for e in events:
             if isinstance(e, Write):
-                os.pwrite(self._open(), e.data, e.offset)
+                os.pwrite(self.side.fd(), e.data, e.offset)
 
-    def feed(self, data: bytes) -> None:
+    def write(self, data: bytes) -> None:
         self._apply(self.reader.feed(data))
 
     def finish(self) -> int:
         self._apply(self.reader.close())
-        fd = self._open()
-        os.fsync(fd)
-        os.replace(self.part, self.path)
-        self._done = True
+        self.side.commit()
         return self.reader.bytes_written
 
     def close(self) -> None:
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
-        if not self._done:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(self.part)
+        self.side.close()
