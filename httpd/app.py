@@ -86,7 +86,8 @@ async def open_services(config: Config) -> AsyncIterator[tuple[Services, Console
             assert lifecycle is not None
             lifecycle.on_guest_event(event)
 
-        domains = SimulatedBackend(on_guest_event, rfb_version=config.rfb_version)
+        domains = SimulatedBackend(on_guest_event, rfb_version=config.rfb_version,
+                                   executor=executors.disk)
         stack.push_async_callback(domains.close)
         lifecycle = Lifecycle(store, host, locations, vdis, domains, config.data_dir / "domains")
         stack.push_async_callback(lifecycle.save_all)
@@ -117,7 +118,7 @@ async def open_services(config: Config) -> AsyncIterator[tuple[Services, Console
         consoles = Consoles(store, host, domains, sessions, locations,
                             vm_limit=config.console_vm_limit,
                             idle_timeout=config.console_idle_timeout,
-                            rfb_version=config.rfb_version)
+                            rfb_version=config.rfb_version, executor=executors.stats)
         await consoles.start()
         stack.push_async_callback(consoles.stop)
         lifecycle.vm_events.connect(consoles)

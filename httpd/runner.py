@@ -16,6 +16,7 @@ import signal
 import socket
 import ssl
 import subprocess
+from concurrent.futures import Executor
 from typing import Callable
 
 from aiohttp import web
@@ -47,9 +48,9 @@ def _make_certificate(config: Config) -> None:
     os.chmod(config.tls_key, 0o600)
 
 
-async def tls_context(config: Config) -> ssl.SSLContext:
+async def tls_context(config: Config, executor: Executor | None = None) -> ssl.SSLContext:
     if not (config.tls_cert.exists() and config.tls_key.exists()):
-        await asyncio.to_thread(_make_certificate, config)
+        await asyncio.get_running_loop().run_in_executor(executor, _make_certificate, config)
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ctx.load_cert_chain(str(config.tls_cert), str(config.tls_key))
     return ctx
@@ -63,7 +64,7 @@ async def start_sites(listeners: Listeners, app: web.Application, config: Config
         host, port = await listeners.tcp(*parse_hostport(spec, 80))
         urls.append(f"http://{host}:{port}")
     if config.https_listen:
-        ctx = await tls_context(config)
+        ctx = await tls_context(config, app[SERVICES].executors.disk)
         for spec in config.https_listen:
             host, port = await listeners.tcp(*parse_hostport(spec, 443), ssl=ctx)
             urls.append(f"https://{host}:{port}")

@@ -9,13 +9,15 @@ a real file that resume reads back.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import os
 import random
 import tarfile
 import time
-from typing import Callable
+from concurrent.futures import Executor
+from typing import Any, Callable, TypeVar
 
 from console_proxy.keys import LineEditor
 from console_proxy.screen import TextScreen
@@ -28,6 +30,7 @@ from .base import (
 
 __all__ = ["SimulatedBackend", "SimulatedDomain", "ROOTFS_OFFSET"]
 
+T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 STATE_MAGIC = "xcp-httpd simulated domain state v1"
@@ -188,7 +191,7 @@ class SimulatedDomain(Domain):
     async def _boot(self) -> None:
         disks = sorted(self.disks.items())
         # the disks are read off the loop (a provisioned root filesystem is a tar to list)
-        facts = await asyncio.to_thread(lambda: [_disk_facts(d) for _, d in disks])
+        facts = await self.backend.blocking(lambda: [_disk_facts(d) for _, d in disks])
         for (dev, _), (_, _, nread) in zip(disks, facts):
             self._count(dev, read=nread)
         for line in self._boot_messages(disks, facts):
@@ -245,7 +248,7 @@ class SimulatedDomain(Domain):
             self.load = max(0.02, self.load * 0.8)
             for dev, disk in list(self.disks.items()):
                 pick = self._rng.random()
-                self._count(dev, read=await asyncio.to_thread(_read_some, disk, pick))
+                self._count(dev, read=await self.backend.blocking(_read_some, disk, pick))
             for dev in list(self.nics):
                 io = self.vif_io.setdefault(dev, [0, 0])
                 io[0] += int(dt * self._rng.uniform(60, 200))
@@ -316,7 +319,7 @@ class SimulatedDomain(Domain):
                 fh.write(len(data).to_bytes(8, "big") + data)
                 fh.flush()
                 os.fsync(fh.fileno())
-        await asyncio.to_thread(save)
+        await self.backend.blocking(save)
         await self._stop()
 
     async def shutdown(self, clean: bool) -> None:
@@ -396,11 +399,17 @@ def _settings(nic: NicSpec) -> str:
 
 class SimulatedBackend(DomainBackend):
     def __init__(self, on_guest_event: Callable[[GuestEvent], None], *,
-                 rfb_version: tuple[int, int] = (3, 8)) -> None:
+                 rfb_version: tuple[int, int] = (3, 8), executor: Executor | None = None) -> None:
         super().__init__(on_guest_event)
         self.rfb_version = rfb_version
+        self.executor = executor
         self._domains: dict[str, SimulatedDomain] = {}
         self._next_domid = 1
+
+    async def blocking(self, fn: Callable[..., T], *args: Any) -> T:
+        """File work of the guests (their disks, suspend images) on the backend's pool."""
+        return await asyncio.get_running_loop().run_in_executor(
+            self.executor, functools.partial(fn, *args))
 
     def take_domid(self) -> int:
         domid, self._next_domid = self._next_domid, self._next_domid + 1
@@ -423,7 +432,7 @@ class SimulatedBackend(DomainBackend):
         return dom
 
     async def resume(self, config: DomainConfig, state_path: str, paused: bool = False) -> Domain:
-        state = await asyncio.to_thread(read_state, state_path)
+        state = await self.blocking(read_state, state_path)
         if state.get("uuid") != config.uuid:
             raise ValueError(f"{state_path} holds the state of another domain")
         dom = self._new(config)

@@ -290,14 +290,17 @@ class Lifecycle:
     # --- across restarts --------------------------------------------------------------------
     async def save_all(self) -> None:
         """Server shutdown: every running domain's state to disk, to be resumed at next start."""
-        await asyncio.to_thread(self.state_dir.mkdir, parents=True, exist_ok=True)
+        loop = asyncio.get_running_loop()
+        pool = self.vdis.executor                   # the disk pool, never the default one
+        await loop.run_in_executor(pool, lambda: self.state_dir.mkdir(parents=True,
+                                                                      exist_ok=True))
         for ref, rec in list(self.store.all("VM").items()):
             dom = self.domains.get(rec["uuid"])
             if dom is None or rec["is_control_domain"]:
                 continue
             path = self.state_dir / f"{rec['uuid']}.state"
             try:
-                await asyncio.to_thread(path.write_bytes, b"")   # suspend writes over a file
+                await loop.run_in_executor(pool, path.write_bytes, b"")   # suspend writes over it
                 await dom.suspend(str(path))
             except Exception:  # noqa: BLE001 - the VM will come back Halted instead
                 log.exception("could not save domain %s", rec["uuid"])

@@ -174,8 +174,10 @@ class Store:
     async def close(self) -> None:
         await self.sync()
         if self._writer is not None:
+            # everything is committed (sync): the writer only has to read the stop mark and
+            # return, so joining it here is immediate (and borrows no pool thread)
             self._writer.q.put(None)
-            await asyncio.get_running_loop().run_in_executor(None, self._writer.join)
+            self._writer.join()
             self._writer.conn.close()
             self._writer = None
 

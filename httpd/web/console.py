@@ -22,6 +22,7 @@ import datetime as _dt
 import logging
 import os
 import socket
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Mapping
 
@@ -185,7 +186,7 @@ class HostConsole:
     showing `format_host_status` and refreshed every `refresh` seconds."""
 
     def __init__(self, store: Store, host_ref: str, *, version: tuple[int, int] = (3, 8),
-                 refresh: float = HOST_REFRESH) -> None:
+                 refresh: float = HOST_REFRESH, executor: Executor | None = None) -> None:
         self.store = store
         self.host_ref = host_ref
         self.refresh = refresh
@@ -193,6 +194,7 @@ class HostConsole:
         self.server = TextConsoleServer(self.screen, name=socket.gethostname(), version=version)
         self.vt100 = Vt100Server(self._vt100_picture, backlog=_VT100_BACKLOG)
         self.proc = ProcReader()
+        self.executor = executor
         self._task: asyncio.Task | None = None
         self.lines: list[str] = []
 
@@ -235,7 +237,8 @@ class HostConsole:
 
     async def update(self) -> None:
         """Take a new picture of the host and show it to every viewer."""
-        proc = await asyncio.to_thread(_read_proc, self.proc)
+        proc = await asyncio.get_running_loop().run_in_executor(self.executor, _read_proc,
+                                                                self.proc)
         self.lines = format_host_status(self.status(*proc))
         self.screen.clear()
         self.server.write("\n".join(self.lines))
@@ -285,7 +288,8 @@ class Consoles:
 
     def __init__(self, store: Store, host: ThisHost, domains: DomainBackend,
                  sessions: SessionManager, locations: Locations, *, vm_limit: int = 0,
-                 idle_timeout: float = 0.0, rfb_version: tuple[int, int] = (3, 8)) -> None:
+                 idle_timeout: float = 0.0, rfb_version: tuple[int, int] = (3, 8),
+                 executor: Executor | None = None) -> None:
         self.store = store
         self.host = host
         self.domains = domains
@@ -294,7 +298,8 @@ class Consoles:
         self.vm_limit = vm_limit
         self.idle_timeout = idle_timeout if idle_timeout > 0 else None   # no key/pointer input
         self.front_end = ConnectFrontEnd(self.on_connect)
-        self.host_console = HostConsole(store, host.host_ref, version=rfb_version)
+        self.host_console = HostConsole(store, host.host_ref, version=rfb_version,
+                                        executor=executor)
         self._vms: dict[str, _VmConsoles] = {}
 
     # --- VMListener ------------------------------------------------------------------------
