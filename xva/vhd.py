@@ -105,7 +105,7 @@ class VhdWriter:
         self.total = vhd_size(size, len(self.blocks))
         self._footer = _footer(size, _uuid.uuid4().bytes, int(time.time()) - _EPOCH_2000)
 
-    def stream(self, read, piece: int = 1 << 20) -> Iterator[bytes]:
+    def stream(self, read, piece: int = BLOCK_SIZE) -> Iterator[bytes]:
         bat = [_UNUSED] * self.entries
         sector = (3 * SECTOR + _bat_bytes(self.entries)) // SECTOR
         for b in self.blocks:
@@ -116,12 +116,14 @@ class VhdWriter:
                                                                    - len(table))
         bitmap = b"\xff" * _BITMAP
         for b in self.blocks:
-            yield bitmap
             start = b * BLOCK_SIZE
             for off in range(start, start + BLOCK_SIZE, piece):
                 n = min(piece, start + BLOCK_SIZE - off)
                 data = read(off, max(0, min(n, self.size - off))) if off < self.size else b""
-                yield data + bytes(n - len(data)) if len(data) < n else data
+                if len(data) < n:
+                    data += bytes(n - len(data))
+                # the bitmap goes with the block's first piece: one piece per block by default
+                yield bitmap + data if off == start else data
         yield self._footer
 
 
