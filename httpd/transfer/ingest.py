@@ -20,10 +20,11 @@ from xva.files import DiskApplier
 from xva.reader import XVAReader
 
 from ..model.errors import XenAPIError
+from .qcow2 import check_qcow2, from_qcow2
 from .sidefile import SideFile
 from .vhd import VhdApplier
 
-__all__ = ["joined", "import_xva", "RawWriter", "import_raw", "import_vhd"]
+__all__ = ["joined", "import_xva", "RawWriter", "import_raw", "import_vhd", "import_qcow2"]
 
 T = TypeVar("T")
 Offload = Callable[..., Awaitable]
@@ -141,3 +142,45 @@ async def import_vhd(chunks: AsyncIterable[bytes], offload: Offload, path: str,
     """Apply a dynamic VHD body to the `size`-byte disk at `path` (only its blocks; the VDI
     changes only if the whole stream was good); returns the bytes written."""
     return await _apply_body(chunks, offload, VhdApplier(path, size))
+
+
+class Qcow2Spool:
+    """A qcow2 upload: spooled to `spool` (bounded by what a `size`-byte disk's image can
+    take), then checked and converted into the VDI by `finish()` (transfer.qcow2)."""
+
+    def __init__(self, path: str, size: int, spool: str) -> None:
+        self.path, self.size, self.spool = path, size, spool
+        self.limit = size + size // 8 + (64 << 20)      # data, tables, a little slack
+        self.written = 0
+        self._fd = -1
+
+    def write(self, data: bytes) -> None:
+        if self._fd < 0:
+            self._fd = os.open(self.spool, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        self.written += len(data)
+        if self.written > self.limit:
+            raise XenAPIError("VDI_IO_ERROR", f"a qcow2 image of a {self.size}-byte disk is "
+                                               f"not over {self.limit} bytes")
+        os.write(self._fd, data)
+
+    def finish(self) -> int:
+        if self._fd < 0:
+            raise XenAPIError("VDI_IO_ERROR", "an empty body is not a qcow2 image")
+        os.close(self._fd)
+        self._fd = -1
+        check_qcow2(self.spool, self.size)
+        from_qcow2(self.spool, self.path, self.size)
+        return self.written
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+        if os.path.exists(self.spool):
+            os.unlink(self.spool)
+
+
+async def import_qcow2(chunks: AsyncIterable[bytes], offload: Offload, path: str, size: int,
+                       spool: str) -> int:
+    """A qcow2 body into the `size`-byte disk at `path`, through the spool file `spool`."""
+    return await _apply_body(chunks, offload, Qcow2Spool(path, size, spool))

@@ -10,8 +10,10 @@ pieces, a client that goes away fails the task, and a failed import removes what
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
+from pathlib import Path
 from contextlib import asynccontextmanager
 from typing import AsyncIterator, Callable, Iterator, Mapping
 
@@ -26,7 +28,8 @@ from ..core.power import require
 from ..model.errors import XenAPIError, internal_error
 from ..model.xtypes import NULL_REF
 from ..transfer.importer import ImportJob
-from ..transfer.ingest import import_raw, import_vhd, import_xva
+from ..transfer.ingest import import_qcow2, import_raw, import_vhd, import_xva
+from ..transfer.qcow2 import to_qcow2
 from ..transfer.vhd import VhdExport, changed_blocks
 from ..transfer.plan import appliance_for, block_export
 from .auth import http_session
@@ -198,11 +201,9 @@ async def _export(request: web.Request, *, metadata_only: bool) -> web.StreamRes
                         app, files = appliance_for(ctx, vm)
                         # a chunk's tar header needs its compressed size: spool it in a little
                         # memory, then on the data disk (not a small /tmp)
-                        spool = services.config.data_dir / "spool"
-                        spool.mkdir(exist_ok=True)
                         exp = await ctx.streaming(export_appliance, app, files,
-                                                      spool_memory=32 << 20,
-                                                      spool_dir=str(spool))
+                                                  spool_memory=32 << 20,
+                                                  spool_dir=str(_spool_dir(services)))
                     try:
                         resp = web.StreamResponse(headers={
                             "Content-Type": "application/octet-stream",
@@ -319,9 +320,23 @@ def _raw_pieces(path: str, size: int, done: list[int]) -> Iterator[bytes]:
         os.close(fd)
 
 
+def _spool_dir(services) -> Path:
+    """Where a transfer that cannot stream keeps its file: on the data disk, not a small /tmp."""
+    spool = services.config.data_dir / "spool"
+    spool.mkdir(exist_ok=True)
+    return spool
+
+
+def _file_pieces(path: str, done: list[int]) -> Iterator[bytes]:
+    with open(path, "rb") as f:
+        while data := f.read(_PIECE):
+            done[0] += len(data)
+            yield data
+
+
 def _disk_format(request: web.Request) -> str:
     fmt = request.query.get("format", "raw").lower()
-    if fmt not in ("raw", "vhd"):
+    if fmt not in ("raw", "vhd", "qcow2"):
         raise XenAPIError("INVALID_VALUE", "format", fmt)
     return fmt
 
@@ -360,6 +375,17 @@ async def export_raw_vdi(request: web.Request) -> web.StreamResponse:
                     pieces, length, close = vhd.pieces, vhd.total, vhd.close
                     progress = lambda: vhd.sent / max(1, vhd.total)   # noqa: E731
                     kind = "application/vhd"
+                elif fmt == "qcow2":
+                    image = str(_spool_dir(services) / f"{task[10:]}.qcow2")
+                    length = await ctx.streaming(to_qcow2, path, image)
+                    pieces = _file_pieces(image, done)
+                    kind = "application/x-qemu-disk"
+
+                    def close(pieces=pieces, image=image) -> None:
+                        pieces.close()
+                        with contextlib.suppress(FileNotFoundError):
+                            os.unlink(image)
+                    progress = lambda: done[0] / max(1, length)       # noqa: E731
                 else:
                     pieces = _raw_pieces(path, size, done)
                     length, close, kind = size, pieces.close, "application/octet-stream"
@@ -385,8 +411,8 @@ async def import_raw_vdi(request: web.Request) -> web.StreamResponse:
     async with http_session(request, "import_raw_vdi") as session:
         ctx = Ctx(services, session)
         fmt = _disk_format(request)
-        if fmt == "vhd" and not request.query.get("vdi"):
-            raise XenAPIError("INVALID_VALUE", "vdi", "a VHD is imported into an existing VDI")
+        if fmt != "raw" and not request.query.get("vdi"):
+            raise XenAPIError("INVALID_VALUE", "vdi", f"a {fmt} image goes into an existing VDI")
         if request.query.get("vdi") and _is_probe(request):
             _vdi_param(ctx, request)
             return web.Response(text="")        # the VDI stays as it is
@@ -408,9 +434,14 @@ async def import_raw_vdi(request: web.Request) -> web.StreamResponse:
                     vdi = created = await ctx.vdis.create(sr, request.content_length, {
                         "name_label": request.query.get("name_label", "imported disk")})
                 size = ctx.store.get("VDI", vdi)["virtual_size"]
-                into = import_vhd if fmt == "vhd" else import_raw
-                await ctx.tasks.race_cancel(task, into(
-                    _body(request, ctx), ctx.streaming, str(ctx.vdis.path(vdi)), size))
+                body, path = _body(request, ctx), str(ctx.vdis.path(vdi))
+                if fmt == "qcow2":
+                    spool = str(_spool_dir(services) / f"{task[10:]}.upload.qcow2")
+                    work = import_qcow2(body, ctx.streaming, path, size, spool)
+                else:
+                    work = (import_vhd if fmt == "vhd" else import_raw)(
+                        body, ctx.streaming, path, size)
+                await ctx.tasks.race_cancel(task, work)
                 await ctx.vdis.refresh(vdi)
                 services.tasks.succeed(task, vdi)
             return web.Response(text=vdi + "\n", headers={"task-id": task})

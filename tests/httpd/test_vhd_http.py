@@ -112,3 +112,42 @@ def test_snapshot_and_revert(server, xenapi):
     assert e.value.details[0] == "VM_REVERT_FAILED"
     ignored = x.VM.snapshot(vm, "no disks", [now])
     assert x.VM.get_VBDs(ignored) == []
+
+
+def test_qcow2_both_ways_and_a_backing_file_refused(server, xenapi, tmp_path):
+    """Xen Orchestra's format for disks over 2 TiB, through qemu-img on the server."""
+    x = xenapi.xenapi
+    size = 8 * 2**20
+    src = _vdi(x, size, os.urandom(2**20 + 3), at=3 * 2**20)
+    q = tmp_path / "d.qcow2"
+    subprocess.run(["curl", "-sf", "-D", str(tmp_path / "h"), "-o", str(q),
+                    _url(server, f"/export_raw_vdi?vdi={src}&format=qcow2")], check=True)
+    assert "application/x-qemu-disk" in (tmp_path / "h").read_text()
+    raw = tmp_path / "back.raw"
+    subprocess.run(["qemu-img", "convert", "-f", "qcow2", "-O", "raw", str(q), str(raw)],
+                   check=True)
+    assert raw.read_bytes() == open(_path(x, src), "rb").read()
+    target = _vdi(x, size, b"old")
+    r = subprocess.run(["curl", "-s", "-w", "\n%{http_code}", "-T", str(q),
+                        _url(server, f"/import_raw_vdi?vdi={target}&format=qcow2")],
+                       capture_output=True)
+    assert r.stdout.endswith(b"200"), r.stdout
+    assert open(_path(x, target), "rb").read() == open(_path(x, src), "rb").read()
+    # an image whose backing file is a host file: refused, the VDI unchanged
+    secret = tmp_path / "secret.raw"
+    secret.write_bytes(b"host secret" * 1000)
+    evil = tmp_path / "evil.qcow2"
+    subprocess.run(["qemu-img", "create", "-f", "qcow2", "-b", str(secret), "-F", "raw",
+                    str(evil), str(size)], check=True, capture_output=True)
+    before = open(_path(x, target), "rb").read()
+    r = subprocess.run(["curl", "-s", "-w", "\n%{http_code}", "-T", str(evil),
+                        _url(server, f"/import_raw_vdi?vdi={target}&format=qcow2")],
+                       capture_output=True)
+    assert not r.stdout.endswith(b"200") and b"backing file" in r.stdout, r.stdout
+    assert open(_path(x, target), "rb").read() == before
+    r = subprocess.run(["curl", "-s", "-w", "\n%{http_code}", "-T", "/etc/hostname",
+                        _url(server, f"/import_raw_vdi?vdi={target}&format=qcow2")],
+                       capture_output=True)
+    assert b"not a qcow2 image" in r.stdout and open(_path(x, target), "rb").read() == before
+    spool = os.path.join(os.path.dirname(server.socket_path), "spool")
+    assert not os.path.isdir(spool) or os.listdir(spool) == []
