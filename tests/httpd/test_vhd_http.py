@@ -36,18 +36,24 @@ def _put(server, vdi, body: bytes) -> subprocess.CompletedProcess:
                           input=body, capture_output=True)
 
 
+def _exported_by_qemu_img(server, x, src, tmp_path, fmt, qemu_fmt, kind) -> bytes:
+    """Export `src` as `fmt` with curl; check its Content-Type; qemu-img's raw reading of it."""
+    image = tmp_path / f"d.{fmt}"
+    subprocess.run(["curl", "-sf", "-D", str(tmp_path / "h"), "-o", str(image),
+                    _url(server, f"/export_raw_vdi?vdi={src}&format={fmt}")], check=True)
+    assert kind in (tmp_path / "h").read_text()
+    raw = tmp_path / "back.raw"
+    subprocess.run(["qemu-img", "convert", "-f", qemu_fmt, "-O", "raw", str(image), str(raw)],
+                   check=True)
+    return raw.read_bytes()
+
+
 def test_vhd_export_reads_in_qemu_img_and_imports_back(server, xenapi, tmp_path):
     x = xenapi.xenapi
     size = 16 * 2**20
     src = _vdi(x, size, os.urandom(3 * 2**20 + 7), at=5 * 2**20)
-    vhd = tmp_path / "d.vhd"
-    subprocess.run(["curl", "-sf", "-D", str(tmp_path / "h"), "-o", str(vhd),
-                    _url(server, f"/export_raw_vdi?vdi={src}&format=vhd")], check=True)
-    assert "application/vhd" in (tmp_path / "h").read_text()
-    raw = tmp_path / "back.raw"
-    subprocess.run(["qemu-img", "convert", "-f", "vpc", "-O", "raw", str(vhd), str(raw)],
-                   check=True)
-    assert raw.read_bytes()[:size] == open(_path(x, src), "rb").read()
+    back = _exported_by_qemu_img(server, x, src, tmp_path, "vhd", "vpc", "application/vhd")
+    assert back[:size] == open(_path(x, src), "rb").read()
     # a VHD qemu-img made imports into an existing VDI, whose other blocks stay
     target = _vdi(x, size, b"keep me", at=15 * 2**20)
     qsrc = tmp_path / "q.raw"
@@ -119,14 +125,10 @@ def test_qcow2_both_ways_and_a_backing_file_refused(server, xenapi, tmp_path):
     x = xenapi.xenapi
     size = 8 * 2**20
     src = _vdi(x, size, os.urandom(2**20 + 3), at=3 * 2**20)
+    back = _exported_by_qemu_img(server, x, src, tmp_path, "qcow2", "qcow2",
+                                 "application/x-qemu-disk")
+    assert back == open(_path(x, src), "rb").read()
     q = tmp_path / "d.qcow2"
-    subprocess.run(["curl", "-sf", "-D", str(tmp_path / "h"), "-o", str(q),
-                    _url(server, f"/export_raw_vdi?vdi={src}&format=qcow2")], check=True)
-    assert "application/x-qemu-disk" in (tmp_path / "h").read_text()
-    raw = tmp_path / "back.raw"
-    subprocess.run(["qemu-img", "convert", "-f", "qcow2", "-O", "raw", str(q), str(raw)],
-                   check=True)
-    assert raw.read_bytes() == open(_path(x, src), "rb").read()
     target = _vdi(x, size, b"old")
     r = subprocess.run(["curl", "-s", "-w", "\n%{http_code}", "-T", str(q),
                         _url(server, f"/import_raw_vdi?vdi={target}&format=qcow2")],
