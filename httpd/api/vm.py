@@ -156,6 +156,38 @@ async def vm_snapshot(ctx: Ctx, vm: str, new_name: str, ignore_vdis: list | None
                             ignore=frozenset(ignore_vdis or ()))
 
 
+@table.message("VM.checkpoint", _VM, ("new_name", STRING))
+async def vm_checkpoint(ctx: Ctx, vm: str, new_name: str) -> str:
+    """A snapshot of a running VM's disks and memory: the snapshot is Suspended, its suspend
+    VDI holding the domain's state as it was; the VM runs on. Reverting to it brings the VM
+    back suspended there."""
+    rec = _vm(ctx, vm)
+    require("checkpoint", vm, rec)
+    dom = ctx.lifecycle.domain(rec)
+    await dom.pause()                              # disks and memory of one moment
+    try:
+        snap = await _duplicate(ctx, vm, new_name, None, "checkpoint", snapshot=True)
+        image = await _suspend_image(ctx, rec, f"Suspend image for {new_name}")
+        try:
+            await dom.save(str(ctx.vdis.path(image)))
+        except BaseException:
+            await ctx.vdis.destroy(image)
+            raise
+    finally:
+        await dom.unpause()
+    ctx.store.update("VM", snap, {"power_state": "Suspended", "suspend_VDI": image})
+    return snap
+
+
+async def _suspend_image(ctx: Ctx, rec: dict, label: str) -> str:
+    """A VDI for a domain's state, on the pool's suspend SR (else the default SR)."""
+    pool = ctx.store.get("pool", ctx.host.pool_ref)
+    sr = pool["suspend_image_SR"] if ctx.store.find("SR", pool["suspend_image_SR"]) \
+        else ctx.vdis.default_sr()
+    return await ctx.vdis.create(sr, max(rec["memory_static_max"], 2**20),
+                                 {"name_label": label, "type": "suspend"})
+
+
 @table.message("VM.revert", ("snapshot", Ref("VM")))
 async def vm_revert(ctx: Ctx, snap: str) -> str:
     """The VM a snapshot is of gets the snapshot's disks back (copies of them, so the snapshot
@@ -180,6 +212,9 @@ async def vm_revert(ctx: Ctx, snap: str) -> str:
                                         {"name_label": ctx.store.get("VDI", old)["name_label"]})
             ctx.store.update("VBD", b, {"VDI": fresh})
             await ctx.vdis.destroy(old)
+        if srec["power_state"] == "Suspended" and srec["suspend_VDI"] != NULL_REF:
+            image = await ctx.vdis.copy(srec["suspend_VDI"])     # a checkpoint's memory
+            ctx.lifecycle.enter(vm, "Suspended", suspend_vdi=image)
     return ""
 
 
@@ -413,12 +448,8 @@ async def vm_hard_reboot(ctx: Ctx, vm: str) -> str:
 async def vm_suspend(ctx: Ctx, vm: str) -> str:
     rec = _vm(ctx, vm)
     spec = require("suspend", vm, rec)
-    pool = ctx.store.get("pool", ctx.host.pool_ref)
-    sr = pool["suspend_image_SR"] if ctx.store.find("SR", pool["suspend_image_SR"]) \
-        else ctx.vdis.default_sr()
     async with ctx.operation("VM", vm, "suspend"):
-        vdi = await ctx.vdis.create(sr, max(rec["memory_static_max"], 2**20), {
-            "name_label": f"Suspend image for {rec['name_label']}", "type": "suspend"})
+        vdi = await _suspend_image(ctx, rec, f"Suspend image for {rec['name_label']}")
         try:
             await ctx.lifecycle.domain(rec).suspend(str(ctx.vdis.path(vdi)))
         except BaseException:

@@ -86,6 +86,11 @@ class Domain(abc.ABC):
         """Write the whole domain state to `path` and stop; resume() brings it back."""
 
     @abc.abstractmethod
+    async def save(self, path: str) -> None:
+        """Write the whole domain state to `path` as suspend() does, and keep running (a
+        checkpoint); resume() of that file brings the domain back as it was then."""
+
+    @abc.abstractmethod
     async def shutdown(self, clean: bool) -> None: ...
 
     @abc.abstractmethod

@@ -310,16 +310,19 @@ class SimulatedDomain(Domain):
             self._prompt()
         self.agent_up = True
 
-    async def suspend(self, path: str) -> None:
+    async def save(self, path: str) -> None:
         data = json.dumps(self._state()).encode()
 
-        def save() -> None:
+        def write() -> None:
             # Written over the start of the suspend VDI: a length header, then the JSON.
             with open(path, "r+b") as fh:
                 fh.write(len(data).to_bytes(8, "big") + data)
                 fh.flush()
                 os.fsync(fh.fileno())
-        await self.backend.blocking(save)
+        await self.backend.blocking(write)
+
+    async def suspend(self, path: str) -> None:
+        await self.save(path)
         await self._stop()
 
     async def shutdown(self, clean: bool) -> None:

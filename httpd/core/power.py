@@ -60,6 +60,7 @@ VM_OPERATIONS: dict[str, VMOp] = {
     "clone": VMOp((HALTED,)),
     "copy": VMOp((HALTED,)),
     "snapshot": VMOp((HALTED, RUNNING, PAUSED, SUSPENDED)),
+    "checkpoint": VMOp((RUNNING,)),
     "destroy": VMOp((HALTED, SUSPENDED)),
     "export": VMOp((HALTED, SUSPENDED)),
     "provision": VMOp((HALTED,)),

@@ -23,4 +23,4 @@ def test_the_catalog_is_what_the_server_lists(server):
     for cls, names in explicit_by_class().items():
         for name in names:
             assert f"{cls}.{name}" in listed
-    assert "VM.snapshot" in listed and "VM.checkpoint" not in listed
+    assert "VM.checkpoint" in listed and "VM.no_such_message" not in listed

@@ -153,3 +153,27 @@ def test_qcow2_both_ways_and_a_backing_file_refused(server, xenapi, tmp_path):
     assert b"not a qcow2 image" in r.stdout and open(_path(x, target), "rb").read() == before
     spool = os.path.join(os.path.dirname(server.socket_path), "spool")
     assert not os.path.isdir(spool) or os.listdir(spool) == []
+
+
+def test_checkpoint_keeps_memory_and_revert_brings_it_back(server, xenapi):
+    x = xenapi.xenapi
+    vm = x.VM.create({"name_label": "cp", "memory_static_max": str(2**28)})
+    x.VBD.create({"VM": vm, "VDI": _vdi(x, 2**20, b"disk"), "userdevice": "0", "mode": "RW",
+                  "type": "Disk"})
+    x.VM.start(vm, False, False)
+    try:
+        cp = x.VM.checkpoint(vm, "with memory")
+        assert x.VM.get_power_state(vm) == "Running"               # it runs on
+        rec = x.VM.get_record(cp)
+        assert rec["is_a_snapshot"] and rec["power_state"] == "Suspended"
+        assert x.VDI.get_type(rec["suspend_VDI"]) == "suspend"
+        x.VM.hard_shutdown(vm)
+        x.VM.revert(cp)
+        assert x.VM.get_power_state(vm) == "Suspended"
+        x.VM.resume(vm, False, False)                              # from the checkpoint's state
+        assert x.VM.get_power_state(vm) == "Running"
+        with pytest.raises(XenAPI.Failure) as e:
+            x.VM.checkpoint(cp, "of a snapshot")
+        assert e.value.details[0] in ("VM_BAD_POWER_STATE", "OPERATION_NOT_ALLOWED")
+    finally:
+        x.VM.hard_shutdown(vm)
