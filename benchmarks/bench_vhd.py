@@ -8,6 +8,7 @@ bench_transfer.py), snapshots it, then in one run, side by side (median of --rep
 
   anchor    qemu-img convert -f raw -O vpc -o subformat=dynamic disk out.vhd   (the same file)
   ours      curl -o out.vhd .../export_raw_vdi?vdi=<snapshot's VDI>&format=vhd
+            (and the same to /dev/null: what the server costs without curl's file writes)
   delta     16 MiB changed in the VM's disk, then a second snapshot, then
             curl -o delta.vhd .../export_raw_vdi?vdi=<second>&format=vhd&base=<first>
 
@@ -73,12 +74,14 @@ def main() -> None:
 
             first = snap_vdi("first")
             out = os.path.join(work, "out.vhd")
-            runs = {"qemu-img": [], "ours": []}
+            runs = {"qemu-img": [], "ours": [], "ours_null": []}
             for _ in range(args.repeat):
                 runs["qemu-img"].append(timed(["qemu-img", "convert", "-f", "raw", "-O", "vpc",
                                                "-o", "subformat=dynamic", path, out]))
                 runs["ours"].append(timed(["curl", "-sSf", "-o", out,
                                            f"{base}/export_raw_vdi?vdi={first}&format=vhd"]))
+                runs["ours_null"].append(timed(["curl", "-sSf", "-o", "/dev/null",
+                                                f"{base}/export_raw_vdi?vdi={first}&format=vhd"]))
             back = os.path.join(work, "back.raw")
             subprocess.run(["qemu-img", "convert", "-f", "vpc", "-O", "raw", out, back],
                            check=True)
@@ -98,6 +101,8 @@ def main() -> None:
             print(f"qemu-img convert -O vpc     {med['qemu-img']:.3f} s")
             print(f"export_raw_vdi format=vhd  {med['ours']:.3f} s  ({med['ours'] / med['qemu-img']:.3f}x "
                   f"qemu-img; {full_bytes >> 20} MiB; qemu-img reads it back identical: {same})")
+            print(f"  same, curl to /dev/null  {med['ours_null']:.3f} s  "
+                  f"({med['ours_null'] / med['qemu-img']:.3f}x qemu-img: the server's part)")
             print(f"  delta (16 MiB changed)   {med['delta']:.3f} s  ({med['delta'] / med['ours']:.3f}x "
                   f"the full; {os.path.getsize(delta) >> 20} MiB)")
             print("goals: full <= 0.5x qemu-img; delta <= 0.2x the full")
