@@ -79,8 +79,8 @@ def _uuid(text: str, name: str = "uuid") -> str:
 
 
 def _wants_json(request: web.Request) -> bool:
-    return "json" in request.query and request.query["json"].lower() not in ("false", "0", "no") \
-        or "application/json" in request.headers.get("Accept", "")
+    """As xcp-rrdd: the `json` key present (whatever its value), or an Accept asking for it."""
+    return "json" in request.query or "application/json" in request.headers.get("Accept", "")
 
 
 # --- streaming --------------------------------------------------------------------------------

@@ -298,6 +298,12 @@ def test_bad_input_is_a_4xx(stats_server, env, path, status):
     assert got == status
 
 
+@pytest.mark.parametrize("flag", ["json", "json=true", "json=false"])
+def test_json_by_key_presence_as_xapi(stats_server, env, flag):
+    doc = json.loads(_curl(stats_server, f"/rrd_updates?start=-60&host=true&{flag}"))
+    assert doc["meta"]["legend"]
+
+
 @pytest.mark.parametrize("query", ["vm_uuid=none&sr_uuid=none", "vm_uuid=zzz&sr_uuid=none",
                                    "vm_uuid=00000000-0000-0000-0000-000000000000&sr_uuid=none"])
 def test_vm_and_sr_filters_keep_only_what_they_name(stats_server, env, query):
