@@ -24,9 +24,9 @@ from ..model.errors import XenAPIError
 from ..core.implicit import ANY_RECORD, check_record
 from ..core.devices import new_mac
 from ..core.operations import refresh_allowed
-from ..core.power import require
+from ..core.power import VM_OPERATIONS, require
 from ..backends.simulated import ROOTFS_OFFSET
-from ..model.xtypes import BOOL, INT, NULL_REF, STRING, Ref, SetOf
+from ..model.xtypes import BOOL, INT, NULL_REF, STRING, MapOf, Ref, SetOf
 
 table = MessageTable()
 
@@ -350,6 +350,8 @@ async def vm_start(ctx: Ctx, vm: str, start_paused: bool, force: bool) -> str:
     rec = _vm(ctx, vm)
     _not_template(vm, rec, "start")
     require("start", vm, rec)
+    if not ctx.store.get("host", ctx.host.host_ref)["enabled"]:
+        raise XenAPIError("HOST_DISABLED", ctx.host.host_ref)        # host.disable: no new VMs
     _check_install(vm, rec)
     async with ctx.operation("VM", vm, "start"):
         dom = await ctx.services.domains.start(ctx.lifecycle.domain_config(vm), start_paused)
@@ -485,6 +487,31 @@ async def vm_resume(ctx: Ctx, vm: str, start_paused: bool, force: bool) -> str:
 async def vm_resume_on(ctx: Ctx, vm: str, host: str, start_paused: bool, force: bool) -> str:
     ctx.store.get("host", host)
     return await vm_resume(ctx, vm, start_paused, force)
+
+
+@table.message("VM.assert_operation_valid", _VM, ("op", STRING))
+def vm_assert_operation_valid(ctx: Ctx, vm: str, op: str) -> str:
+    """The error `op` would meet now, or nothing (Xen Orchestra asks before evacuating)."""
+    rec = _vm(ctx, vm)
+    if op in VM_OPERATIONS:
+        require(op, vm, rec)
+    elif op not in rec["allowed_operations"]:
+        raise XenAPIError("OPERATION_NOT_ALLOWED", f"{op} is not possible on VM {vm} now")
+    return ""
+
+
+@table.message("VM.set_bios_strings", _VM, ("value", MapOf(STRING, STRING)))
+def vm_set_bios_strings(ctx: Ctx, vm: str, value: dict) -> str:
+    """Once, on a halted VM, as xapi (the strings a guest sees in its SMBIOS tables)."""
+    rec = _vm(ctx, vm)
+    if rec["power_state"] != "Halted":
+        raise XenAPIError("VM_BAD_POWER_STATE", vm, "halted", rec["power_state"].lower())
+    if rec["bios_strings"]:
+        raise XenAPIError("VM_BIOS_STRINGS_ALREADY_SET", vm)
+    if any(len(v) > 512 for v in value.values()):
+        raise XenAPIError("INVALID_VALUE", "bios_strings", "a value over 512 characters")
+    ctx.store.update("VM", vm, {"bios_strings": dict(value)})
+    return ""
 
 
 _MEMORY = ("memory_static_min", "memory_dynamic_min", "memory_dynamic_max", "memory_static_max")

@@ -181,3 +181,27 @@ def test_a_new_domid_at_every_boot_and_reboot(xenapi):
         assert x.VM.get_domid(vm) == "-1"
     finally:
         x.VM.destroy(vm)
+
+
+def test_what_xen_orchestras_host_and_vm_code_calls(xenapi):
+    x = xenapi.xenapi
+    host = x.host.get_all()[0]
+    vm = x.VM.create({"name_label": "xo calls", "memory_static_max": str(2**28)})
+    try:
+        x.VM.assert_operation_valid(vm, "start")
+        assert _fails("VM_BAD_POWER_STATE", x.VM.assert_operation_valid, vm, "suspend")
+        x.VM.set_bios_strings(vm, {"bios-vendor": "xcp-httpd"})
+        assert x.VM.get_bios_strings(vm) == {"bios-vendor": "xcp-httpd"}
+        _fails("VM_BIOS_STRINGS_ALREADY_SET", x.VM.set_bios_strings, vm, {"bios-vendor": "x"})
+        x.host.disable(host)
+        assert x.host.get_enabled(host) is False
+        _fails("HOST_DISABLED", x.VM.start, vm, False, False)
+        x.host.enable(host)
+        x.VM.start(vm, False, False)
+        x.VM.hard_shutdown(vm)
+        assert _fails("XENAPI_MISSING_PLUGIN", x.host.call_plugin, host, "raid.py",
+                      "check_raid_pool", {}) == ["XENAPI_MISSING_PLUGIN", "raid.py"]
+        _fails("HA_NOT_ENABLED", x.pool.disable_ha)
+    finally:
+        x.host.enable(host)
+        x.VM.destroy(vm)
