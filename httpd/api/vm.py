@@ -167,11 +167,16 @@ async def vm_checkpoint(ctx: Ctx, vm: str, new_name: str) -> str:
     await dom.pause()                              # disks and memory of one moment
     try:
         snap = await _duplicate(ctx, vm, new_name, None, "checkpoint", snapshot=True)
-        image = await _suspend_image(ctx, rec, f"Suspend image for {new_name}")
+        image = None
         try:
+            image = await _suspend_image(ctx, rec, f"Suspend image for {new_name}")
             await dom.save(str(ctx.vdis.path(image)))
-        except BaseException:
-            await ctx.vdis.destroy(image)
+        except BaseException:                      # no half checkpoint: its disks go too
+            disks = [ctx.store.get("VBD", b)["VDI"] for b in ctx.store.get("VM", snap)["VBDs"]]
+            await vm_destroy(ctx, snap)
+            for vdi in [*disks, image]:
+                if vdi not in (None, NULL_REF) and ctx.store.find("VDI", vdi) is not None:
+                    await ctx.vdis.destroy(vdi)
             raise
     finally:
         await dom.unpause()
