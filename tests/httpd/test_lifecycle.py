@@ -380,3 +380,35 @@ def test_metrics_and_allowed_operations_follow_every_power_state(xenapi):
     assert x.VM_metrics.get_state(metrics) == []
     assert "start" in x.VM.get_allowed_operations(vm)
     x.VM.destroy(vm)
+
+
+async def test_a_failed_checkpoint_leaves_no_half_snapshot(tmp_path, monkeypatch):
+    """The state write fails after the disks were snapshotted: the snapshot, its disks and the
+    suspend image all go, the VM runs on (in process: the domain's save is made to fail)."""
+    from httpd.backends.simulated import SimulatedDomain
+    from httpd.core.calls import call_internal
+    from httpd.web.appkeys import SERVICES
+    from tests.in_process import running_agent
+
+    async def failing_save(self, path):
+        raise OSError("disk full while saving the domain")
+
+    async with running_agent(tmp_path) as (app, _):
+        services = app[SERVICES]
+        store = services.store
+        sr = store.get("pool", services.host.pool_ref)["default_SR"]
+        vm = await call_internal(services, "VM.create", {"name_label": "cp",
+                                                         "memory_static_max": str(2**28)})
+        disk = await call_internal(services, "VDI.create", {
+            "SR": sr, "virtual_size": str(2**20), "type": "user", "name_label": "d"})
+        await call_internal(services, "VBD.create", {"VM": vm, "VDI": disk, "userdevice": "0",
+                                                     "mode": "RW", "type": "Disk"})
+        await call_internal(services, "VM.start", vm, False, False)
+        before = (set(store.all("VM")), set(store.all("VDI")))
+        monkeypatch.setattr(SimulatedDomain, "save", failing_save)
+        with pytest.raises(Exception, match="disk full"):
+            await call_internal(services, "VM.checkpoint", vm, "doomed")
+        assert (set(store.all("VM")), set(store.all("VDI"))) == before
+        assert store.get("VM", vm)["power_state"] == "Running"
+        assert not services.domains.get(store.get("VM", vm)["uuid"]).paused
+        await call_internal(services, "VM.hard_shutdown", vm)
