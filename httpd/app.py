@@ -78,6 +78,7 @@ async def open_services(config: Config) -> AsyncIterator[tuple[Services, Console
         locations = Locations(store, host)
         vdis = Vdis(store, host, executors.disk)
         await sweep_unfinished_imports(store, vdis)
+        await vdis.sweep_side_files()
         await store.sync()
 
         lifecycle: Lifecycle | None = None

@@ -156,6 +156,15 @@ class FileSR:
                 raise XenAPIError("SR_FULL", size, self.stats().free) from None
             raise
 
+    def sweep_side_files(self) -> list[str]:
+        """Remove the `<file>.part` side files of uploads the agent died in (never a VDI's)."""
+        gone = []
+        for entry in os.scandir(self.path):
+            if entry.name.endswith(self.suffix + ".part") and entry.is_file(follow_symlinks=False):
+                _unlink_quietly(entry.path)
+                gone.append(entry.name)
+        return gone
+
     def scan(self) -> dict[str, tuple[int, int]]:
         """location -> (size, bytes allocated) of every VDI file present (to notice files
         added or removed by hand)."""

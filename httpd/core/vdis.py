@@ -8,6 +8,7 @@ whose record could not be written is removed again, so nothing half-made survive
 from __future__ import annotations
 
 import asyncio
+import logging
 from concurrent.futures import Executor
 from pathlib import Path
 from typing import Callable
@@ -20,6 +21,8 @@ from .filesr import FileSR
 from .operations import refresh_allowed
 
 __all__ = ["Vdis"]
+
+log = logging.getLogger(__name__)
 
 _COPY_KEEP = ("name_label", "name_description", "type", "sharable", "read_only", "other_config",
               "xenstore_data", "sm_config", "tags")
@@ -59,6 +62,23 @@ class Vdis:
         if sr == NULL_REF or self.store.find("SR", sr) is None:
             raise XenAPIError("DEFAULT_SR_NOT_FOUND", sr)
         return sr
+
+    async def sweep_side_files(self) -> int:
+        """At start: the side files of uploads a crash cut short, on every attached SR."""
+        count = 0
+        for sr in list(self.store.all("SR")):
+            try:
+                backend = self.sr_backend(sr)
+            except XenAPIError:
+                continue
+            try:
+                gone = await self._run(backend.sweep_side_files)
+            except OSError:
+                continue
+            if gone:
+                log.warning("removed %d unfinished upload file(s) in %s", len(gone), backend.path)
+            count += len(gone)
+        return count
 
     async def refresh_sr(self, sr: str) -> None:
         """SR sizes from the filesystem (statvfs, on the disk pool); virtual_allocation from

@@ -70,3 +70,18 @@ def test_sr_full_is_refused_before_writing(tmp_path, tiny_fs):
     assert sr.scan() == {"ok": (2**20, 0)}       # (size, allocated): a hole
     with pytest.raises(XenAPIError):
         sr.vdi_path("../escape")
+
+
+def test_side_files_of_cut_uploads_are_swept_at_start(fresh_server):
+    """An upload writes `<vdi>.raw.part` beside the VDI; a crash leaves it: the next start
+    removes it and nothing else."""
+    x = fresh_server.session().xenapi
+    sr = x.pool.get_default_SR(x.pool.get_all()[0])
+    vdi = x.VDI.create({"SR": sr, "virtual_size": str(2**20), "type": "user", "name_label": "v"})
+    pbd = x.SR.get_PBDs(sr)[0]
+    path = os.path.join(x.PBD.get_device_config(pbd)["path"], x.VDI.get_location(vdi) + ".raw")
+    with open(path + ".part", "wb") as f:
+        f.write(b"half an upload")
+    fresh_server.kill9()
+    fresh_server.start()
+    assert not os.path.exists(path + ".part") and os.path.exists(path)
