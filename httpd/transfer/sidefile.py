@@ -23,11 +23,15 @@ class SideFile:
         self._fd = -1
         self._done = False
 
+    def discard(self) -> None:
+        """Remove a side file a former attempt left (a writer of its own may then make it)."""
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.part)
+
     def fd(self) -> int:
         """The side file, made on first use."""
         if self._fd < 0:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(self.part)
+            self.discard()
             if self.copy:
                 copy_sparse(self.path, self.part, self.size)
                 self._fd = os.open(self.part, os.O_WRONLY)
@@ -37,7 +41,18 @@ class SideFile:
         return self._fd
 
     def commit(self) -> None:
-        os.fsync(self.fd())
+        """fsync the side file (made here, or by another writer at `part`), move it over the
+        VDI's file, fsync the directory."""
+        if self._fd >= 0:
+            os.fsync(self._fd)
+        elif os.path.exists(self.part):
+            fd = os.open(self.part, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        else:
+            os.fsync(self.fd())             # nothing written: an all-zero disk
         os.replace(self.part, self.path)
         self._done = True
         dir_fd = os.open(os.path.dirname(self.path) or ".", os.O_RDONLY)
@@ -51,5 +66,4 @@ class SideFile:
             os.close(self._fd)
             self._fd = -1
         if not self._done:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(self.part)
+            self.discard()

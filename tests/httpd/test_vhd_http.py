@@ -147,6 +147,23 @@ def test_qcow2_both_ways_and_a_backing_file_refused(server, xenapi, tmp_path):
                        capture_output=True)
     assert not r.stdout.endswith(b"200") and b"backing file" in r.stdout, r.stdout
     assert open(_path(x, target), "rb").read() == before
+    # an external data file (qcow2 v3 names it inside the image): refused, nothing read
+    external = tmp_path / "external.qcow2"
+    subprocess.run(["qemu-img", "create", "-f", "qcow2", "-o", f"data_file={secret}",
+                    str(external), str(size)], check=True, capture_output=True)
+    r = subprocess.run(["curl", "-s", "-w", "\n%{http_code}", "-T", str(external),
+                        _url(server, f"/import_raw_vdi?vdi={target}&format=qcow2")],
+                       capture_output=True)
+    assert b"external data file" in r.stdout, r.stdout
+    assert open(_path(x, target), "rb").read() == before
+    # an image of a bigger disk than the VDI
+    bigger = tmp_path / "bigger.qcow2"
+    subprocess.run(["qemu-img", "create", "-f", "qcow2", str(bigger), str(2 * size)],
+                   check=True, capture_output=True)
+    r = subprocess.run(["curl", "-s", "-w", "\n%{http_code}", "-T", str(bigger),
+                        _url(server, f"/import_raw_vdi?vdi={target}&format=qcow2")],
+                       capture_output=True)
+    assert b"does not fit" in r.stdout and open(_path(x, target), "rb").read() == before
     r = subprocess.run(["curl", "-s", "-w", "\n%{http_code}", "-T", "/etc/hostname",
                         _url(server, f"/import_raw_vdi?vdi={target}&format=qcow2")],
                        capture_output=True)
