@@ -350,13 +350,18 @@ def _after_install_round(ctx: Ctx, vm: str) -> None:
                                 "other_config": {**oc, "install-round": str(current + 1)}})
 
 
+def _assert_can_boot_here(ctx: Ctx) -> None:
+    """A new domain (start or resume) needs an enabled host: host.disable stops new ones."""
+    if not ctx.store.get("host", ctx.host.host_ref)["enabled"]:
+        raise XenAPIError("HOST_DISABLED", ctx.host.host_ref)
+
+
 @table.message("VM.start", _VM, ("start_paused", BOOL), ("force", BOOL))
 async def vm_start(ctx: Ctx, vm: str, start_paused: bool, force: bool) -> str:
     rec = _vm(ctx, vm)
     _not_template(vm, rec, "start")
     require("start", vm, rec)
-    if not ctx.store.get("host", ctx.host.host_ref)["enabled"]:
-        raise XenAPIError("HOST_DISABLED", ctx.host.host_ref)        # host.disable: no new VMs
+    _assert_can_boot_here(ctx)
     _check_install(vm, rec)
     async with ctx.operation("VM", vm, "start"):
         dom = await ctx.services.domains.start(ctx.lifecycle.domain_config(vm), start_paused)
@@ -470,6 +475,7 @@ async def vm_suspend(ctx: Ctx, vm: str) -> str:
 async def vm_resume(ctx: Ctx, vm: str, start_paused: bool, force: bool) -> str:
     rec = _vm(ctx, vm)
     require("resume", vm, rec)
+    _assert_can_boot_here(ctx)
     async with ctx.operation("VM", vm, "resume"):
         vdi = rec["suspend_VDI"]
         if vdi == NULL_REF or ctx.store.find("VDI", vdi) is None:

@@ -198,6 +198,12 @@ def test_what_xen_orchestras_host_and_vm_code_calls(xenapi):
         _fails("HOST_DISABLED", x.VM.start, vm, False, False)
         x.host.enable(host)
         x.VM.start(vm, False, False)
+        x.VM.suspend(vm)
+        x.host.disable(host)
+        _fails("HOST_DISABLED", x.VM.resume, vm, False, False)       # a new domain too
+        assert x.VM.get_power_state(vm) == "Suspended"
+        x.host.enable(host)
+        x.VM.resume(vm, False, False)
         x.VM.hard_shutdown(vm)
         assert _fails("XENAPI_MISSING_PLUGIN", x.host.call_plugin, host, "raid.py",
                       "check_raid_pool", {}) == ["XENAPI_MISSING_PLUGIN", "raid.py"]
