@@ -84,9 +84,10 @@ class Progress:
 
 # --- an XVA directory as a tar stream, made on the fly ------------------------------------------
 
-def _members(root: Path) -> list[tuple[str, Path, os.stat_result]]:
-    """The regular files under `root` (ova.xml first, as importers expect), never following a
-    symlink: one inside an XVA directory is refused rather than read from wherever it points."""
+def _members(root: Path) -> list[tuple[str, Path, os.stat_result, bytes]]:
+    """The regular files under `root` (ova.xml first, as importers expect) with their tar
+    headers, never following a symlink: one inside an XVA directory is refused rather than
+    read from wherever it points."""
     out = []
     for top, dirs, files in os.walk(root, followlinks=False):
         for name in sorted(dirs + files):
@@ -98,8 +99,9 @@ def _members(root: Path) -> list[tuple[str, Path, os.stat_result]]:
             if stat.S_ISREG(st.st_mode):
                 rel = path.relative_to(root).as_posix()
                 try:
-                    out.append((safe_name(rel), path, st))
-                    tar_header(rel, st.st_size)
+                    name = safe_name(rel)
+                    out.append((name, path, st, tar_header(name, st.st_size,
+                                                           mtime=int(st.st_mtime))))
                 except (XVAError, ValueError) as e:
                     raise XeError(f"Error: {path} cannot go into an XVA stream: {e}") from None
             elif not stat.S_ISDIR(st.st_mode):
@@ -109,14 +111,14 @@ def _members(root: Path) -> list[tuple[str, Path, os.stat_result]]:
 
 
 def tar_size(root: Path) -> int:
-    return len(TAR_END) + sum(len(tar_header(name, st.st_size)) + st.st_size
-                              + len(tar_padding(st.st_size)) for name, _, st in _members(root))
+    return len(TAR_END) + sum(len(header) + st.st_size + len(tar_padding(st.st_size))
+                              for _, _, st, header in _members(root))
 
 
 def tar_stream(root: Path) -> Iterator[bytes]:
     """`root` as a tar stream, made on the fly (xva.tar's headers)."""
-    for name, path, st in _members(root):
-        yield tar_header(name, st.st_size, mtime=int(st.st_mtime))
+    for _, path, st, header in _members(root):
+        yield header
         sent = 0
         with open(path, "rb") as f:
             if os.fstat(f.fileno()).st_ino != st.st_ino:
