@@ -10,9 +10,7 @@ pieces, a client that goes away fails the task, and a failed import removes what
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import os
 from pathlib import Path
 from contextlib import asynccontextmanager
 from typing import AsyncIterator, Callable, Iterator, Mapping
@@ -21,7 +19,7 @@ from aiohttp import web
 
 from xva.errors import XVAError
 from xva.events import LAYOUT_APPLIANCE, Metadata
-from xva.files import export_appliance, export_blocks, sparse_pieces
+from xva.files import export_appliance, export_blocks
 
 from ..core.context import Ctx
 from ..core.power import require
@@ -29,8 +27,7 @@ from ..model.errors import XenAPIError, internal_error
 from ..model.xtypes import NULL_REF
 from ..transfer.importer import ImportJob
 from ..transfer.ingest import import_qcow2, import_raw, import_vhd, import_xva
-from ..transfer.qcow2 import to_qcow2
-from ..transfer.vhd import VhdExport, changed_blocks
+from ..transfer.disks import qcow2_out, raw_out, vhd_out
 from ..transfer.plan import appliance_for, block_export
 from .auth import http_session
 from .errors import abort as _abort
@@ -41,8 +38,6 @@ __all__ = ["routes"]
 
 log = logging.getLogger(__name__)
 
-_PIECE = 1 << 20
-_ZEROS = bytes(_PIECE)
 _TRUE = ("true", "1", "yes", "on")
 # use_compression= (xapi's values) -> the block layout's whole-stream compression
 _COMPRESSIONS = {"": None, "false": None, "true": "gzip", "gzip": "gzip", "zstd": "zstd"}
@@ -298,40 +293,11 @@ async def _import(request: web.Request, *, metadata_only: bool) -> web.StreamRes
 
 
 # --- raw VDIs -------------------------------------------------------------------------------
-def _raw_pieces(path: str, size: int, done: list[int]) -> Iterator[bytes]:
-    """The whole disk, holes as shared zero buffers (never read, never allocated)."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        pos = 0
-        for offset, data in sparse_pieces(fd, size, piece=_PIECE):
-            while pos < offset:
-                n = min(_PIECE, offset - pos)
-                yield _ZEROS[:n]
-                pos += n
-            yield data
-            pos = offset + len(data)
-            done[0] = pos
-        while pos < size:
-            n = min(_PIECE, size - pos)
-            yield _ZEROS[:n]
-            pos += n
-            done[0] = pos
-    finally:
-        os.close(fd)
-
-
 def _spool_dir(services) -> Path:
     """Where a transfer that cannot stream keeps its file: on the data disk, not a small /tmp."""
     spool = services.config.data_dir / "spool"
     spool.mkdir(exist_ok=True)
     return spool
-
-
-def _file_pieces(path: str, done: list[int]) -> Iterator[bytes]:
-    with open(path, "rb") as f:
-        while data := f.read(_PIECE):
-            done[0] += len(data)
-            yield data
 
 
 def _disk_format(request: web.Request) -> str:
@@ -365,41 +331,25 @@ async def export_raw_vdi(request: web.Request) -> web.StreamResponse:
         try:
             async with _task(request, ctx, f"Export of VDI {vdi}") as task:
                 rec = ctx.store.get("VDI", vdi)
-                size, done = rec["virtual_size"], [0]
-                path = str(ctx.vdis.path(vdi))
+                size, path = rec["virtual_size"], str(ctx.vdis.path(vdi))
                 if fmt == "vhd":
-                    blocks = await ctx.streaming(
-                        changed_blocks, path, size,
-                        str(ctx.vdis.path(base)) if base is not None else None)
-                    vhd = await ctx.streaming(VhdExport, path, size, blocks)
-                    pieces, length, close = vhd.pieces, vhd.total, vhd.close
-                    progress = lambda: vhd.sent / max(1, vhd.total)   # noqa: E731
-                    kind = "application/vhd"
+                    out = await ctx.streaming(vhd_out, path, size, str(ctx.vdis.path(base))
+                                              if base is not None else None)
                 elif fmt == "qcow2":
-                    image = str(_spool_dir(services) / f"{task[10:]}.qcow2")
-                    length = await ctx.streaming(to_qcow2, path, image)
-                    pieces = _file_pieces(image, done)
-                    kind = "application/x-qemu-disk"
-
-                    def close(pieces=pieces, image=image) -> None:
-                        pieces.close()
-                        with contextlib.suppress(FileNotFoundError):
-                            os.unlink(image)
-                    progress = lambda: done[0] / max(1, length)       # noqa: E731
+                    out = await ctx.streaming(qcow2_out, path,
+                                              str(_spool_dir(services) / f"{task[10:]}.qcow2"))
                 else:
-                    pieces = _raw_pieces(path, size, done)
-                    length, close, kind = size, pieces.close, "application/octet-stream"
-                    progress = lambda: done[0] / max(1, size)         # noqa: E731
+                    out = raw_out(path, size)
                 try:
                     resp = web.StreamResponse(headers={
-                        "Content-Type": kind, "task-id": task,
+                        "Content-Type": out.kind, "task-id": task,
                         "Content-Disposition": f'attachment; filename="{rec["uuid"]}.{fmt}"'})
-                    resp.content_length = length
+                    resp.content_length = out.length
                     await resp.prepare(request)
-                    await _pump(request, resp, ctx, pieces, progress, lambda: None)
+                    await _pump(request, resp, ctx, out.pieces, out.progress, lambda: None)
                     await resp.write_eof()
                 finally:
-                    await ctx.streaming(close)
+                    await ctx.streaming(out.close)
                 services.tasks.succeed(task, "")
             return resp
         except (XenAPIError, _ClientGone, ConnectionError) as e:

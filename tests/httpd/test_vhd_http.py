@@ -194,3 +194,15 @@ def test_checkpoint_keeps_memory_and_revert_brings_it_back(server, xenapi):
         assert e.value.details[0] in ("VM_BAD_POWER_STATE", "OPERATION_NOT_ALLOWED")
     finally:
         x.VM.hard_shutdown(vm)
+
+
+def test_a_failed_qcow2_export_leaves_no_spool_file(server, xenapi):
+    x = xenapi.xenapi
+    vdi = _vdi(x, 2**20, b"gone soon")
+    os.unlink(_path(x, vdi))                      # the file vanished under the VDI
+    r = subprocess.run(["curl", "-s", "-w", "\n%{http_code}",
+                        _url(server, f"/export_raw_vdi?vdi={vdi}&format=qcow2")],
+                       capture_output=True)
+    assert not r.stdout.endswith(b"200") and b"VDI_IO_ERROR" in r.stdout, r.stdout
+    spool = os.path.join(os.path.dirname(server.socket_path), "spool")
+    assert not os.path.isdir(spool) or os.listdir(spool) == []
