@@ -206,3 +206,26 @@ def test_a_failed_qcow2_export_leaves_no_spool_file(server, xenapi):
     assert not r.stdout.endswith(b"200") and b"VDI_IO_ERROR" in r.stdout, r.stdout
     spool = os.path.join(os.path.dirname(server.socket_path), "spool")
     assert not os.path.isdir(spool) or os.listdir(spool) == []
+
+
+def test_disk_transfer_parameters_are_checked(server, xenapi):
+    x = xenapi.xenapi
+    vdi = _vdi(x, 2**20, b"data")
+    before = open(_path(x, vdi), "rb").read()
+    for method, path, why in (
+            ("PUT", "/import_raw_vdi?format=vhd", b"existing VDI"),
+            ("PUT", "/import_raw_vdi?format=qcow2", b"existing VDI"),
+            ("PUT", f"/import_raw_vdi?vdi={vdi}&format=vmdk", b"INVALID_VALUE"),
+            ("GET", f"/export_raw_vdi?vdi={vdi}&format=raw&base={vdi}", b"format=vhd"),
+            ("GET", f"/export_raw_vdi?vdi={vdi}&format=vhd&base=00000000-0000-0000-0000-"
+                    "000000000000", b"UUID_INVALID")):
+        args = ["-T", "/etc/hostname"] if method == "PUT" else []
+        r = subprocess.run(["curl", "-s", "-w", "\n%{http_code}", *args, _url(server, path)],
+                           capture_output=True)
+        assert int(r.stdout.rsplit(b"\n", 1)[1]) >= 400 and why in r.stdout, (path, r.stdout)
+    assert open(_path(x, vdi), "rb").read() == before
+    vm = x.VM.create({"name_label": "bios", "memory_static_max": str(2**28)})
+    with pytest.raises(XenAPI.Failure) as e:
+        x.VM.set_bios_strings(vm, {"bios-vendor": "x" * 513})
+    assert e.value.details[0] == "INVALID_VALUE" and x.VM.get_bios_strings(vm) == {}
+    x.VM.destroy(vm)
