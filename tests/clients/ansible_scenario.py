@@ -37,6 +37,8 @@ def main(workdir: str, ansible_bin: str) -> None:
         iso_sr = x.SR.create(host, {"path": str(isos)}, "0", "ISO library", "", "iso", "iso",
                              False, {})
         x.SR.scan(iso_sr)
+        # the host's first network (named after a NIC of this machine, whatever it is called)
+        network = min(r["name_label"] for r in x.network.get_all_records().values())
         results = work / "results.json"
         env = {**os.environ, "ANSIBLE_PYTHON_INTERPRETER": sys.executable,
                "ANSIBLE_LOCAL_TEMP": str(work / "ansible-tmp"),
@@ -44,9 +46,10 @@ def main(workdir: str, ansible_bin: str) -> None:
         p = subprocess.run([str(Path(ansible_bin) / "ansible-playbook"), "-i", "localhost,",
                             str(PLAYBOOK), "-e", f"xapi_url={srv.url}",
                             "-e", f"xapi_password={srv.password}",
-                            "-e", f"results_file={results}"],
+                            "-e", f"results_file={results}",
+                            "-e", json.dumps({"network_name": network})],
                            capture_output=True, text=True, env=env, timeout=600)
-        facts = {"rc": p.returncode, "output": p.stdout[-6000:] + p.stderr[-2000:],
+        facts = {"rc": p.returncode, "network": network, "output": p.stdout[-6000:] + p.stderr[-2000:],
                  "results": json.loads(results.read_text()) if results.exists() else None,
                  "left": x.VM.get_by_name_label("ans-vm"),
                  "vdis_left": [r["name_label"] for r in x.VDI.get_all_records().values()

@@ -40,7 +40,7 @@ def test_create_from_a_template_with_cpus_memory_disk_and_network(run):
     assert run["results"]["created"]["changed"]
     assert vm["hardware"]["num_cpus"] == 2 and vm["hardware"]["memory_mb"] == 512
     assert [(d["name"], d["size"]) for d in vm["disks"]] == [("ans-vm-disk", 2**30)]
-    assert [n["name"] for n in vm["networks"]] == ["Pool-wide network associated with eth0"]
+    assert [n["name"] for n in vm["networks"]] == [run["network"]]
     assert vm["state"] == "poweredoff"
     assert vm["cdrom"] == {"type": "iso", "iso_name": "install.iso"}     # VBD.create + insert
 
