@@ -16,9 +16,9 @@ _IMPLICIT = ("get_all", "get_all_records", "get_all_records_where", "get_record"
              "get_by_name_label", "create", "destroy")
 
 
-def explicit_by_class() -> dict[str, list[str]]:
+def explicit_by_class(implicit: set[str] | None = None) -> dict[str, list[str]]:
     """Class -> the messages written in `httpd/api/` (sorted), for every class and family."""
-    implicit = {m.name for m in implicit_table().messages}
+    implicit = implicit if implicit is not None else {m.name for m in implicit_table().messages}
     out: dict[str, set[str]] = {}
     for table in all_tables():
         for m in table.messages:
@@ -28,21 +28,17 @@ def explicit_by_class() -> dict[str, list[str]]:
     return {cls: sorted(names) for cls, names in sorted(out.items(), key=lambda kv: kv[0].lower())}
 
 
-def _implicit_of(cls: str) -> list[str]:
-    names = {m.name.partition(".")[2] for m in implicit_table().messages
-             if m.name.partition(".")[0] == cls}
-    return [n for n in _IMPLICIT if n in names]
-
-
 def render() -> str:
+    implicit = {m.name for m in implicit_table().messages}
     lines = ["| class | messages written for it (besides each field's `get_`/`set_`/`add_to_`/"
              "`remove_from_` and the class's implicit ones) |", "|---|---|"]
-    explicit = explicit_by_class()
+    explicit = explicit_by_class(implicit)
     for cls in sorted(set(CLASSES) | set(explicit), key=str.lower):
         own_names = explicit.get(cls, [])
-        implicit = ", ".join(f"`{n}`" for n in _implicit_of(cls) if n not in own_names)
+        derived = ", ".join(f"`{n}`" for n in _IMPLICIT
+                            if f"{cls}.{n}" in implicit and n not in own_names)
         own = ", ".join(f"`{n}`" for n in own_names)
-        lines.append(f"| {cls} | {own or '-'}{' (implicit: ' + implicit + ')' if implicit else ''} |")
+        lines.append(f"| {cls} | {own or '-'}{' (implicit: ' + derived + ')' if derived else ''} |")
     return "\n".join(lines) + "\n"
 
 

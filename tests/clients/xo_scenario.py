@@ -9,6 +9,7 @@ client saw and what the server holds afterwards (the test checks it).
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
@@ -23,25 +24,25 @@ from tests.server import Server
 HERE = Path(__file__).resolve().parent / "xo"
 
 
-def _raw_sha(srv: Server, vdi: str) -> str:
-    req = urllib.request.Request(f"{srv.url}/export_raw_vdi?vdi={vdi}")
-    import base64
-    req.add_header("Authorization", "Basic " + base64.b64encode(
-        f"root:{srv.password}".encode()).decode())
-    h = hashlib.sha256()
-    with urllib.request.urlopen(req, timeout=60) as r:
-        while chunk := r.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _get(srv: Server, path: str) -> bytes:
-    import base64
+def _open(srv: Server, path: str):
+    """GET `path` with root's Basic credentials."""
     req = urllib.request.Request(srv.url + path)
     req.add_header("Authorization", "Basic " + base64.b64encode(
         f"root:{srv.password}".encode()).decode())
-    with urllib.request.urlopen(req, timeout=60) as r:
+    return urllib.request.urlopen(req, timeout=60)
+
+
+def _get(srv: Server, path: str) -> bytes:
+    with _open(srv, path) as r:
         return r.read()
+
+
+def _raw_sha(srv: Server, vdi: str) -> str:
+    h = hashlib.sha256()
+    with _open(srv, f"/export_raw_vdi?vdi={vdi}") as r:
+        while chunk := r.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def _wait_for_host_stats(srv: Server, timeout: float = 30.0) -> None:
