@@ -90,7 +90,8 @@ async def open_services(config: Config) -> AsyncIterator[tuple[Services, Console
         domains = SimulatedBackend(on_guest_event, rfb_version=config.rfb_version,
                                    executor=executors.disk)
         stack.push_async_callback(domains.close)
-        lifecycle = Lifecycle(store, host, locations, vdis, domains, config.data_dir / "domains")
+        lifecycle = Lifecycle(store, host, locations, vdis, domains, config.data_dir / "domains",
+                              executor=executors.disk)
         stack.push_async_callback(lifecycle.save_all)
         stack.push_async_callback(lifecycle.close)
         stack.push_async_callback(tasks.shutdown)

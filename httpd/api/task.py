@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import math
+
 from ..core.context import Ctx
 from ..core.dispatch import MessageTable
 from ..model.datamodel import TASK_STATUS
+from ..model.errors import XenAPIError
 from ..model.xtypes import FLOAT, STRING, Ref
 
 table = MessageTable()
@@ -31,6 +34,8 @@ def destroy(ctx: Ctx, ref: str) -> str:
 @table.message("task.set_progress", ("self", Ref("task")), ("value", FLOAT), async_ok=False)
 def set_progress(ctx: Ctx, ref: str, value: float) -> str:
     ctx.store.get("task", ref)
+    if not math.isfinite(value):                 # JSON-RPC's parser takes NaN and Infinity
+        raise XenAPIError("INVALID_VALUE", "value", str(value))
     ctx.tasks.set_progress(ref, value)
     return ""
 

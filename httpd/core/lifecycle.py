@@ -13,6 +13,7 @@ import asyncio
 import datetime as _dt
 import logging
 import zlib
+from concurrent.futures import Executor
 from pathlib import Path
 from typing import Protocol
 
@@ -92,8 +93,10 @@ class Lifecycle:
     across restarts."""
 
     def __init__(self, store: Store, host: ThisHost, locations: Locations, vdis: Vdis,
-                 domains: DomainBackend, state_dir: Path) -> None:
+                 domains: DomainBackend, state_dir: Path,
+                 executor: Executor | None = None) -> None:
         self.store = store
+        self.executor = executor            # the state files' I/O (the disk pool)
         self.host = host
         self.locations = locations
         self.vdis = vdis
@@ -291,7 +294,7 @@ class Lifecycle:
     async def save_all(self) -> None:
         """Server shutdown: every running domain's state to disk, to be resumed at next start."""
         loop = asyncio.get_running_loop()
-        pool = self.vdis.executor                   # the disk pool, never the default one
+        pool = self.executor
         await loop.run_in_executor(pool, lambda: self.state_dir.mkdir(parents=True,
                                                                       exist_ok=True))
         for ref, rec in list(self.store.all("VM").items()):

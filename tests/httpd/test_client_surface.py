@@ -211,3 +211,21 @@ def test_what_xen_orchestras_host_and_vm_code_calls(xenapi):
     finally:
         x.host.enable(host)
         x.VM.destroy(vm)
+
+
+def test_task_progress_refuses_what_is_not_a_number(server, xenapi):
+    """Python's JSON parser takes NaN and Infinity: they must not reach a task (its events would
+    carry a value no XML-RPC client can read)."""
+    import json
+    import urllib.request
+    x = xenapi.xenapi
+    task = x.task.create("nan", "")
+    for bad in ("NaN", "Infinity"):
+        body = ('{"jsonrpc": "2.0", "id": 1, "method": "task.set_progress", "params": ["%s", '
+                '"%s", %s]}' % (xenapi._session, task, bad)).encode()
+        req = urllib.request.Request(server.url + "/jsonrpc", data=body,
+                                     headers={"Content-Type": "application/json"})
+        reply = json.loads(urllib.request.urlopen(req, timeout=10).read())
+        assert reply["error"]["message"] in ("INVALID_VALUE", "FIELD_TYPE_ERROR"), reply
+    assert x.task.get_progress(task) == 0.0
+    x.task.destroy(task)

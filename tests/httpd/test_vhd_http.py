@@ -229,3 +229,21 @@ def test_disk_transfer_parameters_are_checked(server, xenapi):
         x.VM.set_bios_strings(vm, {"bios-vendor": "x" * 513})
     assert e.value.details[0] == "INVALID_VALUE" and x.VM.get_bios_strings(vm) == {}
     x.VM.destroy(vm)
+
+
+def test_a_qcow2_upload_larger_than_any_image_of_the_vdi_is_cut_off(server, xenapi, tmp_path):
+    """The spool takes at most the VDI's size plus tables and slack (64 MiB): an endless body
+    is refused there, the spool emptied, the VDI unchanged."""
+    x = xenapi.xenapi
+    target = _vdi(x, 2**20, b"keep")
+    before = open(_path(x, target), "rb").read()
+    big = tmp_path / "big.bin"
+    with open(big, "wb") as f:
+        f.truncate(70 * 2**20)
+    r = subprocess.run(["curl", "-s", "-w", "\n%{http_code}", "-T", str(big),
+                        _url(server, f"/import_raw_vdi?vdi={target}&format=qcow2")],
+                       capture_output=True)
+    assert b"not over" in r.stdout, r.stdout[-300:]
+    assert open(_path(x, target), "rb").read() == before
+    spool = os.path.join(os.path.dirname(server.socket_path), "spool")
+    assert not os.path.isdir(spool) or os.listdir(spool) == []
