@@ -129,7 +129,6 @@ class VhdWriter:
 
 @dataclass(frozen=True)
 class _Header:
-    size: int
     entries: int
     block: int
     bat_offset: int
@@ -254,7 +253,7 @@ class VhdReader:
             raise XVAFormatError.bad("VHD: a differencing disk needs its parent (unsupported)")
         if bat < 3 * SECTOR or bat % SECTOR:
             raise XVAFormatError.bad("VHD: the BAT overlaps the headers")
-        self._header = _Header(self.size, entries, block, bat)
+        self._header = _Header(entries, block, bat)
         self._phase = "bat"
 
     def _on_bat(self, raw: bytes) -> None:
