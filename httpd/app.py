@@ -22,6 +22,7 @@ from aiohttp import web
 from .api import all_tables
 from .backends.simulated import SimulatedBackend
 from .config import Config
+from .core.agentctl import AgentControl
 from .core.bootstrap import ensure_host
 from .core.calls import call_internal
 from .core.context import Services
@@ -103,7 +104,8 @@ async def open_services(config: Config) -> AsyncIterator[tuple[Services, Console
         services = Services(config=config, store=store, events=events, host=host,
                             executors=executors, locations=locations, tasks=tasks,
                             sessions=sessions, domains=domains, vdis=vdis, lifecycle=lifecycle,
-                            stats=statistics, dispatcher=dispatcher)
+                            stats=statistics, dispatcher=dispatcher,
+                            control=AgentControl())
 
         await lifecycle.restore_all()
         if first_start and config.demo:

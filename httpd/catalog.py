@@ -23,8 +23,7 @@ def explicit_by_class(implicit: set[str] | None = None) -> dict[str, list[str]]:
     for table in all_tables():
         for m in table.messages:
             cls, _, name = m.name.partition(".")
-            if m.name not in implicit or name in ("create", "destroy"):
-                out.setdefault(cls, set()).add(name)
+            out.setdefault(cls, set()).add(name)    # overriding an implicit one included
     return {cls: sorted(names) for cls, names in sorted(out.items(), key=lambda kv: kv[0].lower())}
 
 

@@ -48,6 +48,10 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--public-address", help="the address clients use (console locations)")
     s.add_argument("--log-level", default="INFO")
     s.add_argument("--no-demo", action="store_true", help="no demo VM on first start")
+    s.add_argument("--host-power-command", metavar="CMD",
+                   help="host.reboot and host.shutdown run `CMD reboot` / `CMD poweroff` once "
+                        "the agent stopped (e.g. systemctl); without it host.reboot restarts "
+                        "the agent and host.shutdown stops it")
     tune = s.add_argument_group("tuning (defaults follow the SDK guide)")
     for name, kw in _TUNING.items():
         default = _CONFIG_DEFAULTS[name]
@@ -100,20 +104,21 @@ def main(argv: list[str] | None = None) -> int:
                     unix_socket=tuple(args.unix_socket),
                     public_address=args.public_address,
                     demo=not args.no_demo,
+                    host_power_command=args.host_power_command,
                     **{name: getattr(args, name) for name in _TUNING})
 
     def announce(line: str) -> None:
         print(line, flush=True)
 
-    from .runner import StartupFailed, serve
+    from .runner import StartupFailed, after_stop, serve
     try:
-        asyncio.run(serve(config, announce=announce))
+        action = asyncio.run(serve(config, announce=announce))
     except KeyboardInterrupt:
-        pass
+        return 0
     except StartupFailed as e:
         print(f"xcp-httpd: {e}", file=sys.stderr, flush=True)
         return 1
-    return 0
+    return after_stop(action, config)
 
 
 if __name__ == "__main__":

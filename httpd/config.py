@@ -38,6 +38,7 @@ class Config:
     console_vm_limit: int = 0              # open console tunnels per VM (0: no limit; over: 503)
     console_idle_timeout: float = 0.0      # seconds without key/pointer input before a console closes (0: none)
     console_rfb_version: str = "3.8"       # the host console's RFB server: "3.3", "3.7" or "3.8"
+    host_power_command: str | None = None  # host.reboot / host.shutdown run `CMD reboot|poweroff`
 
     @property
     def rfb_version(self) -> tuple[int, int]:

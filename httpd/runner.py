@@ -12,10 +12,12 @@ import asyncio
 import logging
 import os
 import resource
+import shlex
 import signal
 import socket
 import ssl
 import subprocess
+import sys
 from concurrent.futures import Executor
 from typing import Callable
 
@@ -92,8 +94,10 @@ def raise_fd_limit(ceiling: int = 1 << 16) -> int:
     return soft
 
 
-async def serve(config: Config, *, announce: Callable[[str], None] = print) -> None:
-    """Run until SIGINT/SIGTERM; StartupFailed (everything started already stopped again)."""
+async def serve(config: Config, *, announce: Callable[[str], None] = print) -> str | None:
+    """Run until SIGINT/SIGTERM (returns None) or a host.* message asks the agent to stop
+    (returns its `AgentControl` action, for `after_stop`); StartupFailed (everything started
+    already stopped again)."""
     raise_fd_limit()
     app = build_app(config)
     runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=5.0)
@@ -116,9 +120,31 @@ async def serve(config: Config, *, announce: Callable[[str], None] = print) -> N
             if app[FIRST_PASSWORD] is not None:
                 announce(f"root password (first start, shown once): {app[FIRST_PASSWORD]}")
             announce("ready")
-            await stop.wait()
+            control = app[SERVICES].control
+            signalled = asyncio.ensure_future(stop.wait())
+            asked = asyncio.ensure_future(control.wait())
+            await asyncio.wait((signalled, asked), return_when=asyncio.FIRST_COMPLETED)
+            signalled.cancel()
+            asked.cancel()
+            if control.action is not None:
+                log.warning("stopping: %s asked by the API", control.action)
+            return control.action
     finally:
         await runner.cleanup()
+
+
+def after_stop(action: str | None, config: Config) -> int:
+    """Once the agent stopped: exec it again (restart, or reboot with no power command), run
+    the host power command, or just exit. Returns the exit status when it returns."""
+    if action in ("reboot", "poweroff") and config.host_power_command:
+        cmd = [*shlex.split(config.host_power_command), action]
+        log.warning("running %s", shlex.join(cmd))
+        return subprocess.run(cmd, check=False).returncode
+    if action in ("restart", "reboot"):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])
+    return 0
 
 
 def _reason(e: BaseException) -> str:

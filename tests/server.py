@@ -41,8 +41,13 @@ class Server:
              "--login-fail-delay", "0.05", "--log-level", "WARNING", *self.extra],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
             cwd=Path(__file__).resolve().parent.parent)
-        deadline = time.monotonic() + timeout
         self.output = []
+        return self.wait_ready(timeout)
+
+    def wait_ready(self, timeout: float = 30.0) -> "Server":
+        """Read the daemon's output until it says ready (again, after it exec'd itself)."""
+        self.url = ""
+        deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             line = self.proc.stdout.readline()
             if not line:

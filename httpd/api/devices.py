@@ -115,6 +115,35 @@ def vbd_destroy(ctx: Ctx, vbd: str) -> str:
     return ""
 
 
+# --- VUSB -----------------------------------------------------------------------------------
+# No USB device is passed through here: there are no PUSBs, hence no USB groups, so a VUSB
+# cannot be made and every call below answers HANDLE_INVALID, as on a host without USB devices.
+@table.message("VUSB.create", ("VM", Ref("VM")), ("USB_group", Ref("USB_group")),
+               ("other_config", MapOf(STRING, STRING)))
+def vusb_create(ctx: Ctx, vm: str, group: str, other_config: dict) -> str:
+    """A halted VM's USB device from a group (attached when the VM starts)."""
+    rec = ctx.store.get("VM", vm)
+    ctx.store.get("USB_group", group)
+    if rec["power_state"] != "Halted":
+        raise XenAPIError("VM_BAD_POWER_STATE", vm, "halted", rec["power_state"].lower())
+    return ctx.store.create("VUSB", {"VM": vm, "USB_group": group, "other_config": other_config})
+
+
+@table.message("VUSB.unplug", ("self", Ref("VUSB")))
+def vusb_unplug(ctx: Ctx, vusb: str) -> str:
+    if not ctx.store.get("VUSB", vusb)["currently_attached"]:
+        raise XenAPIError("DEVICE_ALREADY_DETACHED", vusb)
+    raise XenAPIError("OPERATION_NOT_ALLOWED", "this host does not pass USB devices through")
+
+
+@table.message("VUSB.destroy", ("self", Ref("VUSB")))
+def vusb_destroy(ctx: Ctx, vusb: str) -> str:
+    if ctx.store.get("VUSB", vusb)["currently_attached"]:
+        raise XenAPIError("DEVICE_ALREADY_ATTACHED", vusb)
+    ctx.store.destroy("VUSB", vusb)
+    return ""
+
+
 # --- removable media ------------------------------------------------------------------------
 def _cd(ctx: Ctx, vbd: str) -> dict:
     rec = ctx.store.get("VBD", vbd)

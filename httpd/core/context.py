@@ -22,6 +22,7 @@ from ..stats.service import StatsService
 from ..model.identity import ThisHost
 from .dispatch import Dispatcher
 from ..jobs import Executors
+from .agentctl import AgentControl
 from .lifecycle import Lifecycle
 from .locations import Locations
 from .operations import operation
@@ -47,6 +48,7 @@ class Services:
     lifecycle: Lifecycle
     stats: StatsService
     dispatcher: Dispatcher
+    control: AgentControl
 
 
 class Ctx:

@@ -290,6 +290,31 @@ class Lifecycle:
                 gm = store.create("VM_guest_metrics", fields)
                 store.update("VM", vm, {"guest_metrics": gm})
 
+    async def migrate_here(self, vm: str) -> Domain:
+        """A localhost migration: the running domain's state into a new domain on this host;
+        the caller records it with `enter`. If the new domain cannot start, the VM is Halted
+        (its old domain is gone) and the error is raised."""
+        rec = self.store.get("VM", vm)
+        dom = self.domain(rec)
+        loop = asyncio.get_running_loop()
+        path = self.state_dir / f"{rec['uuid']}.migrate"
+
+        def make() -> None:
+            self.state_dir.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(b"")                 # suspend writes over it
+        try:
+            await loop.run_in_executor(self.executor, make)
+            await dom.suspend(str(path))
+            try:
+                return await self.domains.resume(self.domain_config(vm), str(path), dom.paused)
+            except Exception as e:
+                self.enter(vm, "Halted")
+                raise XenAPIError("VM_MIGRATE_FAILED", vm, self.host.host_ref,
+                                  self.host.host_ref, f"the new domain did not start: {e}") \
+                    from None
+        finally:
+            await loop.run_in_executor(self.executor, lambda: path.unlink(missing_ok=True))
+
     # --- across restarts --------------------------------------------------------------------
     async def save_all(self) -> None:
         """Server shutdown: every running domain's state to disk, to be resumed at next start."""

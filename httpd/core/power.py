@@ -78,6 +78,7 @@ VM_OPERATIONS: dict[str, VMOp] = {
     "resume": VMOp((SUSPENDED,), RUNNING),
     "resume_on": VMOp((SUSPENDED,), RUNNING),
     "changing_dynamic_range": VMOp((RUNNING,)),
+    "pool_migrate": VMOp((RUNNING,), RUNNING),
 }
 TEMPLATE_OPERATIONS = ("clone", "copy", "provision", "export", "destroy")
 

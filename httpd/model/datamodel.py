@@ -262,7 +262,8 @@ class VM:
     VIFs: Any = _refs("VIF", reverse="VM")
     VBDs: Any = _refs("VBD", reverse="VM")
     crash_dumps: Any = f(SetOf(Ref("crashdump")), RO)
-    VTPMs: Any = f(SetOf(Ref("VTPM")), RO)
+    VTPMs: Any = _refs("VTPM", reverse="VM")
+    VUSBs: Any = _refs("VUSB", reverse="VM")
     PV_bootloader: Any = f(STRING, RW)
     PV_kernel: Any = f(STRING, RW)
     PV_ramdisk: Any = f(STRING, RW)
@@ -508,6 +509,64 @@ class VLAN:
     untagged_PIF: Any = f(Ref("PIF"), RO)
     tag: Any = f(INT, RO, default=-1)
     other_config: Any = _str_map()
+
+
+@xapi_class()
+class VTPM:
+    """A VM's virtual TPM; its state (base64) is kept in a secret, the VM halted to change it."""
+    allowed_operations: Any = f(_OPS, RO)
+    current_operations: Any = _str_map(RO)
+    VM: Any = f(Ref("VM"), RO)
+    backend: Any = f(Ref("VM"), RO)
+    persistence_backend: Any = f(Enum("persistence_backend", "xapi"), RO, default="xapi")
+    is_unique: Any = f(BOOL, RO)
+    is_protected: Any = f(BOOL, RO)
+    contents: Any = f(Ref("secret"), RO, "the secret holding the state (internal in xapi)")
+
+
+@xapi_class(creatable=True, destroyable=True)
+class secret:
+    """A value kept for an object that must not show it in its own record."""
+    value: Any = f(STRING, RW)
+    other_config: Any = _str_map()
+
+
+@xapi_class()
+class PUSB:
+    """A host's physical USB device (none is passed through on this host)."""
+    USB_group: Any = f(Ref("USB_group"), RO)
+    host: Any = f(Ref("host"), RO)
+    path: Any = f(STRING, RO)
+    vendor_id: Any = f(STRING, RO)
+    vendor_desc: Any = f(STRING, RO)
+    product_id: Any = f(STRING, RO)
+    product_desc: Any = f(STRING, RO)
+    serial: Any = f(STRING, RO)
+    version: Any = f(STRING, RO)
+    description: Any = f(STRING, RO)
+    passthrough_enabled: Any = f(BOOL, RO)
+    other_config: Any = _str_map()
+
+
+@xapi_class()
+class USB_group:
+    """A group of interchangeable PUSBs a VUSB is made from."""
+    name_label: Any = f(STRING, RW)
+    name_description: Any = f(STRING, RW)
+    PUSBs: Any = _refs("PUSB", reverse="USB_group")
+    VUSBs: Any = _refs("VUSB", reverse="USB_group")
+    other_config: Any = _str_map()
+
+
+@xapi_class()
+class VUSB:
+    """A VM's USB device, taken from a USB group."""
+    allowed_operations: Any = f(_OPS, RO)
+    current_operations: Any = _str_map(RO)
+    VM: Any = f(Ref("VM"), RO)
+    USB_group: Any = f(Ref("USB_group"), RO)
+    other_config: Any = _str_map()
+    currently_attached: Any = f(BOOL, RO)
 
 
 @xapi_class(creatable=True, destroyable=True)

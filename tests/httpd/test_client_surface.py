@@ -9,15 +9,7 @@ import socket
 import subprocess
 import time
 
-import pytest
-import XenAPI
-
-
-def _fails(code, fn, *args):
-    with pytest.raises(XenAPI.Failure) as e:
-        fn(*args)
-    assert e.value.details[0] == code, e.value.details
-    return e.value.details
+from tests.failures import fails
 
 
 def test_servertime_and_software_version(xenapi):
@@ -46,7 +38,7 @@ def test_allowed_devices_and_memory_limits(xenapi):
         m = str(2**27)
         x.VM.set_memory_limits(vm, m, str(2**28), m, str(2**28))
         assert x.VM.get_memory_dynamic_min(vm) == m and x.VM.get_memory_static_min(vm) == m
-        _fails("MEMORY_CONSTRAINT_VIOLATION", x.VM.set_memory_limits, vm, str(2**28), m, m, m)
+        fails("MEMORY_CONSTRAINT_VIOLATION", x.VM.set_memory_limits, vm, str(2**28), m, m, m)
         assert x.VM.get_memory_static_min(vm) == m          # unchanged by the refusal
     finally:
         for vbd in x.VM.get_VBDs(vm):
@@ -61,7 +53,7 @@ def test_task_progress_status_and_where_names(xenapi):
     assert x.task.get_progress(task) == 0.5
     x.task.set_status(task, "success")
     assert x.task.get_status(task) == "success"
-    _fails("INVALID_VALUE", x.task.set_status, task, "pending")    # ended tasks stay ended
+    fails("INVALID_VALUE", x.task.set_status, task, "pending")    # ended tasks stay ended
     x.task.destroy(task)
     by_dunder = x.VM.get_all_records_where('field "name__label" = "demo"')
     assert by_dunder and by_dunder == x.VM.get_all_records_where('field "name_label" = "demo"')
@@ -74,9 +66,9 @@ def test_nbd_and_cbt_answer_as_on_a_file_sr(xenapi):
     assert x.VDI.get_nbd_info(vdi) == []
     sr = x.VDI.get_SR(vdi)
     for call in (x.VDI.enable_cbt, x.VDI.disable_cbt):
-        assert _fails("SR_OPERATION_NOT_SUPPORTED", call, vdi) == ["SR_OPERATION_NOT_SUPPORTED", sr]
-    _fails("SR_OPERATION_NOT_SUPPORTED", x.VDI.list_changed_blocks, vdi, vdi)
-    _fails("VDI_NO_CBT_METADATA", x.VDI.data_destroy, vdi)
+        assert fails("SR_OPERATION_NOT_SUPPORTED", call, vdi) == ["SR_OPERATION_NOT_SUPPORTED", sr]
+    fails("SR_OPERATION_NOT_SUPPORTED", x.VDI.list_changed_blocks, vdi, vdi)
+    fails("VDI_NO_CBT_METADATA", x.VDI.data_destroy, vdi)
     assert x.VDI.get_cbt_enabled(vdi) is False
 
 
@@ -152,16 +144,16 @@ def test_cd_drive_insert_eject_from_an_iso_library(xenapi, tmp_path):
     cd = x.VBD.create({"VM": vm, "VDI": "OpaqueRef:NULL", "userdevice": "3", "mode": "RO",
                        "type": "CD", "empty": True})
     assert "insert" in x.VBD.get_allowed_operations(cd)
-    _fails("VBD_IS_EMPTY", x.VBD.eject, cd)
+    fails("VBD_IS_EMPTY", x.VBD.eject, cd)
     x.VBD.insert(cd, disc[0])
     assert x.VBD.get_VDI(cd) == disc[0] and not x.VBD.get_empty(cd)
     assert "eject" in x.VBD.get_allowed_operations(cd)
-    _fails("VBD_NOT_EMPTY", x.VBD.insert, cd, disc[0])
+    fails("VBD_NOT_EMPTY", x.VBD.insert, cd, disc[0])
     x.VBD.eject(cd)
     assert x.VBD.get_empty(cd) and x.VBD.get_VDI(cd) == "OpaqueRef:NULL"
     disk = x.VBD.create({"VM": vm, "VDI": "OpaqueRef:NULL", "userdevice": "4", "mode": "RO",
                          "type": "Floppy", "empty": True})
-    _fails("VBD_NOT_REMOVABLE_MEDIA", x.VBD.insert, disk, disc[0])
+    fails("VBD_NOT_REMOVABLE_MEDIA", x.VBD.insert, disk, disc[0])
     x.VM.destroy(vm)
     x.SR.forget(sr)
 
@@ -189,25 +181,25 @@ def test_what_xen_orchestras_host_and_vm_code_calls(xenapi):
     vm = x.VM.create({"name_label": "xo calls", "memory_static_max": str(2**28)})
     try:
         x.VM.assert_operation_valid(vm, "start")
-        assert _fails("VM_BAD_POWER_STATE", x.VM.assert_operation_valid, vm, "suspend")
+        assert fails("VM_BAD_POWER_STATE", x.VM.assert_operation_valid, vm, "suspend")
         x.VM.set_bios_strings(vm, {"bios-vendor": "xcp-httpd"})
         assert x.VM.get_bios_strings(vm) == {"bios-vendor": "xcp-httpd"}
-        _fails("VM_BIOS_STRINGS_ALREADY_SET", x.VM.set_bios_strings, vm, {"bios-vendor": "x"})
+        fails("VM_BIOS_STRINGS_ALREADY_SET", x.VM.set_bios_strings, vm, {"bios-vendor": "x"})
         x.host.disable(host)
         assert x.host.get_enabled(host) is False
-        _fails("HOST_DISABLED", x.VM.start, vm, False, False)
+        fails("HOST_DISABLED", x.VM.start, vm, False, False)
         x.host.enable(host)
         x.VM.start(vm, False, False)
         x.VM.suspend(vm)
         x.host.disable(host)
-        _fails("HOST_DISABLED", x.VM.resume, vm, False, False)       # a new domain too
+        fails("HOST_DISABLED", x.VM.resume, vm, False, False)       # a new domain too
         assert x.VM.get_power_state(vm) == "Suspended"
         x.host.enable(host)
         x.VM.resume(vm, False, False)
         x.VM.hard_shutdown(vm)
-        assert _fails("XENAPI_MISSING_PLUGIN", x.host.call_plugin, host, "raid.py",
+        assert fails("XENAPI_MISSING_PLUGIN", x.host.call_plugin, host, "raid.py",
                       "check_raid_pool", {}) == ["XENAPI_MISSING_PLUGIN", "raid.py"]
-        _fails("HA_NOT_ENABLED", x.pool.disable_ha)
+        fails("HA_NOT_ENABLED", x.pool.disable_ha)
     finally:
         x.host.enable(host)
         x.VM.destroy(vm)
