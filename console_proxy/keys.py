@@ -35,7 +35,8 @@ def keysym_to_text(keysym: int, *, control: bool = False) -> str | None:
             return chr(ord(ch.upper()) & 0x1F) if ch != " " else "\x00"
         return ch
     if 0x01000100 <= keysym <= 0x0110FFFF:
-        return chr(keysym - 0x01000000)  # Unicode keysyms
+        code = keysym - 0x01000000       # Unicode keysyms: scalar values only (no surrogate,
+        return None if 0xD800 <= code <= 0xDFFF else chr(code)  # which no terminal can show)
     return _SPECIAL.get(keysym) or _KEYPAD.get(keysym)
 
 

@@ -38,7 +38,7 @@ from .core.vdis import Vdis
 from .model.events import EventHub
 from .model.store import Store
 from .stats.service import StatsService
-from .transfer.importer import sweep_unfinished_imports
+from .transfer.importer import sweep_unfinished
 from .web import console, rpc, stats, transfer
 from .web.console import CONSOLES, Consoles
 from .web.errors import errors_middleware
@@ -78,7 +78,7 @@ async def open_services(config: Config) -> AsyncIterator[tuple[Services, Console
                                   fail_delay=config.login_fail_delay)
         locations = Locations(store, host)
         vdis = Vdis(store, host, executors.disk)
-        await sweep_unfinished_imports(store, vdis)
+        await sweep_unfinished(store, vdis)
         await vdis.sweep_side_files()
         await store.sync()
 

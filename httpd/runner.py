@@ -100,7 +100,10 @@ async def serve(config: Config, *, announce: Callable[[str], None] = print) -> s
     already stopped again)."""
     raise_fd_limit()
     app = build_app(config)
-    runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=5.0)
+    # handler_cancellation: a handler ends when its client goes away (an abandoned long poll,
+    # an export nobody reads); RPC calls shield themselves and run to their end (web.rpc)
+    runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=5.0,
+                           handler_cancellation=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

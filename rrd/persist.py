@@ -26,7 +26,8 @@ from .engine import (CF, Archive, ArchiveState, DataSource, DSState, DSType, Lay
 from .errors import CorruptRRD, RRDUsageError
 from .render import dump_xml
 
-__all__ = ["BACKUP_SUFFIX", "BACKUP_AGE", "save", "load", "load_or_backup", "parse_dump"]
+__all__ = ["BACKUP_SUFFIX", "BACKUP_AGE", "save", "load", "load_or_backup", "parse_dump",
+           "sweep_temporaries"]
 
 BACKUP_SUFFIX = ".bak"
 BACKUP_AGE = 86400
@@ -37,7 +38,7 @@ _PARSER = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=Fals
 
 
 def _write_atomic(path: Path, chunks: Iterable[bytes]) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = _temporary(path)
     try:
         with open(tmp, "wb") as f:
             for chunk in chunks:
@@ -53,6 +54,23 @@ def _write_atomic(path: Path, chunks: Iterable[bytes]) -> None:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def _temporary(path: Path) -> Path:
+    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
+
+
+def sweep_temporaries(directory: str | os.PathLike) -> list[str]:
+    """Remove what saves cut short by a crash (`kill -9`) left: `.<name>.<pid>.tmp`. Call it at
+    start, before any save; returns the names removed."""
+    removed = []
+    with os.scandir(directory) as entries:
+        for e in entries:
+            if e.name.startswith(".") and e.name.endswith(".tmp") and e.is_file(
+                    follow_symlinks=False):
+                os.unlink(e.path)
+                removed.append(e.name)
+    return sorted(removed)
 
 
 def save(path: str | os.PathLike, state: RRDState, now: int) -> None:

@@ -28,7 +28,7 @@ async def running_agent(tmp_path, **knobs) -> AsyncIterator[tuple[web.Applicatio
                     https_listen=("127.0.0.1:0",), unix_socket=(str(tmp_path / "xapi.sock"),),
                     root_password=PASSWORD, login_fail_delay=0.01, demo=False, **knobs)
     app = build_app(config)
-    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    runner = web.AppRunner(app, handle_signals=False, access_log=None, handler_cancellation=True)
     await runner.setup()
     try:
         async with Listeners(runner, front_end(app)) as listeners:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -58,6 +59,20 @@ class Server:
             if line.strip() == "ready":
                 return self
         raise RuntimeError("server did not start:\n" + "".join(self.output))
+
+    def drain_output(self, wait: float = 0.2) -> str:
+        """What the daemon logged since it was last read (it logs at WARNING and above)."""
+        out = []
+        fd = self.proc.stdout.fileno()
+        while select.select([fd], [], [], wait)[0]:
+            chunk = os.read(fd, 1 << 16)
+            if not chunk:
+                break
+            out.append(chunk.decode(errors="replace"))
+            wait = 0.05
+        text = "".join(out)
+        self.output.append(text)
+        return text
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> int:
         if self.proc is None:

@@ -8,6 +8,7 @@ state machine lives here.
 
 from __future__ import annotations
 
+import re
 import tarfile
 from dataclasses import dataclass, field
 
@@ -19,6 +20,8 @@ __all__ = ["BLOCK", "TAR_END", "MemberData", "MemberEnd", "MemberStart", "TarRea
 BLOCK = 512
 TAR_END = bytes(2 * BLOCK)
 _MAX_EXT = 64 * 1024          # GNU long names and pax headers are metadata: keep them small
+_MAX_SIZE = 2**63 - 1         # what a member's size may be (a file can be no bigger)
+_SIZE = re.compile(r"[0-9]{1,19}")   # a pax size or record length: ASCII digits, bounded
 _FILE_TYPES = (tarfile.REGTYPE, tarfile.AREGTYPE, tarfile.CONTTYPE)
 
 
@@ -160,6 +163,8 @@ class TarReader:
         name = self._next_name if self._next_name is not None else info.name
         size = self._next_size if self._next_size is not None else info.size
         self._next_name = self._next_size = None
+        if not 0 <= size <= _MAX_SIZE:        # a negative or absurd base-256 size field
+            raise XVAFormatError.bad(f"bad tar member size {size} at offset {self.offset}")
         if info.type == tarfile.DIRTYPE:
             if not set(name.split("/")) <= {"", "."}:   # "./" (`tar c .`) is the root itself
                 out.append(MemberStart(safe_name(name), 0, directory=True))
@@ -212,8 +217,8 @@ class TarReader:
                 if key == "path":
                     self._next_name = value
                 elif key == "size":
-                    if not value.isdigit():
-                        raise XVAFormatError.bad("bad pax size")
+                    if not _SIZE.fullmatch(value):    # ASCII digits only ("²" is a digit)
+                        raise XVAFormatError.bad(f"bad pax size {value[:30]!r}")
                     self._next_size = int(value)
         # global pax headers (XGLTYPE) carry nothing we use
 
@@ -242,7 +247,7 @@ def _pax_records(data: bytes) -> list[tuple[str, str]]:
     records, pos = [], 0
     while pos < len(data):
         space = data.find(b" ", pos)
-        if space <= pos or not data[pos:space].isdigit():
+        if space <= pos or not _SIZE.fullmatch(data[pos:space].decode("latin-1")):
             raise XVAFormatError.bad("bad pax header")
         end = pos + int(data[pos:space])
         record = data[space + 1:end]

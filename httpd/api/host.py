@@ -64,7 +64,8 @@ def _running_vms(ctx: Ctx, rec: dict) -> list[str]:
 @table.message("host.get_vms_which_prevent_evacuation", ("self", Ref("host")))
 def get_vms_which_prevent_evacuation(ctx: Ctx, host: str) -> dict:
     """Each running VM, with why it cannot move: this pool has no other host to take it."""
-    return {vm: ["NO_HOSTS_AVAILABLE"] for vm in _running_vms(ctx, ctx.store.get("host", host))}
+    return {vm: ["NO_HOSTS_AVAILABLE", vm]
+            for vm in _running_vms(ctx, ctx.store.get("host", host))}
 
 
 @table.message("host.evacuate", ("host", Ref("host")), ("network", Ref("network")),
@@ -73,8 +74,8 @@ def evacuate(ctx: Ctx, host: str, network: str | None = None,
              batch: int | None = None) -> str:
     """Move every running VM to other hosts of the pool: done at once when none runs, else
     NO_HOSTS_AVAILABLE (the pool is this host)."""
-    if _running_vms(ctx, ctx.store.get("host", host)):
-        raise XenAPIError("NO_HOSTS_AVAILABLE")
+    for vm in _running_vms(ctx, ctx.store.get("host", host)):
+        raise XenAPIError("NO_HOSTS_AVAILABLE", vm)
     return ""
 
 

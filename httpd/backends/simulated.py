@@ -107,14 +107,15 @@ class SimulatedDomain(Domain):
             self.console.write(text)
         else:
             self.screen.write(text)
-        self.vt100.send(text.replace("\n", "\r\n").encode())
+        # "replace": one character no terminal can show must not end the stream
+        self.vt100.send(text.replace("\n", "\r\n").encode("utf-8", "replace"))
 
     def _vt100_greeting(self) -> bytes:
         """A new `vt100` reader sees the screen so far, then a plain stream of what is written."""
         lines = self.screen.text()
         while lines and not lines[-1].strip():
             lines.pop()
-        return "\r\n".join(line.rstrip() for line in lines).encode()
+        return "\r\n".join(line.rstrip() for line in lines).encode("utf-8", "replace")
 
     def _on_text(self, text: str) -> None:
         if self.shell != "boot" and not self.paused:

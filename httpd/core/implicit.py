@@ -191,14 +191,18 @@ def _render(v: Any) -> str:
     return str(v)
 
 
+_MAX_DEPTH = 64      # nested "not" and "(": deeper is refused, fast, before any evaluation
+
+
 def parse_where(expr: str):
+    shown = expr if len(expr) <= 200 else expr[:200] + "..."
     tokens: list[tuple[str, str]] = []
     pos = 0
     text = expr.strip()
     while pos < len(text):
         m = _TOKEN.match(text, pos)
         if not m or m.end() == pos:
-            raise XenAPIError("INVALID_VALUE", "expr", expr)
+            raise XenAPIError("INVALID_VALUE", "expr", shown)
         pos = m.end()
         lp, rp, op, lit, word = m.groups()
         if lp:
@@ -212,6 +216,7 @@ def parse_where(expr: str):
         else:
             tokens.append(("word", word.lower()))
     i = 0
+    depth = 0
 
     def peek() -> tuple[str, str] | None:
         return tokens[i] if i < len(tokens) else None
@@ -219,7 +224,7 @@ def parse_where(expr: str):
     def take() -> tuple[str, str]:
         nonlocal i
         if i >= len(tokens):
-            raise XenAPIError("INVALID_VALUE", "expr", expr)
+            raise XenAPIError("INVALID_VALUE", "expr", shown)
         i += 1
         return tokens[i - 1]
 
@@ -228,25 +233,35 @@ def parse_where(expr: str):
         if kind == "word" and v == "field":
             kind2, name = take()
             if kind2 != "lit":
-                raise XenAPIError("INVALID_VALUE", "expr", expr)
+                raise XenAPIError("INVALID_VALUE", "expr", shown)
             # xapi's database names a namespaced field with "__" (`name__label` is name_label)
             key = name.replace("__", "_") if "__" in name else name
             return lambda rec: _render(rec.get(name, rec.get(key, "")))
         if kind == "lit":
             return lambda rec: v
-        raise XenAPIError("INVALID_VALUE", "expr", expr)
+        raise XenAPIError("INVALID_VALUE", "expr", shown)
+
+    def nested(parse):
+        nonlocal depth
+        depth += 1
+        if depth > _MAX_DEPTH:
+            raise XenAPIError("INVALID_VALUE", "expr", f"nested deeper than {_MAX_DEPTH}")
+        try:
+            return parse()
+        finally:
+            depth -= 1
 
     def factor():
         t = peek()
         if t == ("word", "not"):
             take()
-            inner = factor()
+            inner = nested(factor)
             return lambda rec: not inner(rec)
         if t == ("(", "("):
             take()
-            inner = parse_or()
+            inner = nested(parse_or)
             if take() != (")", ")"):
-                raise XenAPIError("INVALID_VALUE", "expr", expr)
+                raise XenAPIError("INVALID_VALUE", "expr", shown)
             return inner
         if t in (("word", "true"), ("word", "false")):
             take()
@@ -255,26 +270,29 @@ def parse_where(expr: str):
         left = value()
         kind, op = take()
         if kind != "op":
-            raise XenAPIError("INVALID_VALUE", "expr", expr)
+            raise XenAPIError("INVALID_VALUE", "expr", shown)
         right = value()
         if op == "=":
             return lambda rec: left(rec) == right(rec)
         return lambda rec: left(rec) != right(rec)
 
     def chain(operand, word: str, combine):
-        """`operand (word operand)*`, folded left with `combine`."""
+        """`operand (word operand)*` as one flat `combine` (all/any): a long chain costs no
+        recursion when evaluated."""
         def parse():
-            f = operand()
+            fs = [operand()]
             while peek() == ("word", word):
                 take()
-                f = combine(f, operand())
-            return f
+                fs.append(operand())
+            if len(fs) == 1:
+                return fs[0]
+            return lambda rec: combine(f(rec) for f in fs)
         return parse
 
-    parse_and = chain(factor, "and", lambda a, b: lambda rec: a(rec) and b(rec))
-    parse_or = chain(parse_and, "or", lambda a, b: lambda rec: a(rec) or b(rec))
+    parse_and = chain(factor, "and", all)
+    parse_or = chain(parse_and, "or", any)
 
     pred = parse_or()
     if i != len(tokens):
-        raise XenAPIError("INVALID_VALUE", "expr", expr)
+        raise XenAPIError("INVALID_VALUE", "expr", shown)
     return pred

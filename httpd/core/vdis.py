@@ -1,8 +1,10 @@
 """VDIs on this host's SRs: which file backs a VDI, and creating, copying and destroying them
 so that a file and its record exist together or not at all.
 
-File work runs on the disk pool; records are written only once the file exists, and a file
-whose record could not be written is removed again, so nothing half-made survives a failure.
+File work runs on the disk pool. A new VDI's record is durable before its file is written,
+marked `unfinished` until the file is complete (a copy) or for as long as the caller's
+operation says (an import), so a crash anywhere leaves nothing the next start does not remove:
+never a file without a record, never a half-copied disk that looks whole.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from ..model.xtypes import NULL_REF
 from ..model.identity import ThisHost
 from .filesr import FileSR
 from .operations import refresh_allowed
+from .unfinished import clear, mark
 
 __all__ = ["Vdis"]
 
@@ -105,23 +108,26 @@ class Vdis:
         if rec is not None and used != rec["physical_utilisation"]:
             self.store.update("VDI", vdi, {"physical_utilisation": used})
 
-    async def create(self, sr: str, size: int, fields: dict) -> str:
+    async def create(self, sr: str, size: int, fields: dict, *,
+                     unfinished: str | None = None) -> str:
         """A sparse file and its record, or neither. The record is durable before the file
         exists, so a crash in between leaves a record (swept or forgotten by SR.scan), never an
-        orphan file nobody knows of."""
+        orphan file nobody knows of. `unfinished`: the task of an operation that is still
+        filling it (the mark stays until that operation clears it)."""
         backend = self.sr_backend(sr)
         uuid = new_uuid()
         with self.store.transaction():
             vdi = self.store.create("VDI", {
                 "type": "user", **fields, "uuid": uuid, "SR": sr, "virtual_size": size,
                 "location": uuid, "physical_utilisation": 0})
+            if unfinished is not None:
+                mark(self.store, "VDI", vdi, unfinished)
             refresh_allowed(self.store, "VDI", vdi)
         try:
             await self.store.sync()
             await self._run(backend.create, uuid, size)
         except BaseException:
-            if self.store.find("VDI", vdi) is not None:
-                self.store.destroy("VDI", vdi)
+            await self._forget(vdi)
             raise
         await self.refresh(vdi)
         await self.refresh_sr(sr)
@@ -130,29 +136,48 @@ class Vdis:
     async def copy(self, vdi: str, sr: str | None = None, fields: dict | None = None, *,
                    check: Callable[[int], None] | None = None) -> str:
         """A sparse copy (a reflink where the filesystem can) of `vdi`, in `sr` or its own SR.
-        `check(bytes_done)` runs in the copying thread between extents and may raise to stop."""
+        `check(bytes_done)` runs in the copying thread between extents and may raise to stop.
+        The new record is durable, and marked unfinished, before the copy starts."""
         src = self.store.get("VDI", vdi)
         sr = sr if sr and sr != NULL_REF else src["SR"]
         src_path = self.path(vdi)
         dst = self.sr_backend(sr)
         uuid = new_uuid()
+        with self.store.transaction():
+            new = self.store.create("VDI", {
+                **{k: src[k] for k in _COPY_KEEP}, **(fields or {}), "uuid": uuid,
+                "SR": sr, "virtual_size": src["virtual_size"], "location": uuid,
+                "physical_utilisation": 0})
+            mark(self.store, "VDI", new, None)
+            refresh_allowed(self.store, "VDI", new)
         try:
-            await self._run(dst.copy_from, src_path, uuid, src["virtual_size"], check)
-        except FileNotFoundError:
-            raise XenAPIError("VDI_MISSING", src["SR"], vdi) from None
-        try:
+            await self.store.sync()
+            try:
+                await self._run(dst.copy_from, src_path, uuid, src["virtual_size"], check)
+            except FileNotFoundError:
+                raise XenAPIError("VDI_MISSING", src["SR"], vdi) from None
             used = await self._run(dst.allocated, uuid)
             with self.store.transaction():
-                new = self.store.create("VDI", {
-                    **{k: src[k] for k in _COPY_KEEP}, **(fields or {}), "uuid": uuid,
-                    "SR": sr, "virtual_size": src["virtual_size"], "location": uuid,
-                    "physical_utilisation": used})
-                refresh_allowed(self.store, "VDI", new)
+                self.store.update("VDI", new, {"physical_utilisation": used})
+                clear(self.store, [new])
         except BaseException:
-            await self._run(dst.destroy, uuid)
+            await self._forget(new)
             raise
         await self.refresh_sr(sr)
         return new
+
+    async def _forget(self, vdi: str) -> None:
+        """A VDI whose making failed: its record, mark and any file."""
+        rec = self.store.find("VDI", vdi)
+        if rec is None:
+            return
+        with self.store.transaction():
+            self.store.destroy("VDI", vdi)
+            clear(self.store, [vdi])
+        try:
+            await self._run(self.sr_backend(rec["SR"]).destroy, rec["location"])
+        except (OSError, XenAPIError):
+            log.exception("could not remove the file of VDI %s", rec["uuid"])
 
     async def destroy(self, vdi: str) -> None:
         """The record (and its VBDs), then the file (on the disk pool)."""
@@ -169,6 +194,7 @@ class Vdis:
             for vbd in rec["VBDs"]:
                 store.destroy("VBD", vbd)
             store.destroy("VDI", vdi)
+            clear(store, [vdi])
         if backend is not None:
             await self._run(backend.destroy, rec["location"])
             await self.refresh_sr(rec["SR"])

@@ -20,7 +20,8 @@ from .xtypes import (
     BOOL, DATETIME, FLOAT, INT, STRING, Enum, MapOf, Ref, SetOf, XType,
 )
 
-__all__ = ["FieldSpec", "ClassSpec", "CLASSES", "class_spec", "RW", "RO", "SRO", "POWER_STATE"]
+__all__ = ["FieldSpec", "ClassSpec", "CLASSES", "INTERNAL", "STORED", "class_spec", "RW", "RO",
+           "SRO", "POWER_STATE"]
 
 RW, RO, SRO = "RW", "RO", "SRO"
 
@@ -72,7 +73,9 @@ class ClassSpec:
         return self.name.lower()
 
 
-CLASSES: dict[str, ClassSpec] = {}
+CLASSES: dict[str, ClassSpec] = {}     # the XenAPI's classes
+INTERNAL: dict[str, ClassSpec] = {}    # the agent's own bookkeeping: stored, never on the API
+STORED: dict[str, ClassSpec] = {}      # both: what the database holds
 _BY_NAME: dict[str, dict[str, FieldSpec]] = {}
 _BY_LOWER: dict[str, ClassSpec] = {}
 
@@ -84,8 +87,10 @@ def f(xtype: XType, qualifier: str = RW, doc: str = "", default: Any = None,
         "xtype": xtype, "qualifier": qualifier, "doc": doc, "default": default, "reverse": reverse})
 
 
-def xapi_class(*, creatable: bool = False, destroyable: bool = False, next_events: bool = True
-               ) -> Callable[[type], type]:
+def xapi_class(*, creatable: bool = False, destroyable: bool = False, next_events: bool = True,
+               internal: bool = False) -> Callable[[type], type]:
+    """Declare a class. `internal`: kept in the database (in the same transactions as the
+    objects it is about) but on no API: no message, event, CLI name or export names it."""
     def register(cls: type) -> type:
         cls = dataclass(frozen=True)(cls)
         specs = [FieldSpec(name="uuid", xtype=STRING, qualifier=RO, doc="unique identifier")]
@@ -95,9 +100,11 @@ def xapi_class(*, creatable: bool = False, destroyable: bool = False, next_event
                                    md["default"], md["reverse"]))
         spec = ClassSpec(cls.__name__, tuple(specs), (cls.__doc__ or "").strip(),
                          creatable, destroyable, next_events)
-        CLASSES[spec.name] = spec
+        (INTERNAL if internal else CLASSES)[spec.name] = spec
+        STORED[spec.name] = spec
         _BY_NAME[spec.name] = {s.name: s for s in specs}
-        _BY_LOWER[spec.name.lower()] = spec
+        if not internal:
+            _BY_LOWER[spec.name.lower()] = spec
         return cls
     return register
 
@@ -584,3 +591,15 @@ class user:
     short_name: Any = f(STRING, SRO)
     fullname: Any = f(STRING, RW)
     other_config: Any = _str_map()
+
+
+# --- the agent's own bookkeeping -------------------------------------------------------------
+@xapi_class(internal=True)
+class unfinished:
+    """An object an operation is still making (an import's VM, a copy's VDI). Written in the
+    transaction that creates the object and removed when the operation ends well; the next
+    start removes every object still marked, which is what a crash left half-made. No API
+    call can write it (an other_config key could be forged)."""
+    cls: Any = f(STRING, RO)
+    obj: Any = f(STRING, RO)
+    task: Any = f(STRING, RO)

@@ -25,12 +25,12 @@ import sqlite3
 import threading
 import uuid as _uuid
 from contextlib import asynccontextmanager, contextmanager
-from typing import AsyncIterator, Iterator
+from typing import AsyncIterator, Callable, Iterator
 
-from .datamodel import CLASSES, ClassSpec, FieldSpec
+from .datamodel import CLASSES, STORED, ClassSpec, FieldSpec
 from .errors import XenAPIError, handle_invalid, uuid_invalid
 from .events import EventHub
-from .xtypes import NULL_REF, CachedStruct
+from .xtypes import NULL_REF, CachedStruct, all_text
 
 __all__ = ["Store", "new_ref", "new_uuid", "WROTE"]
 
@@ -64,16 +64,18 @@ class _Txn:
 class _Writer(threading.Thread):
     """Owns the SQLite connection; commits queued batches and resolves their futures."""
 
-    def __init__(self, conn: sqlite3.Connection, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, conn: sqlite3.Connection, loop: asyncio.AbstractEventLoop,
+                 done: Callable[[list, BaseException | None], None]) -> None:
         super().__init__(name="store-writer", daemon=True)
         self.conn = conn
         self.loop = loop
+        self.done = done          # on the loop: ([(future, undo)], error or None)
         self.q: queue.SimpleQueue = queue.SimpleQueue()
         self.sql_put = {
             name: 'INSERT OR REPLACE INTO "{}" (ref, {}) VALUES (?, {})'.format(
                 name, ", ".join(f'"{fs.name}"' for fs in _stored_fields(spec)),
                 ", ".join("?" for _ in _stored_fields(spec)))
-            for name, spec in CLASSES.items()}
+            for name, spec in STORED.items()}
 
     def run(self) -> None:
         while True:
@@ -93,7 +95,7 @@ class _Writer(threading.Thread):
             error: BaseException | None = None
             try:
                 with self.conn:
-                    for ops, _ in batches:
+                    for ops, _, _ in batches:
                         for op in ops:
                             if op[0] == "put":
                                 self.conn.execute(self.sql_put[op[1]], op[2])
@@ -102,17 +104,7 @@ class _Writer(threading.Thread):
             except BaseException as e:  # noqa: BLE001 - reported to every waiter
                 log.exception("database commit failed")
                 error = e
-            for _, fut in batches:
-                self.loop.call_soon_threadsafe(_resolve, fut, error)
-
-
-def _resolve(fut: asyncio.Future, error: BaseException | None) -> None:
-    if fut.done():
-        return
-    if error is None:
-        fut.set_result(None)
-    else:
-        fut.set_exception(XenAPIError("INTERNAL_ERROR", f"database write failed: {error}"))
+            self.loop.call_soon_threadsafe(self.done, [b[1:] for b in batches], error)
 
 
 class Store:
@@ -120,8 +112,8 @@ class Store:
         self.db_path = db_path
         self.events = events
         self.synchronous = synchronous
-        self.tables: dict[str, dict[str, dict]] = {name: {} for name in CLASSES}
-        self._uuids: dict[str, dict[str, str]] = {name: {} for name in CLASSES}
+        self.tables: dict[str, dict[str, dict]] = {name: {} for name in STORED}
+        self._uuids: dict[str, dict[str, str]] = {name: {} for name in STORED}
         # (member class, member field) -> (owner class, owner's reverse field)
         self._reverse: dict[tuple[str, str], list[tuple[str, str]]] = {}
         for spec in CLASSES.values():
@@ -131,6 +123,7 @@ class Store:
                     self._reverse.setdefault((member_cls, fs.reverse), []).append((spec.name, fs.name))
         self._txn: _Txn | None = None
         self._pending_ops: list[tuple] = []
+        self._pending_undo: list[tuple] = []     # (cls, ref, before, after) of those ops
         self._pending_fut: asyncio.Future | None = None
         self._last_fut: asyncio.Future | None = None
         self.write_seq = 0
@@ -143,7 +136,7 @@ class Store:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute(f"PRAGMA synchronous={self.synchronous}")
         conn.isolation_level = "DEFERRED"
-        for name, spec in CLASSES.items():
+        for name, spec in STORED.items():
             cols = _stored_fields(spec)
             conn.execute(f'CREATE TABLE IF NOT EXISTS "{name}" (ref TEXT PRIMARY KEY)')
             have = {row[1] for row in conn.execute(f'PRAGMA table_info("{name}")')}
@@ -168,7 +161,7 @@ class Store:
                     owner = self.tables[owner_cls].get(rec.get(member_field, NULL_REF))
                     if owner is not None:
                         owner[owner_field].append(ref)
-        self._writer = _Writer(conn, asyncio.get_running_loop())
+        self._writer = _Writer(conn, asyncio.get_running_loop(), self._written)
         self._writer.start()
 
     async def close(self) -> None:
@@ -231,7 +224,7 @@ class Store:
         self._commit(txn)
 
     def create(self, cls: str, fields: dict, ref: str | None = None) -> str:
-        spec = CLASSES[cls]
+        spec = STORED[cls]
         rec = {}
         for fs in spec.fields:
             rec[fs.name] = fields[fs.name] if fs.name in fields else fs.make_default()
@@ -281,9 +274,14 @@ class Store:
         txn = self._txn
         assert txn is not None
         old = self.tables[cls].get(ref)
+        if new is not None:
+            for name, value in new.items():     # what no row or reply could carry: refused
+                if (old is None or old.get(name) is not value) and not all_text(value):
+                    raise XenAPIError("INVALID_VALUE", f"{cls}.{name}",
+                                      "not valid Unicode (a lone surrogate)")
         self._record_undo(txn, cls, ref, old)
         self._set(cls, ref, new)
-        for fs in CLASSES[cls].fields:
+        for fs in STORED[cls].fields:
             owners = self._reverse.get((cls, fs.name))
             if not owners:
                 continue
@@ -333,17 +331,21 @@ class Store:
             after = self.tables[cls].get(ref)
             if before is None and after is None:
                 continue
+            public = cls in CLASSES          # the internal bookkeeping raises no events
+            self._pending_undo.append((cls, ref, before, after))
             if after is None:
                 self._pending_ops.append(("del", cls, ref))
-                self.events.publish(cls, "del", ref, None)
+                if public:
+                    self.events.publish(cls, "del", ref, None)
                 continue
             if before is not None and before is after:
                 continue
-            spec = CLASSES[cls]
+            spec = STORED[cls]
             if before is None or self._stored_differs(spec, before, after):
                 row = [ref] + [fs.xtype.to_db(after[fs.name]) for fs in _stored_fields(spec)]
                 self._pending_ops.append(("put", cls, row))
-            self.events.publish(cls, "add" if before is None else "mod", ref, after)
+            if public:
+                self.events.publish(cls, "add" if before is None else "mod", ref, after)
         if self._pending_fut is None:
             self._pending_fut = asyncio.get_running_loop().create_future()
             self._last_fut = self._pending_fut
@@ -354,13 +356,37 @@ class Store:
         return any(a[fs.name] != b[fs.name] for fs in spec.fields if fs.reverse is None)
 
     def _flush(self) -> None:
-        fut, ops = self._pending_fut, self._pending_ops
+        fut, ops, undo = self._pending_fut, self._pending_ops, self._pending_undo
         if fut is None:
             return
-        self._pending_fut, self._pending_ops = None, []
+        self._pending_fut, self._pending_ops, self._pending_undo = None, [], []
         if not ops:
             fut.set_result(None)
             return
         assert self._writer is not None, "store is not open"
-        self._writer.q.put((ops, fut))
+        self._writer.q.put((ops, fut, undo))
+
+    def _written(self, batches: list[tuple[asyncio.Future, list]], error: BaseException | None
+                 ) -> None:
+        """The writer's answer, on the loop. A failed commit undoes its batches in memory
+        (newest first), where nothing changed the record since, and says so to their events
+        and waiters: what the database does not hold, no client is shown."""
+        if error is not None:
+            for _, undo in reversed(batches):
+                for cls, ref, before, after in reversed(undo):
+                    if self.tables[cls].get(ref) is not after:
+                        continue     # written again since: that later batch carries it
+                    self._set(cls, ref, before)
+                    if cls in CLASSES:
+                        self.events.publish(cls, "del" if before is None else
+                                            "add" if after is None else "mod", ref,
+                                            self.tables[cls].get(ref))
+        for fut, _ in batches:
+            if fut.done():
+                continue
+            if error is None:
+                fut.set_result(None)
+            else:
+                fut.set_exception(XenAPIError("INTERNAL_ERROR",
+                                              f"database write failed: {error}"))
 

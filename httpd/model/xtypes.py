@@ -75,11 +75,36 @@ class XType:
         return self.name
 
 
+def is_text(s: str) -> bool:
+    """Only Unicode scalar values: no lone surrogate (JSON's `\\udc80`, a file name decoded
+    with surrogateescape), which no XML-RPC reply or database row could carry."""
+    if s.isascii():
+        return True
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def all_text(v: object) -> bool:
+    """is_text for every string inside a value (maps, sets, lists)."""
+    if isinstance(v, str):
+        return is_text(v)
+    if isinstance(v, dict):
+        return all(all_text(k) and all_text(x) for k, x in v.items())
+    if isinstance(v, (list, tuple)):
+        return all(all_text(x) for x in v)
+    return True
+
+
 class _String(XType):
     name = "string"
 
     def check(self, value, field):
         if isinstance(value, str):
+            if not is_text(value):
+                raise XenAPIError("INVALID_VALUE", field, "not valid Unicode (a lone surrogate)")
             return value
         raise XenAPIError("FIELD_TYPE_ERROR", field)
 
@@ -214,10 +239,17 @@ class SetOf(XType):
         if not isinstance(value, (list, tuple)):
             raise XenAPIError("FIELD_TYPE_ERROR", field)
         out: list = []
-        for v in value:
+        seen: set = set()
+        for v in value:    # duplicates dropped, first order kept, in linear time
             v = self.elem.check(v, field)
-            if v not in out:
-                out.append(v)
+            try:
+                if v in seen:
+                    continue
+                seen.add(v)
+            except TypeError:          # unhashable members (a set of maps): compare
+                if v in out:
+                    continue
+            out.append(v)
         return out
 
     def default(self):

@@ -98,6 +98,11 @@ class StatsService:
     # -- start / stop --
     async def start(self) -> None:
         self.rrds.directory.mkdir(parents=True, exist_ok=True)
+        swept = await asyncio.get_running_loop().run_in_executor(
+            self.executor, persist.sweep_temporaries, self.rrds.directory)
+        if swept:
+            log.warning("removed %d RRD files a crash left half-written: %s", len(swept),
+                        ", ".join(swept[:5]))
         now = int(time.time())
         await self._load_or_create(self.host_rid, True, now)
         await self._load_or_create(rrd_id(VM, self.dom0_uuid), self._pool_min_max(), now)

@@ -1,8 +1,9 @@
 """VM import in terms of the object store: what an XVA's metadata creates.
 
 The byte work is `xva/` (sans-IO readers, fed by `web.transfer`); this module turns an
-import's metadata into records. Everything an import creates is tagged with its task in other_config until the
-import succeeds, so a failure — or a crash, swept at the next start — removes all of it.
+import's metadata into records. Everything an import creates is marked `unfinished`
+(core.unfinished) until the import succeeds, so a failure — or a crash, swept at the next
+start — removes all of it.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from xva.appliance import Appliance
 from ..core.context import Ctx
 from ..core.devices import new_mac
 from ..core.operations import refresh_allowed
+from ..core.unfinished import clear, mark, marked
 from ..core.vdis import Vdis
 from ..model.datamodel import CLASSES, RO
 from ..model.errors import XenAPIError
@@ -23,11 +25,10 @@ from ..model.store import Store
 from ..model.xtypes import NULL_REF
 from .metadata import ExportObject, parse_ova_xml
 
-__all__ = ["ImportJob", "sweep_unfinished_imports", "IMPORT_TAG"]
+__all__ = ["ImportJob", "sweep_unfinished"]
 
 log = logging.getLogger(__name__)
 
-IMPORT_TAG = "xcp-httpd-import-task"      # other_config key on objects of an unfinished import
 _DEVICE = re.compile(r"^(?:sd|xvd|hd)([a-z])$")
 
 
@@ -45,13 +46,8 @@ class ImportJob:
     vdis: list[str] = field(default_factory=list)
     paths: dict[str, str] = field(default_factory=dict)     # disk id in the XVA -> file
 
-    @property
-    def tag(self) -> dict[str, str]:
-        return {IMPORT_TAG: self.ctx.task or ""}
-
     async def _new_vdi(self, disk_id: str, size: int, fields: dict) -> str:
-        other = {**fields.pop("other_config", {}), **self.tag}
-        vdi = await self.ctx.vdis.create(self.sr, size, {**fields, "other_config": other})
+        vdi = await self.ctx.vdis.create(self.sr, size, fields, unfinished=self.ctx.task or "")
         self.vdis.append(vdi)
         self.paths[disk_id] = str(self.ctx.vdis.path(vdi))
         return vdi
@@ -184,27 +180,27 @@ class ImportJob:
 
     def _create_vm(self, fields: dict) -> str:
         store = self.ctx.store
-        metrics = store.create("VM_metrics", {})
-        other = {**fields.pop("other_config", {}), **self.tag}
-        # the VM carries `import` while its disks stream in (the reference)
-        vm = store.create("VM", {**fields, "power_state": "Halted", "metrics": metrics,
-                                 "other_config": other, "domid": -1,
-                                 "current_operations": {self.ctx.task or "import": "import"}})
-        refresh_allowed(self.ctx.store, "VM", vm)
+        with store.transaction():
+            metrics = store.create("VM_metrics", {})
+            # the VM carries `import` while its disks stream in (the reference)
+            vm = store.create("VM", {**fields, "power_state": "Halted", "metrics": metrics,
+                                     "domid": -1,
+                                     "current_operations": {self.ctx.task or "import": "import"}})
+            mark(store, "VM", vm, self.ctx.task)
+            refresh_allowed(self.ctx.store, "VM", vm)
         self.vms.append(vm)
         return vm
 
     async def commit(self) -> None:
-        """Success: untag everything, so a later sweep leaves it alone."""
+        """Success: unmark everything, so a later sweep leaves it alone."""
         store = self.ctx.store
         with store.transaction():
             for cls, refs in (("VM", self.vms), ("VDI", self.vdis)):
                 for ref in refs:
-                    rec = store.find(cls, ref)
-                    if rec is not None:
-                        store.update(cls, ref, {"current_operations": {}, "other_config": {
-                            k: v for k, v in rec["other_config"].items() if k != IMPORT_TAG}})
+                    if store.find(cls, ref) is not None:
+                        store.update(cls, ref, {"current_operations": {}})
                         refresh_allowed(self.ctx.store, cls, ref)
+            clear(store, [*self.vms, *self.vdis])
         for vdi in self.vdis:
             await self.ctx.vdis.refresh(vdi)
 
@@ -225,6 +221,7 @@ async def remove_created(store: Store, disks: Vdis, vms: list[str], vdis: list[s
             if rec["metrics"] != NULL_REF and store.find("VM_metrics", rec["metrics"]):
                 store.destroy("VM_metrics", rec["metrics"])
             store.destroy("VM", vm)
+            clear(store, [vm])
     for vdi in vdis:
         if store.find("VDI", vdi) is not None:
             try:
@@ -241,13 +238,15 @@ def _taken(store, cls: str, uuid: str) -> bool:
         return False
 
 
-async def sweep_unfinished_imports(store: Store, disks: Vdis) -> int:
-    """At start: an import the server died in left tagged objects; remove them."""
-    vms = [r for r, rec in store.all("VM").items() if IMPORT_TAG in rec["other_config"]]
-    vdis = [r for r, rec in store.all("VDI").items() if IMPORT_TAG in rec["other_config"]]
+async def sweep_unfinished(store: Store, disks: Vdis) -> int:
+    """At start: what a crash left half-made (imports' VMs and VDIs, copies' VDIs, all marked
+    `unfinished`); remove it, and the marks."""
+    left = marked(store)
+    vms = [r for r in left.get("VM", []) if store.find("VM", r) is not None]
+    vdis = [r for r in left.get("VDI", []) if store.find("VDI", r) is not None]
     if vms or vdis:
-        log.warning("removing %d VMs and %d VDIs of imports that never finished",
+        log.warning("removing %d VMs and %d VDIs that a crash left half-made",
                     len(vms), len(vdis))
         await remove_created(store, disks, vms, vdis)
+    clear(store, [r for refs in left.values() for r in refs])
     return len(vms) + len(vdis)
-

@@ -97,7 +97,15 @@ async def credentials_session(sessions: SessionManager, creds: Credentials,
         sessions.logout(temp)
 
 
-AUTHENTICATED = web.RequestKey("authenticated", bool)     # the credentials were good
+@dataclass(frozen=True)
+class Caller:
+    """Who good credentials made a request's caller (for its task_id)."""
+    session: str
+    user: str
+    one_request: bool          # Basic auth's own session, gone when the request ends
+
+
+AUTHENTICATED = web.RequestKey("authenticated", Caller)
 
 
 @asynccontextmanager
@@ -105,5 +113,7 @@ async def http_session(request: web.Request, realm: str = "xapi") -> AsyncIterat
     """Yield a valid session ref for this request or raise 401."""
     async with credentials_session(request.app[SERVICES].sessions,
                                    Credentials.of_request(request), realm) as sid:
-        request[AUTHENTICATED] = True        # the request's task_id may now be completed
+        rec = request.app[SERVICES].store.get("session", sid)
+        request[AUTHENTICATED] = Caller(sid, rec["auth_user_name"],   # its own task_id may
+                                        rec["originator"] == "http-basic")  # now be completed
         yield sid

@@ -3,7 +3,8 @@
 Xen Orchestra creates a task for every request it makes (statistics polls included) and waits
 for it; a handler that does not finish the task itself (the transfer handlers do, with their
 result) leaves it here: success for a 2xx/3xx answer, failure with the error otherwise. Only a
-request whose credentials were good may end a task, so nobody can fail a task by naming it.
+request whose credentials were good may end a task, and only a pending task of its own
+(`task_refusal`), so nobody can fail or reuse a task by naming it.
 """
 
 from __future__ import annotations
@@ -14,24 +15,44 @@ from typing import Awaitable, Callable
 from aiohttp import web
 
 from ..model.errors import XenAPIError
+from ..model.store import Store
 from .appkeys import SERVICES
-from .auth import AUTHENTICATED
+from .auth import AUTHENTICATED, Caller
 
-__all__ = ["tasks_middleware"]
+__all__ = ["tasks_middleware", "task_refusal"]
 
 
 def _task_id(request: web.Request) -> str | None:
     return request.query.get("task_id") or request.cookies.get("task_id") or None
 
 
+def task_refusal(store: Store, caller: Caller, task_id: str) -> XenAPIError | None:
+    """Why `caller` may not use the client's task_id (None: it may). The task must be pending
+    (a finished one stays as it ended) and the caller's: made by its session, or, for Basic
+    auth's one-request session, by a session of the same user."""
+    task = store.find("task", task_id)
+    if task is None:
+        return XenAPIError("HANDLE_INVALID", "task", task_id)
+    if task["status"] not in ("pending", "cancelling"):
+        return XenAPIError("OPERATION_NOT_ALLOWED",
+                           f"task {task_id} is {task['status']}, not pending")
+    if task["session"] == caller.session:
+        return None
+    owner = store.find("session", task["session"])
+    if not caller.one_request or owner is None or owner["auth_user_name"] != caller.user:
+        return XenAPIError("OPERATION_NOT_ALLOWED", f"task {task_id} belongs to another session")
+    return None
+
+
 def _finish(request: web.Request, error: XenAPIError | None) -> None:
     ref = _task_id(request)
-    if ref is None or not request.get(AUTHENTICATED):
+    caller = request.get(AUTHENTICATED)
+    if ref is None or caller is None:
         return
-    tasks = request.app[SERVICES].tasks
-    rec = request.app[SERVICES].store.find("task", ref)
-    if rec is None or rec["status"] not in ("pending", "cancelling"):
+    services = request.app[SERVICES]
+    if task_refusal(services.store, caller, ref) is not None:
         return
+    tasks = services.tasks
     if error is None:
         tasks.succeed(ref)
     else:

@@ -29,7 +29,8 @@ from ..transfer.importer import ImportJob
 from ..transfer.ingest import import_qcow2, import_raw, import_vhd, import_xva
 from ..transfer.disks import qcow2_out, raw_out, vhd_out
 from ..transfer.plan import appliance_for, block_export
-from .auth import http_session
+from .auth import AUTHENTICATED, http_session
+from .tasks import task_refusal
 from .errors import abort as _abort
 from .errors import error_response as _error
 from .appkeys import SERVICES
@@ -93,8 +94,9 @@ async def _task(request: web.Request, ctx: Ctx, label: str) -> AsyncIterator[str
     tasks = ctx.tasks
     task_id = request.cookies.get("task_id") or request.query.get("task_id")
     if task_id:
-        if ctx.store.find("task", task_id) is None:
-            raise XenAPIError("HANDLE_INVALID", "task", task_id)
+        refusal = task_refusal(ctx.store, request[AUTHENTICATED], task_id)
+        if refusal is not None:
+            raise refusal
     else:
         task_id = tasks.create(label, session=ctx.session or NULL_REF)
     ctx.task = task_id
@@ -110,7 +112,9 @@ async def _task(request: web.Request, ctx: Ctx, label: str) -> AsyncIterator[str
         tasks.fail(task_id, XenAPIError("VDI_IO_ERROR", f"the client went away: {e}"))
         raise
     except asyncio.CancelledError:
-        tasks.fail(task_id, XenAPIError("TASK_CANCELLED", task_id))
+        gone = request.transport is None or request.transport.is_closing()
+        tasks.fail(task_id, XenAPIError("VDI_IO_ERROR", "the client went away") if gone
+                   else XenAPIError("TASK_CANCELLED", task_id))
         raise
     except Exception as e:  # noqa: BLE001 - the task must end; the middleware logs it
         tasks.fail(task_id, internal_error(e))

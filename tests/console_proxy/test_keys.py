@@ -32,3 +32,11 @@ def test_line_editor():
     editor.feed("pw\r")
     assert lines == ["root", "pw"]
     assert "".join(out) == "roox\b \bt\n\n"
+
+
+def test_surrogate_keysyms_type_nothing():
+    """Issue 14 item 17: 0x0100D800 once typed a lone surrogate, after which the guest's output
+    never reached the text console again."""
+    assert keysym_to_text(0x0100D800) is None and keysym_to_text(0x0100DFFF) is None
+    assert keysym_to_text(0x0100D7FF) == "\ud7ff" and keysym_to_text(0x0100E000) == "\ue000"
+    assert keysym_to_text(0x0101F600) == "\U0001f600"

@@ -50,8 +50,8 @@ def test_reboot_and_shutdown_need_a_disabled_host_with_no_running_vm(tmp_path):
         x.host.disable(host)
         assert fails("HOST_IN_USE", x.host.shutdown, host) == ["HOST_IN_USE", host, "vm", vm]
         # before a reboot, XO and the SDK's shutdown.py evacuate: no other host takes the VM
-        assert x.host.get_vms_which_prevent_evacuation(host) == {vm: ["NO_HOSTS_AVAILABLE"]}
-        fails("NO_HOSTS_AVAILABLE", x.host.evacuate, host)
+        assert x.host.get_vms_which_prevent_evacuation(host) == {vm: ["NO_HOSTS_AVAILABLE", vm]}
+        assert fails("NO_HOSTS_AVAILABLE", x.host.evacuate, host) == ["NO_HOSTS_AVAILABLE", vm]
         x.VM.hard_shutdown(vm)
         assert x.host.get_vms_which_prevent_evacuation(host) == {}
         x.host.evacuate(host)

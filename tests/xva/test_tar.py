@@ -116,3 +116,26 @@ def test_data_after_end_is_ignored_but_lone_zero_block_is_not():
     r = TarReader()
     with pytest.raises(XVAFormatError):
         r.feed(bytes(512) + tar_header("x", 0))
+
+
+def _pax_size(value: str) -> bytes:
+    t = tarfile.TarInfo("ova.xml")
+    t.pax_headers = {"size": value}
+    return build([(t, b"")], fmt=tarfile.PAX_FORMAT)
+
+
+@pytest.mark.parametrize("value", ["\u00b2", "\u0663", "9" * 5000, "-1", " 12", ""])
+def test_a_bad_pax_size_is_a_format_error(value):
+    """Issue 14 item 9: "²" passes str.isdigit(), 5,000 digits overflow int(): both raised
+    ValueError (a 500) before; only XVAFormatError may escape."""
+    with pytest.raises(XVAFormatError, match="pax"):
+        collect(_pax_size(value), 512)
+
+
+def test_a_negative_base256_size_is_a_format_error():
+    block = bytearray(tar_header("disk", 0))
+    block[124:136] = b"\xff" * 12                  # base-256, all ones: -1
+    block[148:156] = b" " * 8                      # the checksum over the changed block
+    block[148:156] = b"%06o\0 " % sum(block)
+    with pytest.raises(XVAFormatError, match="size"):
+        collect(bytes(block) + bytes(1024), 512)
