@@ -1,12 +1,24 @@
 """Connection front end for the daemon's listeners: `CONNECT /console?...` vs everything else.
 
-aiohttp's parser rejects `CONNECT /path` (it wants host:port), so each new
-connection first talks to `_SniffProtocol`.  As soon as the first bytes cannot
-be `CONNECT `, the connection is handed, bytes replayed, to aiohttp's own
-protocol from the runner's server factory — aiohttp then sees an ordinary
-connection (TCP, TLS or Unix; TLS is already decrypted by the transport).  A
-CONNECT head is read under xapi's limits (1024 bytes, 10 s), parsed and given
-to the daemon's async callback as a `ConnectClient`.
+aiohttp's parser rejects `CONNECT /path` (it wants host:port), so each new connection first
+talks to `_SniffProtocol`.  A CONNECT head is read under xapi's limits (1024 bytes, 10 s),
+parsed and given to the daemon's async callback as a `ConnectClient`.  Any other request's
+head is read whole here too, under its own limits (64 KiB, 8 KiB a line, 10 s: aiohttp has no
+timeout for a head), then the connection is handed, bytes replayed, to aiohttp's own protocol
+from the runner's server factory — aiohttp then sees an ordinary connection (TCP, TLS or Unix;
+TLS is already decrypted by the transport).
+
+What else the front end bounds, so that no flood of connections starves the others:
+- heads still being read: at most `max_pending` at once; a new connection past that closes
+  the one that has been sending its head longest (a client that means it sends a head in
+  milliseconds; a slow-head flood mostly evicts itself);
+- connections in all: past `max_connections` a new one gets a 503 and is closed at once;
+- every refusal is one log line, at most one a second per kind, with how many it stood for.
+
+An upload whose head says neither Content-Length nor chunked (HTTP/1.0, or an HTTP/1.1 client
+that half-closes) on a path `until_close(method, path)` accepts has a body that runs until the
+client shuts its side: the front end hands aiohttp that body as chunks and the end of the
+stream as the last chunk, and keeps its side open for the answer.
 """
 
 from __future__ import annotations
@@ -14,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import time
 from dataclasses import dataclass, field
 from http.cookies import CookieError, SimpleCookie
 from ssl import SSLContext
@@ -33,12 +46,20 @@ __all__ = [
     "Listeners",
     "HEAD_LIMIT",
     "HEAD_TIMEOUT",
+    "HTTP_HEAD_LIMIT",
+    "HTTP_LINE_LIMIT",
+    "FRAMING",
+    "FRAMED_BY_CLOSE",
 ]
 
 log = logging.getLogger(__name__)
 
 HEAD_LIMIT = 1024     # xapi's limit on a request head
 HEAD_TIMEOUT = 10.0   # and on the time to send it
+HTTP_HEAD_LIMIT = 65536    # any other request's head
+HTTP_LINE_LIMIT = 8190     # and one line of it (aiohttp's own limit, refused here in one line)
+MAX_PENDING = 512          # heads being read at once
+FRAMING, FRAMED_BY_CLOSE = "X-Body-Framing", "connection-close"   # said to the handler
 _METHOD = b"CONNECT "
 _REQUEST_LINE = re.compile(r"CONNECT (\S+) HTTP/(1\.[01])")
 _HEADER = re.compile(r"([!#$%&'*+\-.^_`|~0-9A-Za-z]+):[ \t]*(.*?)[ \t]*")
@@ -156,6 +177,80 @@ class ConnectClient:
 ConnectHandler = Callable[[ConnectClient], Awaitable[None]]
 
 
+class RefusalLog:
+    """One log line per kind of refusal and second at most, saying how many it stands for."""
+
+    def __init__(self, logger: logging.Logger, interval: float = 1.0) -> None:
+        self.logger = logger
+        self.interval = interval
+        self._last: dict[str, float] = {}
+        self._held: dict[str, int] = {}
+
+    def refused(self, kind: str, message: str, *args: object) -> None:
+        now = time.monotonic()
+        if now - self._last.get(kind, -self.interval) < self.interval:
+            self._held[kind] = self._held.get(kind, 0) + 1
+            return
+        held = self._held.pop(kind, 0)
+        self._last[kind] = now
+        self.logger.warning(message + (" (and %d more like it)" if held else ""),
+                            *args, *((held,) if held else ()))
+
+
+class _UntilClose(asyncio.Protocol):
+    """Between the transport and aiohttp for a body framed by the connection's end: what the
+    client sends goes on as chunks, its end as the last chunk; our side stays open."""
+
+    def __init__(self, inner: asyncio.Protocol) -> None:
+        self.inner = inner
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.inner.connection_made(transport)
+
+    def data_received(self, data: bytes) -> None:
+        if data:
+            self.inner.data_received(b"%x\r\n" % len(data))
+            self.inner.data_received(data)
+            self.inner.data_received(b"\r\n")
+
+    def eof_received(self) -> bool:
+        self.inner.data_received(b"0\r\n\r\n")
+        return True
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self.inner.connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        self.inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        self.inner.resume_writing()
+
+
+def _framed_by_close(head: bytes, until_close: Callable[[str, str], bool] | None
+                     ) -> bytes | None:
+    """The head rewritten for chunks (HTTP/1.1, chunked, Connection: close) when its body runs
+    until the client's end; None when the head frames its body itself or has none."""
+    if until_close is None:
+        return None
+    lines = head[:-4].split(b"\r\n")
+    parts = lines[0].split(b" ")
+    if len(parts) != 3 or parts[0] not in (b"PUT", b"POST"):
+        return None
+    names = {line.split(b":", 1)[0].strip().lower() for line in lines[1:]}
+    if b"content-length" in names or b"transfer-encoding" in names:
+        return None
+    method, target = parts[0].decode("latin-1"), parts[1].decode("latin-1")
+    if not until_close(method, target.partition("?")[0]):
+        return None
+    kept = [line for line in lines[1:] if line.split(b":", 1)[0].strip().lower()
+            != b"connection"]
+    host = [] if b"host" in names else [b"Host: localhost"]    # HTTP/1.0 needs none
+    return b"\r\n".join([b" ".join((parts[0], parts[1], b"HTTP/1.1")), *kept, *host,
+                          b"Transfer-Encoding: chunked", b"Connection: close",
+                          b"%s: %s" % (FRAMING.encode(), FRAMED_BY_CLOSE.encode())]) + b"\r\n\r\n"
+
+
 class _SniffProtocol(asyncio.Protocol):
     """Reads just enough of a new connection to route it; see the module docstring."""
 
@@ -169,23 +264,37 @@ class _SniffProtocol(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
-        self._front_end._sniffing.add(self)
-        self._timer = asyncio.get_running_loop().call_later(self._front_end.head_timeout, self._head_timeout)
+        front = self._front_end
+        if front.connections() >= front.max_connections:
+            self._timer = None
+            front.refusals.refused("full", "refusing a connection from %s: %d connections "
+                                   "open (the limit)", self._peer(), front.max_connections)
+            reply_error(self.transport, 503, message="too many connections")
+            self.transport = None
+            return
+        if len(front._sniffing) >= front.max_pending:
+            oldest = next(iter(front._sniffing))
+            oldest._fail(408, "request head not received in time (evicted by newer "
+                              "connections)", kind="evicted")
+        front._sniffing[self] = None
+        self._timer = asyncio.get_running_loop().call_later(front.head_timeout, self._head_timeout)
 
     def _stop_sniffing(self) -> None:
-        self._front_end._sniffing.discard(self)
+        self._front_end._sniffing.pop(self, None)
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
 
     def _head_timeout(self) -> None:
         self._timer = None
-        self._fail(408, "request head not received in time")
+        self._fail(408, "request head not received in time", kind="timeout")
 
-    def _fail(self, status: int, message: str) -> None:
+    def _fail(self, status: int, message: str, kind: str = "bad head") -> None:
         self._stop_sniffing()
-        log.info("console front end: %s from %s -> %d", message, self._peer(), status)
-        reply_error(self.transport, status, message=message)
+        self._front_end.refusals.refused(kind, "front end: %s from %s -> %d", message,
+                                         self._peer(), status)
+        if self.transport is not None:
+            reply_error(self.transport, status, message=message)
 
     def _peer(self) -> object:
         return self.transport.get_extra_info("peername") if self.transport else None
@@ -194,10 +303,12 @@ class _SniffProtocol(asyncio.Protocol):
         if self._client is not None:  # head already handed to the daemon; keep what follows
             self._client._extra += data
             return
+        if self.transport is None:    # refused already
+            return
         self._buf += data
         prefix = bytes(self._buf[:len(_METHOD)])
         if not _METHOD.startswith(prefix):
-            self._hand_to_http()
+            self._http_head(len(data))
             return
         end = self._buf.find(b"\r\n\r\n", 0, self._front_end.head_limit + 4)
         if end < 0 or end + 4 > self._front_end.head_limit:
@@ -216,11 +327,41 @@ class _SniffProtocol(asyncio.Protocol):
         self._client = ConnectClient(head, self.transport, self._front_end)
         self._front_end._dispatch(self._client)
 
-    def _hand_to_http(self) -> None:
+    def _http_head(self, new: int) -> None:
+        """An HTTP request: hand it on once its head is whole (and within the limits)."""
+        buf = self._buf
+        end = buf.find(b"\r\n\r\n", max(0, len(buf) - new - 3))
+        if end < 0 and len(buf) <= HTTP_HEAD_LIMIT:
+            if buf.rfind(b"\n") < len(buf) - HTTP_LINE_LIMIT:
+                self._fail(431, f"a request head line exceeds {HTTP_LINE_LIMIT} bytes")
+            return
+        if end < 0 or end + 4 > HTTP_HEAD_LIMIT:
+            self._fail(431, f"request head exceeds {HTTP_HEAD_LIMIT} bytes")
+            return
+        head = bytes(buf[:end + 4])
+        if any(len(line) > HTTP_LINE_LIMIT for line in head.split(b"\r\n")):
+            self._fail(431, f"a request head line exceeds {HTTP_LINE_LIMIT} bytes")
+            return
+        rewritten = _framed_by_close(head, self._front_end.until_close)
+        if rewritten is None:
+            self._hand_to_http()
+        else:
+            self._buf = bytearray(rewritten) + buf[end + 4:]
+            self._hand_to_http(until_close=True)
+
+    def _hand_to_http(self, *, until_close: bool = False) -> None:
         self._stop_sniffing()
         protocol = self._http_factory()
         transport, replay = self.transport, bytes(self._buf)
         self.transport, self._buf = None, bytearray()
+        if until_close:
+            head_end = replay.index(b"\r\n\r\n") + 4
+            shim = _UntilClose(protocol)
+            transport.set_protocol(shim)
+            protocol.connection_made(transport)
+            protocol.data_received(replay[:head_end])
+            shim.data_received(replay[head_end:])
+            return
         transport.set_protocol(protocol)
         protocol.connection_made(transport)
         if replay:
@@ -230,7 +371,8 @@ class _SniffProtocol(asyncio.Protocol):
         if self._client is not None:
             return True  # half-closed after the head: the daemon may still answer
         if self._buf and self._timer is not None:
-            self._fail(400, "connection closed in the middle of the request head")
+            self._fail(400, "connection closed in the middle of the request head",
+                       kind="cut head")
         return False
 
     def connection_lost(self, exc: BaseException | None) -> None:
@@ -249,11 +391,18 @@ class ConnectFrontEnd:
     """
 
     def __init__(self, on_connect: ConnectHandler, *, head_limit: int = HEAD_LIMIT,
-                 head_timeout: float = HEAD_TIMEOUT) -> None:
+                 head_timeout: float = HEAD_TIMEOUT, max_pending: int = MAX_PENDING,
+                 max_connections: int = 1 << 30,
+                 until_close: Callable[[str, str], bool] | None = None) -> None:
         self.on_connect = on_connect
         self.head_limit = head_limit
         self.head_timeout = head_timeout
-        self._sniffing: set[_SniffProtocol] = set()
+        self.max_pending = max_pending
+        self.max_connections = max_connections
+        self.until_close = until_close
+        self.refusals = RefusalLog(log)
+        self.http_connections: Callable[[], int] = lambda: 0   # set by Listeners
+        self._sniffing: dict[_SniffProtocol, None] = {}     # oldest first
         self._tasks: set[asyncio.Task] = set()
         self.tunnels: set[Tunnel] = set()
 
@@ -289,6 +438,10 @@ class ConnectFrontEnd:
         self.tunnels.add(tunnel)
         tunnel.add_done_callback(self.tunnels.discard)
 
+    def connections(self) -> int:
+        """Every connection the listeners hold now: heads, CONNECTs, tunnels and HTTP."""
+        return self.active + self.http_connections()
+
     @property
     def active(self) -> int:
         """Connections still being sniffed, handlers running and tunnels open (for tests/metrics)."""
@@ -321,6 +474,8 @@ class Listeners:
         if runner.server is None:
             raise RuntimeError("call runner.setup() first")
         self._factory = front_end.protocol_factory(runner.server)
+        server = runner.server
+        front_end.http_connections = lambda: len(getattr(server, "connections", ()))
         self._servers: list[asyncio.AbstractServer] = []
 
     async def tcp(self, host: str | None, port: int, *, ssl: SSLContext | None = None,

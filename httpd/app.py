@@ -122,7 +122,9 @@ async def open_services(config: Config) -> AsyncIterator[tuple[Services, Console
         consoles = Consoles(store, host, domains, sessions, locations,
                             vm_limit=config.console_vm_limit,
                             idle_timeout=config.console_idle_timeout,
-                            rfb_version=config.rfb_version, executor=executors.stats)
+                            rfb_version=config.rfb_version, executor=executors.stats,
+                            max_connections=config.connection_limit(),
+                            until_close=transfer.framed_by_close)
         await consoles.start()
         stack.push_async_callback(consoles.stop)
         lifecycle.vm_events.connect(consoles)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import resource
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,6 +40,15 @@ class Config:
     console_idle_timeout: float = 0.0      # seconds without key/pointer input before a console closes (0: none)
     console_rfb_version: str = "3.8"       # the host console's RFB server: "3.3", "3.7" or "3.8"
     host_power_command: str | None = None  # host.reboot / host.shutdown run `CMD reboot|poweroff`
+    max_connections: int = 0               # 0: what the descriptor limit allows (a third of it)
+
+    def connection_limit(self) -> int:
+        """Connections the listeners hold at most: a console tunnel takes three descriptors,
+        and some are kept for files and the database."""
+        if self.max_connections > 0:
+            return self.max_connections
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        return max(64, (soft - 256) // 3) if soft != resource.RLIM_INFINITY else 1 << 20
 
     @property
     def rfb_version(self) -> tuple[int, int]:

@@ -17,11 +17,13 @@ import signal
 import socket
 import ssl
 import subprocess
+import time
 import sys
 from concurrent.futures import Executor
 from typing import Callable
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from console_proxy.frontend import Listeners
 
@@ -83,6 +85,51 @@ async def start_sites(listeners: Listeners, app: web.Application, config: Config
     return urls
 
 
+class BadRequestLogFilter(logging.Filter):
+    """aiohttp logs each malformed request (a bad head, an oversized line) at ERROR with its
+    traceback: ~750 bytes a request, so a flood of them floods the log. Such a record becomes
+    one line without the traceback, at most one a second (with how many it stood for)."""
+
+    def __init__(self, interval: float = 1.0) -> None:
+        super().__init__()
+        self.interval = interval
+        self._last = 0.0
+        self._held = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if not isinstance(exc, HttpProcessingError):
+            return True
+        now = time.monotonic()
+        if now - self._last < self.interval:
+            self._held += 1
+            return False
+        record.msg, record.args = "refused a malformed request: %s%s", (
+            str(exc).replace("\n", " ").strip()[:200],
+            f" (and {self._held} more)" if self._held else "")
+        record.exc_info, record.exc_text, record.levelno, record.levelname = \
+            None, None, logging.WARNING, "WARNING"
+        self._last, self._held = now, 0
+        return True
+
+
+class _AcceptErrors:
+    """asyncio logs a traceback for each accept() that fails for lack of descriptors (and
+    retries a second later): that becomes one line a second at most."""
+
+    def __init__(self) -> None:
+        self._last = 0.0
+
+    def handle(self, loop: asyncio.AbstractEventLoop, context: dict) -> None:
+        if "socket.accept() out of system resource" not in context.get("message", ""):
+            loop.default_exception_handler(context)
+            return
+        now = time.monotonic()
+        if now - self._last >= 1.0:
+            self._last = now
+            log.warning("cannot accept connections: %s", context.get("exception"))
+
+
 def raise_fd_limit(ceiling: int = 1 << 16) -> int:
     """Every console viewer holds three descriptors (its socket, the tunnel's upstream, the
     console server's end): lift the soft limit to the hard one (up to `ceiling`), as servers do."""
@@ -99,13 +146,15 @@ async def serve(config: Config, *, announce: Callable[[str], None] = print) -> s
     (returns its `AgentControl` action, for `after_stop`); StartupFailed (everything started
     already stopped again)."""
     raise_fd_limit()
+    logging.getLogger("aiohttp.server").addFilter(BadRequestLogFilter())
     app = build_app(config)
     # handler_cancellation: a handler ends when its client goes away (an abandoned long poll,
     # an export nobody reads); RPC calls shield themselves and run to their end (web.rpc)
     runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=5.0,
-                           handler_cancellation=True)
+                           handler_cancellation=True, keepalive_timeout=15.0)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    loop.set_exception_handler(_AcceptErrors().handle)
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     try:

@@ -213,6 +213,8 @@ def load_file(path: Path) -> RRDState | None:
 
 
 def delete_files(path: Path) -> None:
-    for p in (path, path.with_name(path.name + persist.BACKUP_SUFFIX)):
+    """The backup first: once the file is gone, so is everything of it (no backup that a
+    later load could fall back on)."""
+    for p in (path.with_name(path.name + persist.BACKUP_SUFFIX), path):
         p.unlink(missing_ok=True)
 

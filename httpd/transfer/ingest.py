@@ -97,8 +97,9 @@ class RawWriter:
     moved over it only by `finish()`: until then, and on any failure, the VDI keeps its old
     content. Its methods block: run them on a worker, one at a time, then `close()`."""
 
-    def __init__(self, path: str, size: int) -> None:
+    def __init__(self, path: str, size: int, *, whole: bool = False) -> None:
         self.size = size
+        self.whole = whole          # the body's end is the connection's: all of the disk
         self.written = 0
         self.side = SideFile(path, size, copy=False)
 
@@ -114,6 +115,12 @@ class RawWriter:
         self.written += len(data)
 
     def finish(self) -> int:
+        if self.written == 0:
+            raise XenAPIError("IMPORT_ERROR_PREMATURE_EOF", "the body is empty: nothing to write")
+        if self.whole and self.written < self.size:
+            raise XenAPIError("IMPORT_ERROR_PREMATURE_EOF",
+                              f"the connection ended after {self.written} of the disk's "
+                              f"{self.size} bytes")
         self.side.commit()
         return self.written
 
@@ -132,9 +139,11 @@ async def _apply_body(chunks: AsyncIterable[bytes], offload: Offload, sink) -> i
 
 
 async def import_raw(chunks: AsyncIterable[bytes], offload: Offload, path: str,
-                     size: int) -> int:
-    """Write a raw body into `path` (a `size`-byte disk); returns the bytes written."""
-    return await _apply_body(chunks, offload, RawWriter(path, size))
+                     size: int, *, whole: bool = False) -> int:
+    """Write a raw body into `path` (a `size`-byte disk); returns the bytes written. An empty
+    body is refused; `whole` (a body framed by the connection's end, so a cut looks like an
+    end): anything short of the whole disk is refused too. The VDI changes only on success."""
+    return await _apply_body(chunks, offload, RawWriter(path, size, whole=whole))
 
 
 async def import_vhd(chunks: AsyncIterable[bytes], offload: Offload, path: str,

@@ -24,7 +24,7 @@ import os
 import socket
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from typing import Mapping
+from typing import Callable, Mapping
 
 from aiohttp import web
 from yarl import URL
@@ -289,7 +289,8 @@ class Consoles:
     def __init__(self, store: Store, host: ThisHost, domains: DomainBackend,
                  sessions: SessionManager, locations: Locations, *, vm_limit: int = 0,
                  idle_timeout: float = 0.0, rfb_version: tuple[int, int] = (3, 8),
-                 executor: Executor | None = None) -> None:
+                 executor: Executor | None = None, max_connections: int = 1 << 30,
+                 until_close: Callable[[str, str], bool] | None = None) -> None:
         self.store = store
         self.host = host
         self.domains = domains
@@ -297,7 +298,9 @@ class Consoles:
         self.locations = locations
         self.vm_limit = vm_limit
         self.idle_timeout = idle_timeout if idle_timeout > 0 else None   # no key/pointer input
-        self.front_end = ConnectFrontEnd(self.on_connect)
+        # every connection of every listener meets this front end first (start_sites)
+        self.front_end = ConnectFrontEnd(self.on_connect, max_connections=max_connections,
+                                         until_close=until_close)
         self.host_console = HostConsole(store, host.host_ref, version=rfb_version,
                                         executor=executor)
         self._vms: dict[str, _VmConsoles] = {}

@@ -21,6 +21,8 @@ from xva.errors import XVAError
 from xva.events import LAYOUT_APPLIANCE, Metadata
 from xva.files import export_appliance, export_blocks
 
+from console_proxy.frontend import FRAMED_BY_CLOSE, FRAMING
+
 from ..core.context import Ctx
 from ..core.power import require
 from ..model.errors import XenAPIError, internal_error
@@ -392,9 +394,11 @@ async def import_raw_vdi(request: web.Request) -> web.StreamResponse:
                 if fmt == "qcow2":
                     spool = str(_spool_dir(services) / f"{task[10:]}.upload.qcow2")
                     work = import_qcow2(body, ctx.streaming, path, size, spool)
+                elif fmt == "vhd":
+                    work = import_vhd(body, ctx.streaming, path, size)
                 else:
-                    work = (import_vhd if fmt == "vhd" else import_raw)(
-                        body, ctx.streaming, path, size)
+                    work = import_raw(body, ctx.streaming, path, size,
+                                      whole=request.headers.get(FRAMING) == FRAMED_BY_CLOSE)
                 await ctx.tasks.race_cancel(task, work)
                 await ctx.vdis.refresh(vdi)
                 services.tasks.succeed(task, vdi)
@@ -408,6 +412,15 @@ async def import_raw_vdi(request: web.Request) -> web.StreamResponse:
                 _abort(request)
                 return web.Response(status=400)
             raise
+
+
+_UPLOADS = frozenset({"/import", "/import_metadata", "/import_raw_vdi"})
+
+
+def framed_by_close(method: str, path: str) -> bool:
+    """Uploads whose body may run until the client's end (HTTP/1.0 without Content-Length, as
+    xapi reads them); the front end turns such a body into chunks."""
+    return method == "PUT" and (path[:-1] if path.endswith("/") else path) in _UPLOADS
 
 
 def routes() -> list[web.RouteDef]:

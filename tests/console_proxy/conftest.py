@@ -83,7 +83,8 @@ class Agent:
 
     SESSION = "OpaqueRef:good"
 
-    def __init__(self, upstream, *, head_timeout: float = 10.0, idle_timeout: float | None = None) -> None:
+    def __init__(self, upstream, *, head_timeout: float = 10.0, idle_timeout: float | None = None,
+                 **front_end_options) -> None:
         from aiohttp import web
 
         from console_proxy import ConnectFrontEnd, UpstreamUnavailable, bridge_websocket
@@ -123,7 +124,8 @@ class Agent:
         self.app.router.add_get("/hello", hello)
         self.app.router.add_post("/echo", echo)
         self.app.router.add_get("/console", console_ws)
-        self.front_end = ConnectFrontEnd(on_connect, head_timeout=head_timeout)
+        self.front_end = ConnectFrontEnd(on_connect, head_timeout=head_timeout,
+                                         **front_end_options)
         self.runner = web.AppRunner(self.app)
 
     async def start(self, *, ssl_context=None, unix_path: str | None = None) -> "Agent":

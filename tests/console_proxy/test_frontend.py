@@ -222,3 +222,63 @@ def test_head_parsing():
     assert head.header("HOST") == "h" and head.leftover == b"RFB"
     with pytest.raises(ValueError):
         parse_connect_head(b"CONNECT host:443 HTTP/1.1\r\n\r\n")  # classic proxy CONNECT is not ours
+
+
+# --- what floods of connections may not take (issue 14 items 2 and 16) ---------------------
+async def test_a_slow_http_head_is_timed_out(console):
+    agent = await Agent(("127.0.0.1", console.port), head_timeout=0.2).start()
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", agent.port)
+        writer.write(b"GET /hello HTTP/1.1\r\nHost: x\r\n")     # and the blank line never comes
+        reply = await reader.read()
+        writer.close()
+        assert reply.startswith(b"HTTP/1.1 408")
+        await eventually(lambda: agent.front_end.active == 0)
+    finally:
+        await agent.stop()
+
+
+async def test_oversized_http_heads_are_refused_in_one_rate_limited_line(agent, caplog):
+    caplog.set_level("INFO")
+    for _ in range(50):
+        reply = await _raw(agent, b"GET /hello HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 9000 +
+                           b"\r\n\r\n")
+        assert reply.startswith(b"HTTP/1.1 431")
+    lines = [r for r in caplog.records if "431" in r.getMessage()]
+    assert 1 <= len(lines) <= 3 and not any(r.exc_info for r in caplog.records)
+    assert (await _raw(agent, b"GET /hello HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            ).endswith(b"hello")
+
+
+async def test_new_connections_evict_the_oldest_unfinished_head(console):
+    agent = await Agent(("127.0.0.1", console.port), max_pending=5).start()
+    try:
+        slow = [await asyncio.open_connection("127.0.0.1", agent.port) for _ in range(5)]
+        for _, w in slow:
+            w.write(b"GET /hello HT")
+        await eventually(lambda: len(agent.front_end._sniffing) == 5)
+        reply = await _raw(agent, b"GET /hello HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        assert reply.endswith(b"hello")                           # served at once
+        assert (await slow[0][0].read()).startswith(b"HTTP/1.1 408")   # the oldest went
+        assert len(agent.front_end._sniffing) == 4
+        for _, w in slow:
+            w.close()
+    finally:
+        await agent.stop()
+
+
+async def test_past_the_connection_limit_a_new_one_gets_503(console):
+    agent = await Agent(("127.0.0.1", console.port), max_connections=3).start()
+    try:
+        held = [await asyncio.open_connection("127.0.0.1", agent.port) for _ in range(3)]
+        for _, w in held:
+            w.write(b"GET /hel")
+        await eventually(lambda: agent.front_end.connections() == 3)
+        assert (await _raw(agent, b"GET /hello HTTP/1.1\r\n\r\n")).startswith(b"HTTP/1.1 503")
+        for _, w in held:
+            w.close()
+        await eventually(lambda: agent.front_end.connections() == 0)
+        assert (await _raw(agent, b"GET /hello HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                ).endswith(b"hello")
+    finally:
+        await agent.stop()
