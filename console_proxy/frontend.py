@@ -155,15 +155,17 @@ class ConnectClient:
         reply_error(self.transport, status, message=message, realm=realm, location=location)
 
     async def tunnel(self, upstream: Upstream, *, idle_timeout: float | None = None,
-                     connect_timeout: float = 10.0) -> Tunnel:
+                     connect_timeout: float = 10.0, server_speaks_first: bool = False) -> Tunnel:
         """Connect to the VNC server, answer 200 and pipe; UpstreamUnavailable if it is not there
         (then call `reject(404)`).  The returned Tunnel is also closed by `front_end.shutdown()`."""
         if self.answered:
             raise RuntimeError("this CONNECT has already been answered")
         if self.closed:
             raise ConnectionResetError("console client went away before the tunnel opened")
-        tunnel = await open_tunnel(self.transport, upstream, initial=self.head.leftover + bytes(self._extra),
-                                   idle_timeout=idle_timeout, connect_timeout=connect_timeout)
+        tunnel = await open_tunnel(self.transport, upstream,
+                                   initial=self.head.leftover + bytes(self._extra),
+                                   idle_timeout=idle_timeout, connect_timeout=connect_timeout,
+                                   server_speaks_first=server_speaks_first)
         self._answer()
         self._front_end._track_tunnel(tunnel)
         return tunnel

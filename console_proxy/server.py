@@ -24,6 +24,8 @@ __all__ = ["TextConsoleServer"]
 
 log = logging.getLogger(__name__)
 
+_BACKLOG = 1024     # viewers connecting at once (asyncio's default of 100 overflowed under 500)
+
 
 class _RfbClientProtocol(asyncio.Protocol):
     def __init__(self, server: "TextConsoleServer") -> None:
@@ -122,11 +124,12 @@ class TextConsoleServer:
         factory = lambda: _RfbClientProtocol(self)  # noqa: E731
         try:
             if port is not None:
-                tcp = await loop.create_server(factory, host, port)
+                tcp = await loop.create_server(factory, host, port, backlog=_BACKLOG)
                 self._servers.append(tcp)
                 self.port = tcp.sockets[0].getsockname()[1]
             if path is not None:
-                self._servers.append(await loop.create_unix_server(factory, path))
+                self._servers.append(await loop.create_unix_server(factory, path,
+                                                                   backlog=_BACKLOG))
                 self.path = path
         except BaseException:
             await self.stop()

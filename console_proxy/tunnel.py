@@ -127,6 +127,7 @@ class _End(asyncio.Protocol):
         self.lost = False
         self.nbytes = 0
         self._early: list[bytes] = []  # received before the peer leg existed
+        self.spoke = asyncio.get_running_loop().create_future()   # first bytes, EOF or loss
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.attach(transport)  # type: ignore[arg-type]
@@ -141,6 +142,8 @@ class _End(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         peer = self.peer
+        if not self.spoke.done():
+            self.spoke.set_result(True)
         if peer is None or peer.transport is None:
             self._early.append(data)
             self.transport.pause_reading()
@@ -151,6 +154,8 @@ class _End(asyncio.Protocol):
 
     def eof_received(self) -> bool:
         self.eof = True
+        if not self.spoke.done():
+            self.spoke.set_result(False)
         peer = self.peer
         if peer is None or peer.transport is None:
             return False
@@ -177,6 +182,8 @@ class _End(asyncio.Protocol):
 
     def connection_lost(self, exc: BaseException | None) -> None:
         self.lost = True
+        if not self.spoke.done():
+            self.spoke.set_result(False)
         self.tunnel._leg_lost(self, exc)
 
 
@@ -272,8 +279,14 @@ def splice(client: asyncio.Transport, server: asyncio.Transport | "Tunnel", *,
 
 
 async def connect_upstream(upstream: Upstream, *, timeout: float = 10.0,
-                           idle_timeout: float | None = None) -> Tunnel:
-    """Connect to the VNC server; returns a Tunnel whose server leg is live and holding its input."""
+                           idle_timeout: float | None = None,
+                           server_speaks_first: bool = False) -> Tunnel:
+    """Connect to the VNC server; returns a Tunnel whose server leg is live and holding its input.
+
+    `server_speaks_first` (RFB: the server sends its version first): also wait, within
+    `timeout`, for the server's first bytes. A connect can succeed on a listen queue that is
+    full (the kernel completes it, the server never accepts it); only the first bytes prove
+    a server is there, so none means UpstreamUnavailable, before any 200 is sent."""
     loop = asyncio.get_running_loop()
     tunnel = Tunnel(idle_timeout=idle_timeout)
     try:
@@ -283,22 +296,28 @@ async def connect_upstream(upstream: Upstream, *, timeout: float = 10.0,
             else:
                 host, port = upstream
                 await loop.create_connection(lambda: tunnel.server, host, port)
+            if server_speaks_first and not await tunnel.server.spoke:
+                raise ConnectionResetError("closed without a word")
     except (OSError, TimeoutError) as exc:
         tunnel.close("upstream unreachable")
-        raise UpstreamUnavailable(f"console server {upstream!r} is not reachable: {exc}") from exc
-    tunnel.server.transport.pause_reading()  # until the client leg is attached
+        raise UpstreamUnavailable(f"console server {upstream!r} is not reachable: "
+                                  f"{exc or 'it did not answer'}") from exc
+    if not tunnel.server.lost:
+        tunnel.server.transport.pause_reading()  # until the client leg is attached
     return tunnel
 
 
 async def open_tunnel(client: asyncio.Transport, upstream: Upstream, *, initial: bytes = b"",
                       idle_timeout: float | None = None, connect_timeout: float = 10.0,
-                      reply: bytes = CONNECT_OK) -> Tunnel:
+                      reply: bytes = CONNECT_OK, server_speaks_first: bool = False) -> Tunnel:
     """Connect to `upstream`, send xapi's 200 reply, forward `initial` (bytes read past the head), pipe.
 
     The client transport should be paused; raises UpstreamUnavailable (answer 404) before
-    anything is written if the VNC server is not there.
+    anything is written if the VNC server is not there (or, `server_speaks_first`, says
+    nothing).
     """
-    tunnel = await connect_upstream(upstream, timeout=connect_timeout, idle_timeout=idle_timeout)
+    tunnel = await connect_upstream(upstream, timeout=connect_timeout, idle_timeout=idle_timeout,
+                                    server_speaks_first=server_speaks_first)
     if reply and not client.is_closing():
         client.write(reply)
     return splice(client, tunnel, client_initial=initial)

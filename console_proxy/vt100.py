@@ -34,7 +34,7 @@ class Vt100Server:
         return len(self._readers)
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
-        self._server = await asyncio.start_server(self._serve, host, port)
+        self._server = await asyncio.start_server(self._serve, host, port, backlog=1024)
 
     def send(self, data: bytes) -> None:
         for w in list(self._readers):

@@ -28,7 +28,7 @@ from .core.calls import call_internal
 from .core.context import Services
 from .core.dispatch import Dispatcher
 from .core.implicit import implicit_table
-from .jobs import Executors, Jobs
+from .jobs import Executors, Jobs, MetadataBudget
 from .core.lifecycle import Lifecycle
 from .core.locations import Locations
 from .core.passwords import load_or_init
@@ -105,7 +105,7 @@ async def open_services(config: Config) -> AsyncIterator[tuple[Services, Console
                             executors=executors, locations=locations, tasks=tasks,
                             sessions=sessions, domains=domains, vdis=vdis, lifecycle=lifecycle,
                             stats=statistics, dispatcher=dispatcher,
-                            control=AgentControl())
+                            control=AgentControl(), metadata_budget=MetadataBudget())
 
         await lifecycle.restore_all()
         if first_start and config.demo:

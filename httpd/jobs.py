@@ -1,13 +1,17 @@
-"""Background work with a kept reference (no fire-and-forget) and named, sized thread pools."""
+"""Background work with a kept reference (no fire-and-forget), named, sized thread pools, and
+the byte budget imports share for the metadata they must hold before it can be parsed."""
 
 from __future__ import annotations
 
 import asyncio
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Coroutine
+from typing import Any, Callable, Coroutine
 
-__all__ = ["Jobs", "Executors", "run_soon"]
+from .model.errors import XenAPIError
+
+__all__ = ["Jobs", "Executors", "run_soon", "MetadataBudget"]
 
 
 def run_soon(coro: Coroutine[Any, Any, Any], keep: set) -> asyncio.Task:
@@ -62,3 +66,38 @@ class Executors:
     def shutdown(self) -> None:
         for pool in (self.disk, self.transfer, self.passwords, self.stats):
             pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _nothing() -> None:
+    pass
+
+
+class MetadataBudget:
+    """Bytes of `ova.xml` all imports may hold at once while it streams in (its parse needs it
+    whole). xapi's are KiB: those up to `free` bytes need no claim; bigger ones share `total`,
+    and one that does not fit now is refused (TOO_BUSY, 503) rather than queued, so a slow
+    sender holds no one else up. Thread-safe: claims happen on transfer workers."""
+
+    def __init__(self, total: int = 64 << 20, free: int = 1 << 20) -> None:
+        self.total, self.free = total, free
+        self.used = 0
+        self._lock = threading.Lock()
+
+    def claim(self, size: int) -> Callable[[], None]:
+        """Reserve `size` bytes; returns the release (idempotent)."""
+        if size <= self.free:
+            return _nothing
+        with self._lock:
+            if self.used + size > self.total:
+                raise XenAPIError("TOO_BUSY", f"other imports hold {self.used} of the "
+                                              f"{self.total} bytes metadata may take; retry")
+            self.used += size
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            with self._lock:
+                if not released:
+                    released = True
+                    self.used -= size
+        return release

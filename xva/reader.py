@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import tarfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 
 from .appliance import Appliance, ApplianceDisks
 from .blocks import BlockDisks
@@ -34,12 +34,20 @@ _TRANSITIONS = {(_OVA, _NEED_DISKS), (_OVA, _DISKS), (_NEED_DISKS, _DISKS), (_DI
 class _Members:
     """Tar members (from a stream or a directory) to events: ``ova.xml``, then the disks."""
 
-    def __init__(self, force: bool, step: int) -> None:
+    def __init__(self, force: bool, step: int, max_ova_xml: int,
+                 claim: Callable[[int], Callable[[], None]] | None) -> None:
         self.phase = _OVA
         self.force, self.step = force, step
+        self.max_ova_xml, self.claim = max_ova_xml, claim
         self.metadata: Metadata | None = None
         self._xml = bytearray()
+        self._release: Callable[[], None] | None = None
         self._handler: ApplianceDisks | BlockDisks | None = None
+
+    def _let_go(self) -> None:
+        release, self._release = self._release, None
+        if release is not None:
+            release()
 
     def goto(self, phase: str) -> None:
         if (self.phase, phase) not in _TRANSITIONS:
@@ -47,6 +55,7 @@ class _Members:
         self.phase = phase
 
     def abort(self) -> None:
+        self._let_go()
         abort = getattr(self._handler, "abort", None)
         if abort is not None:
             abort()
@@ -62,8 +71,11 @@ class _Members:
         if self.phase == _OVA:
             if directory or name != "ova.xml":
                 raise XVAFormatError.unexpected_file("ova.xml", name)
-            if size > MAX_OVA_XML:
-                raise XVAFormatError.bad("ova.xml is too large")
+            if size > self.max_ova_xml:
+                raise XVAFormatError.bad(f"ova.xml is too large ({size} bytes, at most "
+                                         f"{self.max_ova_xml})")
+            if self.claim is not None:
+                self._release = self.claim(size)   # it may refuse: the caller's error
             return []
         return self._handler.start(name, size, directory)
 
@@ -78,7 +90,10 @@ class _Members:
             return self._handler.end()
         xml = bytes(self._xml)
         self._xml = bytearray()
-        root = parse_xml(xml)
+        try:
+            root = parse_xml(xml)
+        finally:
+            self._let_go()
         if root.tag == "appliance":
             appliance = Appliance.from_xml(xml)
             self._handler = ApplianceDisks(appliance, self.step)
@@ -113,10 +128,16 @@ class XVAReader:
     it is lazy so a decompression bomb never materialises: output is inflated ``step`` bytes
     at a time and checked against the declared disk sizes as it goes.  ``close()`` at end of
     input raises IMPORT_ERROR_PREMATURE_EOF unless :class:`End` was seen.  After any error
-    every call raises the same error."""
+    every call raises the same error.
 
-    def __init__(self, *, force: bool = False, step: int = 1 << 20) -> None:
-        self._members = _Members(force, step)
+    ``claim(size)``, if given, is called when ``ova.xml``'s header declares its size, before any
+    of it is buffered, and returns what to call once it is parsed or the import ends: the
+    caller's bound on what all imports buffer at once (it may raise to refuse)."""
+
+    def __init__(self, *, force: bool = False, step: int = 1 << 20,
+                 max_ova_xml: int = MAX_OVA_XML,
+                 claim: Callable[[int], Callable[[], None]] | None = None) -> None:
+        self._members = _Members(force, step, max_ova_xml, claim)
         self._sniff = bytearray()
         self._inflater: GzipInflater | ZstdInflater | None = None
         self._tar = TarReader()

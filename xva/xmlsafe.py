@@ -12,7 +12,7 @@ from .errors import XVAFormatError
 
 __all__ = ["MAX_OVA_XML", "parse_xml"]
 
-MAX_OVA_XML = 64 << 20        # a very large pool export's metadata still fits
+MAX_OVA_XML = 16 << 20        # xapi's are KiB; a big pool export's metadata still fits
 
 
 def _parser() -> etree.XMLParser:

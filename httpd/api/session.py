@@ -14,7 +14,8 @@ table = MessageTable()
                optional=2)
 async def login_with_password(ctx: Ctx, user: str, password: str, version: str = "",
                               originator: str = "") -> str:
-    return await ctx.services.sessions.login(user, password, originator=originator, local=ctx.local)
+    return await ctx.services.sessions.login(user, password, originator=originator,
+                                             local=ctx.local, source=ctx.source)
 
 
 @table.message("session.logout", async_ok=False)
@@ -31,5 +32,5 @@ def local_logout(ctx: Ctx) -> str:
 @table.message("session.change_password", ("old_pwd", STRING), ("new_pwd", STRING),
                async_ok=False)
 async def change_password(ctx: Ctx, old: str, new: str) -> str:
-    await ctx.services.sessions.change_password(old, new, local=ctx.local)
+    await ctx.services.sessions.change_password(old, new, local=ctx.local, source=ctx.source)
     return ""

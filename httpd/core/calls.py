@@ -17,13 +17,13 @@ log = logging.getLogger(__name__)
 
 
 async def call(services: Services, method: str, params: list[Any], *,
-               local: bool = False) -> Any:
+               local: bool = False, source: str = "") -> Any:
     """Run one call; raises XenAPIError for anything the client should see."""
     dispatcher = services.dispatcher
     try:
         msg, is_async = dispatcher.lookup(method)
         session, args = dispatcher.bind(msg, method, params)
-        ctx = Ctx(services, session, None, local)
+        ctx = Ctx(services, session, None, local, source)
         if is_async:
             return services.tasks.spawn(
                 f"Async.{msg.name}", session,

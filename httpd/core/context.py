@@ -21,7 +21,7 @@ from ..model.store import Store
 from ..stats.service import StatsService
 from ..model.identity import ThisHost
 from .dispatch import Dispatcher
-from ..jobs import Executors
+from ..jobs import Executors, MetadataBudget
 from .agentctl import AgentControl
 from .lifecycle import Lifecycle
 from .locations import Locations
@@ -49,22 +49,24 @@ class Services:
     stats: StatsService
     dispatcher: Dispatcher
     control: AgentControl
+    metadata_budget: MetadataBudget
 
 
 class Ctx:
     """What an implementation sees: the services, the caller's session, its task if any."""
 
-    __slots__ = ("services", "session", "task", "local")
+    __slots__ = ("services", "session", "task", "local", "source")
 
     def __init__(self, services: Services, session: str | None, task: str | None = None,
-                 local: bool = False) -> None:
+                 local: bool = False, source: str = "") -> None:
         self.services = services
         self.session = session
         self.task = task
         self.local = local
+        self.source = source        # the client's address (logins are slowed per source)
 
     def for_task(self, task: str) -> "Ctx":
-        return Ctx(self.services, self.session, task, self.local)
+        return Ctx(self.services, self.session, task, self.local, self.source)
 
     @property
     def store(self) -> Store:

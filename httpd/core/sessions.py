@@ -1,7 +1,8 @@
 """Logins, session validity, the 200-session limit and idle expiry (the guide's chapter 4).
 
-A failed login waits before answering (slowing password guessing) with asyncio.sleep, so it
-never delays other clients. Logins over the local Unix socket are root, password ignored.
+Password checks go through per-source gates (`logins.LoginGates`): failures slow that source
+alone, each doubling its wait, with asyncio.sleep, so they never delay other clients. Logins
+over the local Unix socket are root, password ignored.
 
 A password that passed the (deliberately slow, ~50 ms) scrypt check is remembered for a few
 minutes as a keyed digest of the stored hash and the password, so clients that send Basic
@@ -25,6 +26,7 @@ from ..model.errors import XenAPIError
 from ..model.events import EventHub
 from ..model.store import Store
 from ..model.xtypes import NULL_REF
+from .logins import LoginGates
 from .passwords import verify_password, write_hash
 
 __all__ = ["SessionManager"]
@@ -54,6 +56,7 @@ class SessionManager:
         self.limit = limit
         self.idle_timeout = idle_timeout
         self.fail_delay = fail_delay
+        self.gates = LoginGates(fail_delay)
 
     @property
     def password_hash(self) -> dict:
@@ -83,28 +86,30 @@ class SessionManager:
         self._verified[key] = now
         return True
 
-    async def authenticate(self, user: str, password: str, *, local: bool = False) -> str:
+    async def authenticate(self, user: str, password: str, *, local: bool = False,
+                           source: str = "") -> str:
         """The one login policy (RPC logins, Basic auth, console CONNECTs): the user name a
-        session gets, or SESSION_AUTHENTICATION_FAILED after the failure delay. Callers on
-        the local socket are root, password ignored."""
+        session gets, or SESSION_AUTHENTICATION_FAILED. Callers on the local socket are root,
+        password ignored; others are checked under their source's gate."""
         if local:
             return ROOT
-        # scrypt is deliberately slow: keep it off the event loop, on its own pool.
-        ok = await asyncio.get_running_loop().run_in_executor(
-            self.executor, self.password_ok, user, password)
-        if not ok:
-            await asyncio.sleep(self.fail_delay)
-            raise XenAPIError("SESSION_AUTHENTICATION_FAILED", user, "Authentication failure")
+
+        async def verify() -> bool:
+            # scrypt is deliberately slow: keep it off the event loop, on its own pool.
+            return await asyncio.get_running_loop().run_in_executor(
+                self.executor, self.password_ok, user, password)
+        await self.gates.check(source, user, verify)
         return user
 
     async def login(self, user: str, password: str, *, originator: str = "",
-                    local: bool = False) -> str:
-        return self.open_session(await self.authenticate(user, password, local=local),
-                                 originator)
+                    local: bool = False, source: str = "") -> str:
+        return self.open_session(await self.authenticate(user, password, local=local,
+                                                         source=source), originator)
 
-    async def change_password(self, old: str, new: str, *, local: bool = False) -> None:
+    async def change_password(self, old: str, new: str, *, local: bool = False,
+                              source: str = "") -> None:
         """root's password: the old one proves the caller (not over the local socket)."""
-        await self.authenticate(ROOT, old, local=local)
+        await self.authenticate(ROOT, old, local=local, source=source)
         if not new:
             raise XenAPIError("INVALID_VALUE", "new_pwd", "")
         await asyncio.get_running_loop().run_in_executor(

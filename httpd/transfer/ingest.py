@@ -65,12 +65,13 @@ def _apply_until_metadata(applier: DiskApplier, events: Iterable[Event]) -> Meta
 async def import_xva(chunks: AsyncIterable[bytes], offload: Offload,
                      disk_path: Callable[[str], str],
                      on_metadata: Callable[[Metadata], Awaitable[Mapping[str, int] | None]],
-                     *, force: bool = False) -> dict[str, str]:
+                     *, force: bool = False,
+                     claim: Callable[[int], Callable[[], None]] | None = None) -> dict[str, str]:
     """Import an XVA body into files.  ``offload(fn, *args)`` runs a step on a worker;
     ``on_metadata`` (a coroutine, on the loop) creates the records and, for the xapi layout,
     returns the disks to expect; ``disk_path`` maps a disk id to its file.  Returns disk id
-    -> path."""
-    reader = XVAReader(force=force)
+    -> path. ``claim``: the budget ova.xml is held under while it streams in."""
+    reader = XVAReader(force=force, claim=claim)
     applier = DiskApplier(disk_path)
 
     async def drain(events: Iterable[Event]) -> None:

@@ -51,13 +51,14 @@ class Credentials:
     query: str | None = None      # the session_id query parameter
     authorization: str = ""       # the Authorization header
     local: bool = False           # arrived on the Unix socket
+    source: str = ""              # the client's address (logins are slowed per source)
 
     @classmethod
     def of_request(cls, request: web.Request) -> "Credentials":
         return cls(cookie=request.cookies.get("session_id"),
                    query=request.query.get("session_id"),
                    authorization=request.headers.get("Authorization", ""),
-                   local=is_local(request))
+                   local=is_local(request), source=request.remote or "")
 
 
 def _basic(header: str) -> tuple[str, str] | None:
@@ -87,7 +88,7 @@ async def credentials_session(sessions: SessionManager, creds: Credentials,
         raise unauthorized(realm)
     if not creds.local:
         try:
-            await sessions.authenticate(*basic)
+            await sessions.authenticate(*basic, source=creds.source)
         except XenAPIError:
             raise unauthorized(realm) from None
     temp = sessions.open_session(basic[0] if basic else "root", originator="http-basic")

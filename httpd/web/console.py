@@ -370,7 +370,8 @@ class Consoles:
         creds = Credentials(cookie=head.cookies.get("session_id"),
                             query=head.query.get("session_id"),
                             authorization=head.header("Authorization") or "",
-                            local=is_local_socket(sock))
+                            local=is_local_socket(sock),
+                            source=str((client.peername or ("",))[0]))
         try:
             async with credentials_session(self.sessions, creds, REALM):
                 decision = self.resolve(head.query)
@@ -390,7 +391,10 @@ class Consoles:
             return
         generation = vm.generation
         try:
-            tunnel = await client.tunnel(upstream, idle_timeout=self.idle_timeout)
+            # an RFB server speaks first: a 200 only once it did (a full listen queue accepts
+            # connections nobody will serve)
+            tunnel = await client.tunnel(upstream, idle_timeout=self.idle_timeout,
+                                         server_speaks_first=decision.protocol == "rfb")
         except UpstreamUnavailable:
             client.reject(404, message="no console server running")
             return

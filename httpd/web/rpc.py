@@ -88,7 +88,8 @@ async def _decode(services: Services, body: bytes, parse):
 async def _run(request: web.Request, method: str, params: list) -> Any:
     """One call; shielded from the client going away unless it is a long poll."""
     services = request.app[SERVICES]
-    call = calls.call(services, method, params, local=is_local(request))
+    call = calls.call(services, method, params, local=is_local(request),
+                      source=request.remote or "")
     if method in LONG_POLLS:
         return await call
     task = asyncio.ensure_future(call)

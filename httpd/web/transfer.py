@@ -10,6 +10,7 @@ pieces, a client that goes away fails the task, and a failed import removes what
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 from pathlib import Path
 from contextlib import asynccontextmanager
@@ -118,6 +119,15 @@ async def _task(request: web.Request, ctx: Ctx, label: str) -> AsyncIterator[str
         tasks.fail(task_id, XenAPIError("VDI_IO_ERROR", "the client went away") if gone
                    else XenAPIError("TASK_CANCELLED", task_id))
         raise
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+            tasks.fail(task_id, internal_error(e))
+            raise
+        # the SR's file system filled during the write (the check before it passed, but other
+        # writers came too): SR_FULL, and what the transfer made is undone by its caller
+        full = XenAPIError("SR_FULL", "", f"the SR's file system is full ({e.strerror})")
+        tasks.fail(task_id, full)
+        raise full from None
     except Exception as e:  # noqa: BLE001 - the task must end; the middleware logs it
         tasks.fail(task_id, internal_error(e))
         raise
@@ -284,7 +294,7 @@ async def _import(request: web.Request, *, metadata_only: bool) -> web.StreamRes
                     # every worker step is joined inside: nothing writes once this returns
                     await ctx.tasks.race_cancel(task, import_xva(
                         _body(request, ctx), ctx.streaming, disk_path, on_metadata,
-                        force=force))
+                        force=force, claim=services.metadata_budget.claim))
                     await job.commit()
                 except BaseException:
                     await job.rollback()

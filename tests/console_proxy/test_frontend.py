@@ -282,3 +282,24 @@ async def test_past_the_connection_limit_a_new_one_gets_503(console):
                 ).endswith(b"hello")
     finally:
         await agent.stop()
+
+
+async def test_a_console_server_that_never_speaks_gets_no_200(console):
+    """Issue 14 item 7: a connect can succeed on a full listen queue (the kernel completes it,
+    nobody accepts it). A CONNECT is answered 200 only once the RFB server said its version;
+    otherwise UpstreamUnavailable (the daemon's 404), never a 200 with no bytes after it."""
+    from console_proxy import UpstreamUnavailable
+    from console_proxy.tunnel import connect_upstream
+
+    mute = socket.socket()
+    mute.bind(("127.0.0.1", 0))
+    mute.listen(8)                        # and never accept()
+    try:
+        with pytest.raises(UpstreamUnavailable, match="did not answer|not reachable"):
+            await connect_upstream(mute.getsockname(), timeout=0.3, server_speaks_first=True)
+    finally:
+        mute.close()
+    tunnel = await connect_upstream(("127.0.0.1", console.port), timeout=5,
+                                    server_speaks_first=True)
+    assert b"".join(tunnel.server._early).startswith(b"RFB 003.")     # kept for the client
+    tunnel.close()

@@ -10,10 +10,12 @@ import json
 import os
 import socket
 import subprocess
+import sys
 import tarfile
 import urllib.error
 import urllib.request
 import xmlrpc.client
+from pathlib import Path
 
 import pytest
 
@@ -344,3 +346,82 @@ async def test_6_a_copy_is_marked_until_its_data_is_complete(tmp_path):
         assert agent.store.find("VDI", copy) is None and agent.store.find("VDI", src)
         assert not copy_file.exists() and agent.vdis.path(src).exists()
         assert marked(agent.store) == {}
+
+
+def _login_from(server, source: str, password: str) -> dict:
+    """session.login_with_password over JSON-RPC from a chosen loopback address."""
+    import http.client
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=120,
+                                      source_address=(source, 0))
+    try:
+        conn.request("POST", "/jsonrpc", json.dumps(
+            {"jsonrpc": "2.0", "method": "session.login_with_password", "id": 1,
+             "params": ["root", password]}), {"Content-Type": "application/json"})
+        return json.loads(conn.getresponse().read())
+    finally:
+        conn.close()
+
+
+def test_3_password_guessing_is_slowed_per_source(server):
+    from concurrent.futures import ThreadPoolExecutor
+    with ThreadPoolExecutor(40) as pool:
+        guesses = [pool.submit(_login_from, server, "127.0.0.1", f"guess{i}") for i in range(40)]
+        good = _login_from(server, "127.0.0.2", server.password)     # another source, meanwhile
+        assert "result" in good, good
+        answers = [g.result() for g in guesses]
+    assert all(a["error"]["message"] == "SESSION_AUTHENTICATION_FAILED" for a in answers)
+    refused = [a for a in answers if "too many attempts" in a["error"]["data"][1]]
+    assert len(refused) >= 20       # most never reached a password check: the queue is bounded
+    # the guessing source itself gets in with the right password, which clears its slowdown
+    assert "result" in _login_from(server, "127.0.0.1", server.password)
+
+
+def test_10_a_disk_that_fills_during_an_import_is_sr_full(tmp_path):
+    root = Path(__file__).resolve().parents[2]
+    p = subprocess.run(["unshare", "--mount", sys.executable, "-m",
+                        "tests.httpd.sr_full_scenario", str(tmp_path)],
+                       capture_output=True, text=True, cwd=root, timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+    r = json.loads(p.stdout.strip().splitlines()[-1])
+    statuses = sorted(a.split("\r\n", 1)[0].replace("HTTP/1.1 100 Continue", "").strip()
+                      or a.split("\r\n\r\n", 1)[1].split("\r\n", 1)[0] for a in r["answers"])
+    assert any("507" in a and "SR_FULL" in a for a in r["answers"]), r["answers"]
+    assert not any("INTERNAL_ERROR" in a or " 500 " in a for a in r["answers"]), statuses
+    for answer, vdi in zip(r["answers"], r["vdis"]):
+        assert vdi["uploaded"] if " 200 " in answer else vdi["unchanged"], (answer, vdi)
+    assert ("failure", ["SR_FULL"]) in [tuple(t) for t in r["tasks"]]
+    assert not [f for f in r["sr_files"] if not f.endswith(".raw")], r["sr_files"]   # no .part
+
+
+def test_13_metadata_buffering_is_bounded_across_uploads():
+    """A 32 KiB upload whose ova.xml claims 60 MiB held ~135 MiB; 8 at once 1.2 GB. Now one
+    ova.xml is at most 16 MiB, and those over 1 MiB share a 64 MiB budget, claimed when the tar
+    header declares the size (before any byte of it is held): past it, TOO_BUSY (503)."""
+    from httpd.jobs import MetadataBudget
+    from httpd.model.errors import XenAPIError, http_status
+    from xva.errors import XVAFormatError
+    from xva.reader import XVAReader
+    from xva.tar import tar_header
+
+    budget = MetadataBudget(total=64 << 20)
+
+    def start(claimed: int) -> XVAReader:
+        r = XVAReader(claim=budget.claim)
+        list(r.feed(tar_header("ova.xml", claimed) + b"<value>"))     # header, a little data
+        return r
+
+    with pytest.raises(XVAFormatError, match="too large"):
+        start(60 << 20)
+    assert budget.used == 0
+    held = [start(15 << 20) for _ in range(4)]
+    assert budget.used == 60 << 20
+    with pytest.raises(XenAPIError) as e:
+        start(15 << 20)
+    assert e.value.code == "TOO_BUSY" and http_status(e.value) == 503
+    small = [start(512 << 10) for _ in range(20)]            # KiB-sized ones always pass
+    held[0].abort()                                           # an import that ended
+    assert budget.used == 45 << 20
+    again = start(15 << 20)
+    for r in [*held, *small, again]:
+        r.abort()
+    assert budget.used == 0
