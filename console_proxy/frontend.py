@@ -481,14 +481,14 @@ class Listeners:
         self._servers: list[asyncio.AbstractServer] = []
 
     async def tcp(self, host: str | None, port: int, *, ssl: SSLContext | None = None,
-                  backlog: int = 128) -> tuple[str, int]:
+                  backlog: int = 1024) -> tuple[str, int]:
         """Listen on `host:port` (0: an ephemeral port); returns the address bound."""
         server = await asyncio.get_running_loop().create_server(
             self._factory, host, port, ssl=ssl, backlog=backlog, reuse_address=True)
         self._servers.append(server)
         return server.sockets[0].getsockname()[:2]
 
-    async def unix(self, path: str, *, backlog: int = 128) -> str:
+    async def unix(self, path: str, *, backlog: int = 1024) -> str:
         server = await asyncio.get_running_loop().create_unix_server(
             self._factory, path, backlog=backlog)
         self._servers.append(server)

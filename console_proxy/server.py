@@ -130,6 +130,7 @@ class TextConsoleServer:
             if path is not None:
                 self._servers.append(await loop.create_unix_server(factory, path,
                                                                    backlog=_BACKLOG))
+                os.chmod(path, 0o600)       # only the agent's user may reach the screen
                 self.path = path
         except BaseException:
             await self.stop()

@@ -1,4 +1,5 @@
-"""A text console as a plain byte stream on loopback (xapi's `vt100` protocol), the asyncio adapter.
+"""A text console as a plain byte stream (xapi's `vt100` protocol), the asyncio adapter: on a Unix
+socket of mode 0600 (only the agent's user reaches it) or on loopback TCP.
 
 Each reader first gets `greeting()` (the screen so far), then every `send()`; what it types goes
 to `on_input`.  A reader whose unsent backlog passes `backlog` bytes is dropped, so a stalled one
@@ -8,6 +9,7 @@ never makes the server buffer without end.
 from __future__ import annotations
 
 import asyncio
+import os
 from typing import Callable
 
 __all__ = ["Vt100Server"]
@@ -24,17 +26,24 @@ class Vt100Server:
         self._tasks: set[asyncio.Task] = set()
 
     @property
-    def address(self) -> tuple[str, int] | None:
+    def address(self) -> tuple[str, int] | str | None:
         if self._server is None or not self._server.sockets:
             return None
-        return self._server.sockets[0].getsockname()[:2]
+        name = self._server.sockets[0].getsockname()
+        return name if isinstance(name, str) else name[:2]
 
     @property
     def reader_count(self) -> int:
         return len(self._readers)
 
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
-        self._server = await asyncio.start_server(self._serve, host, port, backlog=1024)
+    async def start(self, host: str = "127.0.0.1", port: int = 0, *,
+                    path: str | None = None) -> None:
+        """Listen on the Unix socket `path` (mode 0600) if given, else on host:port."""
+        if path is not None:
+            self._server = await asyncio.start_unix_server(self._serve, path, backlog=1024)
+            os.chmod(path, 0o600)
+        else:
+            self._server = await asyncio.start_server(self._serve, host, port, backlog=1024)
 
     def send(self, data: bytes) -> None:
         for w in list(self._readers):

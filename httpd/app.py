@@ -13,8 +13,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import shutil
+import tempfile
 import time
 from functools import partial
+from pathlib import Path
 from typing import AsyncIterator
 
 from aiohttp import web
@@ -88,8 +91,12 @@ async def open_services(config: Config) -> AsyncIterator[tuple[Services, Console
             assert lifecycle is not None
             lifecycle.on_guest_event(event)
 
+        # consoles listen on Unix sockets of mode 0600 in a private directory (mkdtemp: 0700,
+        # short enough for a socket path), so no other local user reaches a guest's screen
+        socket_dir = Path(tempfile.mkdtemp(prefix="xcp-consoles-"))
+        stack.callback(shutil.rmtree, socket_dir, True)
         domains = SimulatedBackend(on_guest_event, rfb_version=config.rfb_version,
-                                   executor=executors.disk)
+                                   executor=executors.disk, socket_dir=socket_dir)
         stack.push_async_callback(domains.close)
         lifecycle = Lifecycle(store, host, locations, vdis, domains, config.data_dir / "domains",
                               executor=executors.disk)
@@ -124,7 +131,7 @@ async def open_services(config: Config) -> AsyncIterator[tuple[Services, Console
                             idle_timeout=config.console_idle_timeout,
                             rfb_version=config.rfb_version, executor=executors.stats,
                             max_connections=config.connection_limit(),
-                            until_close=transfer.framed_by_close)
+                            until_close=transfer.framed_by_close, socket_dir=socket_dir)
         await consoles.start()
         stack.push_async_callback(consoles.stop)
         lifecycle.vm_events.connect(consoles)
@@ -149,6 +156,7 @@ async def _janitor(services: Services) -> None:
             now = time.time()
             services.sessions.gc(now)
             services.tasks.gc(now)
+            services.lifecycle.persist_running()
             await services.store.sync()
         except Exception:  # noqa: BLE001 - housekeeping must never stop
             log.exception("housekeeping failed")

@@ -31,6 +31,8 @@ _TUNING: dict[str, dict] = {
                             "help": "the RFB version the text consoles announce"},
     "stats_interval": {"help": "seconds between statistics collections (RRD step stays 5 s)"},
     "stats_save_interval": {"help": "seconds between periodic saves of the RRD files"},
+    "max_connections": {"help": "connections held at once (0: a third of the descriptor "
+                                "limit); past it a new one gets 503"},
     "db_synchronous": {"choices": ["FULL", "NORMAL"],
                        "help": "FULL survives power loss; NORMAL survives process crashes"},
 }

@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import settings
 
 from tests.server import Server
+
+# the fuzz tests (tests/test_fuzz.py) run the same examples every time: a failure reproduces
+settings.register_profile("suite", derandomize=True, max_examples=150, database=None)
+settings.load_profile("suite")
 
 
 @pytest.fixture(scope="module")

@@ -8,6 +8,7 @@ import time
 from ..model.datamodel import CLASSES, class_spec
 from ..core.context import Ctx
 from ..core.dispatch import MessageTable
+from ..core.implicit import visible
 from ..model.errors import XenAPIError
 from ..model.events import Subscription
 from ..model.xtypes import FLOAT, STRING, SetOf
@@ -48,7 +49,8 @@ async def next_(ctx: Ctx) -> list[dict]:
         _check_session(ctx)
         changes = hub.take_next(ctx.session)
         if changes or hub.closed:
-            return [_record(c.cls, c.op, c.ref, c.id, c.snapshot) for c in changes]
+            return [_record(c.cls, c.op, c.ref, c.id, c.snapshot) for c in changes
+                    if visible(ctx, c.cls, c.ref)]
         await hub.wait(None)
 
 
@@ -66,12 +68,13 @@ async def from_(ctx: Ctx, classes: list[str], token: str, timeout: float) -> dic
             # No usable token: every object the subscription covers, as an add.
             events = [_record(cls, "add", ref, hub.last_id, rec)
                       for cls in sorted(sub.class_names())
-                      for ref, rec in store.all(cls).items() if sub.matches(cls, ref)]
+                      for ref, rec in store.all(cls).items()
+                      if sub.matches(cls, ref) and visible(ctx, cls, ref)]
             break
         changes = hub.changes_since(since, sub)
         if changes:
             events = [_record(cls, op, ref, eid, None if op == "del" else store.find(cls, ref))
-                      for cls, ref, op, eid in changes]
+                      for cls, ref, op, eid in changes if visible(ctx, cls, ref)]
             break
         remaining = deadline - loop.time()
         if remaining <= 0 or hub.closed:

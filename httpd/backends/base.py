@@ -122,6 +122,10 @@ class Domain(abc.ABC):
 
 
 class DomainBackend(abc.ABC):
+    # False: a domain ends with the agent's process (a kill -9 too), so the agent keeps each
+    # running domain's state on disk while it runs, to resume it at the next start
+    domains_outlive_agent = False
+
     def __init__(self, on_guest_event: Callable[[GuestEvent], None]) -> None:
         self.on_guest_event = on_guest_event
 

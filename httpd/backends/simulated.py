@@ -16,6 +16,7 @@ import os
 import random
 import tarfile
 import time
+from pathlib import Path
 from concurrent.futures import Executor
 from typing import Any, Callable, TypeVar
 
@@ -261,9 +262,15 @@ class SimulatedDomain(Domain):
         t.add_done_callback(self._tasks.discard)
 
     async def run(self, paused: bool, restored: dict | None = None) -> None:
-        if self.console is not None:
-            await self.console.start("127.0.0.1", 0)
-        await self.vt100.start("127.0.0.1", 0)
+        where = self.backend.socket_dir
+        if where is None:
+            if self.console is not None:
+                await self.console.start("127.0.0.1", 0)
+            await self.vt100.start("127.0.0.1", 0)
+        else:       # per-domain sockets of mode 0600 (domids are unique while the agent runs)
+            if self.console is not None:
+                await self.console.start(port=None, path=str(where / f"{self.domid}.rfb"))
+            await self.vt100.start(path=str(where / f"{self.domid}.vt100"))
         self.paused = paused
         if restored is None:
             self._spawn(self._boot())
@@ -275,9 +282,11 @@ class SimulatedDomain(Domain):
     # --- Domain interface ------------------------------------------------------------------
     @property
     def vnc_address(self):
-        if self.console is None or self.console.port is None:
+        if self.console is None:
             return None
-        return ("127.0.0.1", self.console.port)
+        if self.console.path is not None:
+            return self.console.path
+        return ("127.0.0.1", self.console.port) if self.console.port is not None else None
 
     @property
     def vt100_address(self):
@@ -403,9 +412,11 @@ def _settings(nic: NicSpec) -> str:
 
 class SimulatedBackend(DomainBackend):
     def __init__(self, on_guest_event: Callable[[GuestEvent], None], *,
-                 rfb_version: tuple[int, int] = (3, 8), executor: Executor | None = None) -> None:
+                 rfb_version: tuple[int, int] = (3, 8), executor: Executor | None = None,
+                 socket_dir: Path | None = None) -> None:
         super().__init__(on_guest_event)
         self.rfb_version = rfb_version
+        self.socket_dir = socket_dir      # None: consoles on loopback TCP ports
         self.executor = executor
         self._domains: dict[str, SimulatedDomain] = {}
         self._next_domid = 1

@@ -101,26 +101,41 @@ def _set_messages(spec: ClassSpec, fs: FieldSpec) -> list[Message]:
                     async_ok=False)]
 
 
+def visible(ctx: Ctx, cls: str, ref: str) -> bool:
+    """Whether listings and events show `ref` to this caller. A session's ref is its bearer
+    token: a client sees its own session only (the one it already holds)."""
+    return cls != "session" or ref == ctx.session or ctx.session is None
+
+
 def _class_messages(spec: ClassSpec) -> list[Message]:
     cls = spec.name
     this = ("self", Ref(cls))
     msgs: list[Message] = []
 
+    def listed(ctx: Ctx) -> dict:
+        table = ctx.store.all(cls)
+        if cls != "session":
+            return table
+        return {r: rec for r, rec in table.items() if visible(ctx, cls, r)}
+
     def get_all(ctx: Ctx) -> list[str]:
-        return list(ctx.store.all(cls))
+        return list(listed(ctx))
 
     def get_all_records(ctx: Ctx) -> dict:
-        return dict(ctx.store.all(cls))
+        return dict(listed(ctx))
 
     def get_all_records_where(ctx: Ctx, expr: str) -> dict:
         pred = parse_where(expr)
-        return {ref: rec for ref, rec in ctx.store.all(cls).items() if pred(rec)}
+        return {ref: rec for ref, rec in listed(ctx).items() if pred(rec)}
 
     def get_record(ctx: Ctx, ref: str) -> dict:
         return ctx.store.get(cls, ref)
 
     def get_by_uuid(ctx: Ctx, uuid: str) -> str:
-        return ctx.store.ref_of_uuid(cls, uuid)
+        ref = ctx.store.ref_of_uuid(cls, uuid)
+        if not visible(ctx, cls, ref):
+            raise XenAPIError("UUID_INVALID", cls, uuid)
+        return ref
 
     msgs += [Message(f"{cls}.get_all", (), get_all, async_ok=False),
              Message(f"{cls}.get_all_records", (), get_all_records, async_ok=False),

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import datetime as _dt
 import logging
+import os
 import zlib
 from concurrent.futures import Executor
 from pathlib import Path
@@ -167,6 +168,9 @@ class Lifecycle:
             refresh_allowed(store, "VM", vm)
         if dom is not None or not marks.domain:
             self.vm_events.send("vm_running" if marks.domain else "vm_stopped", rec["uuid"])
+        if not self.domains.domains_outlive_agent:
+            self._jobs.spawn(self._persist(rec["uuid"]) if marks.domain
+                             else self._forget_state(rec["uuid"]))
 
     def destroyed(self, uuid: str) -> None:
         self.vm_events.send("vm_destroyed", uuid)
@@ -316,6 +320,45 @@ class Lifecycle:
             await loop.run_in_executor(self.executor, lambda: path.unlink(missing_ok=True))
 
     # --- across restarts --------------------------------------------------------------------
+    def _state_path(self, uuid: str) -> Path:
+        return self.state_dir / f"{uuid}.state"
+
+    async def _persist(self, uuid: str) -> None:
+        """A running domain's state on disk now (written aside, then renamed over the last
+        one), so even a kill -9 of the agent finds it at the next start."""
+        dom = self.domains.get(uuid)
+        if dom is None:
+            return
+        path = self._state_path(uuid)
+        tmp = path.with_name(path.name + ".tmp")
+        loop = asyncio.get_running_loop()
+
+        def make() -> None:
+            self.state_dir.mkdir(parents=True, exist_ok=True)
+            tmp.write_bytes(b"")                  # save writes over it
+        try:
+            await loop.run_in_executor(self.executor, make)
+            await dom.save(str(tmp))
+            if self.domains.get(uuid) is dom:     # not stopped meanwhile
+                await loop.run_in_executor(self.executor, os.replace, tmp, path)
+        except Exception:  # noqa: BLE001 - the next save tries again
+            log.exception("could not keep the state of domain %s", uuid)
+        finally:
+            await loop.run_in_executor(self.executor, lambda: tmp.unlink(missing_ok=True))
+
+    async def _forget_state(self, uuid: str) -> None:
+        path = self._state_path(uuid)
+        await asyncio.get_running_loop().run_in_executor(
+            self.executor, lambda: path.unlink(missing_ok=True))
+
+    def persist_running(self) -> None:
+        """Housekeeping: refresh every running domain's state on disk (see `_persist`)."""
+        if self.domains.domains_outlive_agent:
+            return
+        for rec in self.store.all("VM").values():
+            if not rec["is_control_domain"] and rec["power_state"] in LIVE:
+                self._jobs.spawn(self._persist(rec["uuid"]))
+
     async def save_all(self) -> None:
         """Server shutdown: every running domain's state to disk, to be resumed at next start."""
         loop = asyncio.get_running_loop()

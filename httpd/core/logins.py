@@ -5,7 +5,9 @@ the wait before that source's next check (from the configured delay up to MAX_DE
 clearing it. At most MAX_QUEUED attempts of one source wait; more are refused at once, without
 a password check. So a source guessing with 300 connections gets about one guess per delay and
 holds one of the password pool's threads at most, while a login from anywhere else runs as
-soon as a thread is free. Gates are kept for the MAX_SOURCES most recent sources.
+soon as a thread is free. (A password that passed in the last minutes skips the gate, in
+sessions.py: a client that logs in again is not held up by a guesser at its address.) Gates
+are kept for the MAX_SOURCES most recent sources.
 """
 
 from __future__ import annotations

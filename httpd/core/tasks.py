@@ -42,6 +42,10 @@ def _now() -> _dt.datetime:
     return _dt.datetime.now(_dt.timezone.utc)
 
 
+def _owner_ref(task: str) -> str:
+    return f"owner/{task}"
+
+
 class TaskManager:
     def __init__(self, store: Store, host_ref: str) -> None:
         self.store = store
@@ -52,12 +56,21 @@ class TaskManager:
 
     def create(self, label: str, description: str = "", *, session: str = NULL_REF,
                subtask_of: str = NULL_REF, type: str = "") -> str:
-        return self.store.create("task", {
-            "name_label": label, "name_description": description, "created": _now(),
-            "finished": _dt.datetime.fromtimestamp(0, _dt.timezone.utc), "status": "pending",
-            "resident_on": self.host_ref, "progress": 0.0, "type": type,
-            "subtask_of": subtask_of, "session": session or NULL_REF,
-            "allowed_operations": ["cancel"]})
+        with self.store.transaction():
+            ref = self.store.create("task", {
+                "name_label": label, "name_description": description, "created": _now(),
+                "finished": _dt.datetime.fromtimestamp(0, _dt.timezone.utc),
+                "status": "pending", "resident_on": self.host_ref, "progress": 0.0,
+                "type": type, "subtask_of": subtask_of, "allowed_operations": ["cancel"]})
+            if session and session != NULL_REF:
+                self.store.create("task_owner", {"task": ref, "session": session},
+                                  ref=_owner_ref(ref))
+        return ref
+
+    def owner(self, ref: str) -> str | None:
+        """The session that made task `ref` (None: the agent's own, or gone)."""
+        rec = self.store.find("task_owner", _owner_ref(ref))
+        return rec["session"] if rec else None
 
     def spawn(self, label: str, session: str | None,
               run: Callable[[str], Awaitable[Any]]) -> str:
@@ -171,7 +184,10 @@ class TaskManager:
         raise XenAPIError("TASK_CANCELLED", ref)
 
     def destroy(self, ref: str) -> None:
-        self.store.destroy("task", ref)
+        with self.store.transaction():
+            self.store.destroy("task", ref)
+            if self.store.find("task_owner", _owner_ref(ref)) is not None:
+                self.store.destroy("task_owner", _owner_ref(ref))
         self._cancel.pop(ref, None)
 
     # --- housekeeping ----------------------------------------------------------------------

@@ -174,7 +174,6 @@ class task:
     subtask_of: Any = f(Ref("task"), RO)
     subtasks: Any = _refs("task", reverse="subtask_of")
     backtrace: Any = f(STRING, RO)
-    session: Any = f(Ref("session"), RO, "the session that created the task")
 
 
 @xapi_class()
@@ -603,3 +602,11 @@ class unfinished:
     cls: Any = f(STRING, RO)
     obj: Any = f(STRING, RO)
     task: Any = f(STRING, RO)
+
+
+@xapi_class(internal=True)
+class task_owner:
+    """The session that made a task (ref `owner/<task ref>`): a session's ref is its bearer
+    token, so no task record may show it to other clients."""
+    task: Any = f(STRING, RO)
+    session: Any = f(STRING, RO)

@@ -22,6 +22,7 @@ import datetime as _dt
 import logging
 import os
 import socket
+from pathlib import Path
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Callable, Mapping
@@ -186,7 +187,9 @@ class HostConsole:
     showing `format_host_status` and refreshed every `refresh` seconds."""
 
     def __init__(self, store: Store, host_ref: str, *, version: tuple[int, int] = (3, 8),
-                 refresh: float = HOST_REFRESH, executor: Executor | None = None) -> None:
+                 refresh: float = HOST_REFRESH, executor: Executor | None = None,
+                 socket_dir: Path | None = None) -> None:
+        self.socket_dir = socket_dir      # None: loopback TCP ports
         self.store = store
         self.host_ref = host_ref
         self.refresh = refresh
@@ -200,6 +203,8 @@ class HostConsole:
 
     @property
     def rfb_address(self) -> Upstream | None:
+        if self.server.path is not None:
+            return self.server.path
         return ("127.0.0.1", self.server.port) if self.server.port else None
 
     @property
@@ -208,8 +213,12 @@ class HostConsole:
 
     async def start(self) -> None:
         await self.update()
-        await self.server.start("127.0.0.1", 0)
-        await self.vt100.start("127.0.0.1", 0)
+        if self.socket_dir is None:
+            await self.server.start("127.0.0.1", 0)
+            await self.vt100.start("127.0.0.1", 0)
+        else:
+            await self.server.start(port=None, path=str(self.socket_dir / "host.rfb"))
+            await self.vt100.start(path=str(self.socket_dir / "host.vt100"))
         self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def stop(self) -> None:
@@ -290,7 +299,8 @@ class Consoles:
                  sessions: SessionManager, locations: Locations, *, vm_limit: int = 0,
                  idle_timeout: float = 0.0, rfb_version: tuple[int, int] = (3, 8),
                  executor: Executor | None = None, max_connections: int = 1 << 30,
-                 until_close: Callable[[str, str], bool] | None = None) -> None:
+                 until_close: Callable[[str, str], bool] | None = None,
+                 socket_dir: Path | None = None) -> None:
         self.store = store
         self.host = host
         self.domains = domains
@@ -302,7 +312,7 @@ class Consoles:
         self.front_end = ConnectFrontEnd(self.on_connect, max_connections=max_connections,
                                          until_close=until_close)
         self.host_console = HostConsole(store, host.host_ref, version=rfb_version,
-                                        executor=executor)
+                                        executor=executor, socket_dir=socket_dir)
         self._vms: dict[str, _VmConsoles] = {}
 
     # --- VMListener ------------------------------------------------------------------------

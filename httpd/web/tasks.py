@@ -15,6 +15,7 @@ from typing import Awaitable, Callable
 from aiohttp import web
 
 from ..model.errors import XenAPIError
+from ..core.tasks import TaskManager
 from ..model.store import Store
 from .appkeys import SERVICES
 from .auth import AUTHENTICATED, Caller
@@ -26,7 +27,8 @@ def _task_id(request: web.Request) -> str | None:
     return request.query.get("task_id") or request.cookies.get("task_id") or None
 
 
-def task_refusal(store: Store, caller: Caller, task_id: str) -> XenAPIError | None:
+def task_refusal(store: Store, tasks: TaskManager, caller: Caller, task_id: str
+                 ) -> XenAPIError | None:
     """Why `caller` may not use the client's task_id (None: it may). The task must be pending
     (a finished one stays as it ended) and the caller's: made by its session, or, for Basic
     auth's one-request session, by a session of the same user."""
@@ -36,9 +38,10 @@ def task_refusal(store: Store, caller: Caller, task_id: str) -> XenAPIError | No
     if task["status"] not in ("pending", "cancelling"):
         return XenAPIError("OPERATION_NOT_ALLOWED",
                            f"task {task_id} is {task['status']}, not pending")
-    if task["session"] == caller.session:
+    made_by = tasks.owner(task_id)
+    if made_by == caller.session:
         return None
-    owner = store.find("session", task["session"])
+    owner = store.find("session", made_by) if made_by else None
     if not caller.one_request or owner is None or owner["auth_user_name"] != caller.user:
         return XenAPIError("OPERATION_NOT_ALLOWED", f"task {task_id} belongs to another session")
     return None
@@ -50,7 +53,7 @@ def _finish(request: web.Request, error: XenAPIError | None) -> None:
     if ref is None or caller is None:
         return
     services = request.app[SERVICES]
-    if task_refusal(services.store, caller, ref) is not None:
+    if task_refusal(services.store, services.tasks, caller, ref) is not None:
         return
     tasks = services.tasks
     if error is None:

@@ -97,7 +97,7 @@ async def _task(request: web.Request, ctx: Ctx, label: str) -> AsyncIterator[str
     tasks = ctx.tasks
     task_id = request.cookies.get("task_id") or request.query.get("task_id")
     if task_id:
-        refusal = task_refusal(ctx.store, request[AUTHENTICATED], task_id)
+        refusal = task_refusal(ctx.store, ctx.tasks, request[AUTHENTICATED], task_id)
         if refusal is not None:
             raise refusal
     else:

@@ -425,3 +425,65 @@ def test_13_metadata_buffering_is_bounded_across_uploads():
     for r in [*held, *small, again]:
         r.abort()
     assert budget.used == 0
+
+
+def test_18_running_vms_come_back_running_after_kill_9(fresh_server):
+    import time
+    x = fresh_server.session().xenapi
+    vm = x.VM.get_by_name_label("demo")[0]
+    x.VM.start(vm, False, False)
+    uuid = x.VM.get_uuid(vm)
+    state = fresh_server.data_dir / "domains" / f"{uuid}.state"
+    deadline = time.monotonic() + 30
+    while not state.exists() and time.monotonic() < deadline:    # kept while it runs
+        time.sleep(0.05)
+    assert state.exists()
+    fresh_server.kill9()
+    fresh_server.start()
+    x = fresh_server.session().xenapi
+    assert x.VM.get_power_state(vm) == "Running"
+    assert x.VM.get_resident_on(vm) == x.host.get_all()[0]
+    x.VM.hard_shutdown(vm)
+    deadline = time.monotonic() + 30
+    while state.exists() and time.monotonic() < deadline:        # and dropped when it stops
+        time.sleep(0.05)
+    assert not state.exists()
+
+
+async def test_consoles_listen_on_private_unix_sockets(tmp_path):
+    """Also seen in the attack: a guest's console listened on a 127.0.0.1 port, open to every
+    local process without the agent. Now each is a Unix socket of mode 0600 in a 0700
+    directory; only the agent (CONNECT /console, authenticated) reaches it for others."""
+    import stat
+    from httpd.core.calls import call_internal
+    from httpd.web.console import CONSOLES
+    async with running_agent(tmp_path) as (app, _):
+        agent = app[SERVICES]
+        vm = agent.store.create("VM", {"name_label": "c", "power_state": "Halted"})
+        await call_internal(agent, "VM.start", vm, False, False)
+        dom = agent.domains.get(agent.store.get("VM", vm)["uuid"])
+        host = app[CONSOLES].host_console
+        for where in (dom.vnc_address, dom.vt100_address, host.rfb_address, host.vt100_address):
+            assert isinstance(where, str), where
+            mode = os.stat(where).st_mode
+            assert stat.S_ISSOCK(mode) and stat.S_IMODE(mode) == 0o600
+            assert stat.S_IMODE(os.stat(os.path.dirname(where)).st_mode) == 0o700
+        await call_internal(agent, "VM.hard_shutdown", vm)
+
+
+def test_no_client_sees_another_sessions_ref(server, sid):
+    """Also seen: session.get_all listed every session's ref (each a bearer token) to any
+    session, and a task's record named the session that made it."""
+    x = xmlrpc.client.ServerProxy(server.url)
+    other = x.session.login_with_password("root", server.password)["Value"]
+    task = x.task.create(other, "theirs", "")["Value"]
+    for listing in (x.session.get_all(sid)["Value"],
+                    list(x.session.get_all_records(sid)["Value"]),
+                    list(x.session.get_all_records_where(sid, "true")["Value"])):
+        assert listing == [sid]
+    uuid = x.session.get_uuid(other, other)["Value"]
+    assert x.session.get_by_uuid(sid, uuid)["ErrorDescription"][0] == "UUID_INVALID"
+    everything = getattr(x, "event.from")(sid, ["*"], "", 0.0)["Value"]
+    assert other not in json.dumps(everything, default=str)
+    assert other not in json.dumps(x.task.get_record(sid, task)["Value"], default=str)
+    x.session.logout(other)
