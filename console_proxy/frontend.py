@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import socket
 import time
 from dataclasses import dataclass, field
 from http.cookies import CookieError, SimpleCookie
@@ -59,6 +60,8 @@ HEAD_TIMEOUT = 10.0   # and on the time to send it
 HTTP_HEAD_LIMIT = 65536    # any other request's head
 HTTP_LINE_LIMIT = 8190     # and one line of it (aiohttp's own limit, refused here in one line)
 MAX_PENDING = 512          # heads being read at once
+QUEUE = 1024               # the kernel's queue of connections not yet accepted
+PER_TURN = 32              # connections accepted per turn of the event loop
 FRAMING, FRAMED_BY_CLOSE = "X-Body-Framing", "connection-close"   # said to the handler
 _METHOD = b"CONNECT "
 _REQUEST_LINE = re.compile(r"CONNECT (\S+) HTTP/(1\.[01])")
@@ -481,18 +484,32 @@ class Listeners:
         self._servers: list[asyncio.AbstractServer] = []
 
     async def tcp(self, host: str | None, port: int, *, ssl: SSLContext | None = None,
-                  backlog: int = 1024) -> tuple[str, int]:
+                  backlog: int = QUEUE, per_turn: int = PER_TURN) -> tuple[str, int]:
         """Listen on `host:port` (0: an ephemeral port); returns the address bound."""
         server = await asyncio.get_running_loop().create_server(
-            self._factory, host, port, ssl=ssl, backlog=backlog, reuse_address=True)
-        self._servers.append(server)
-        return server.sockets[0].getsockname()[:2]
+            self._factory, host, port, ssl=ssl, backlog=per_turn, reuse_address=True)
+        return self._keep(server, backlog).sockets[0].getsockname()[:2]
 
-    async def unix(self, path: str, *, backlog: int = 1024) -> str:
+    async def unix(self, path: str, *, backlog: int = QUEUE, per_turn: int = PER_TURN) -> str:
         server = await asyncio.get_running_loop().create_unix_server(
-            self._factory, path, backlog=backlog)
-        self._servers.append(server)
+            self._factory, path, backlog=per_turn)
+        self._keep(server, backlog)
         return path
+
+    def _keep(self, server: asyncio.AbstractServer, queue: int) -> asyncio.AbstractServer:
+        """asyncio takes one number for the kernel's listen queue and for how many connections
+        one turn of the loop accepts. A long queue keeps a burst of connects from being
+        dropped (a dropped SYN costs the client a second), a short turn keeps a burst from
+        holding the loop (every accepted connection is set up in that turn): listen() again
+        with the long queue, asyncio keeps its short turn."""
+        for sock in server.sockets:
+            raw = socket.socket(fileno=sock.fileno())
+            try:
+                raw.listen(queue)
+            finally:
+                raw.detach()
+        self._servers.append(server)
+        return server
 
     def close(self) -> None:
         while self._servers:

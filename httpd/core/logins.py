@@ -2,10 +2,11 @@
 
 Each source (a client address) has a gate: one password check at a time, each failure doubling
 the wait before that source's next check (from the configured delay up to MAX_DELAY), a success
-clearing it. At most MAX_QUEUED attempts of one source wait; more are refused at once, without
-a password check. So a source guessing with 300 connections gets about one guess per delay and
-holds one of the password pool's threads at most, while a login from anywhere else runs as
-soon as a thread is free. (A password that passed in the last minutes skips the gate, in
+clearing it. At most MAX_QUEUED attempts of one source wait their turn; more are refused
+without a password check, after that source's current wait (so refusals do not come back as
+fast as a guesser can ask). So a source guessing with 300 connections gets about one guess
+per delay and holds one of the password pool's threads at most, while a login from anywhere
+else runs as soon as a thread is free. (A password that passed in the last minutes skips the gate, in
 sessions.py: a client that logs in again is not held up by a guesser at its address.) Gates
 are kept for the MAX_SOURCES most recent sources.
 """
@@ -61,6 +62,10 @@ class LoginGates:
         or too many of this source's attempts wait already."""
         gate = self._gate(source)
         if gate.waiting >= MAX_QUEUED:
+            # refused unchecked, but not at once: a guesser whose answer came back at once
+            # would just ask again, a flood of cheap requests; this wait costs a timer
+            await asyncio.sleep(min(MAX_DELAY, max(self.fail_delay,
+                                                   gate.not_before - time.monotonic())))
             raise XenAPIError("SESSION_AUTHENTICATION_FAILED", user,
                               "Authentication failure (too many attempts from this source)")
         gate.waiting += 1
