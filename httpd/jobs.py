@@ -9,9 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Callable, Coroutine
 
-from .model.errors import XenAPIError
-
-__all__ = ["Jobs", "Executors", "run_soon", "MetadataBudget"]
+__all__ = ["Jobs", "Executors", "run_soon", "MetadataBudget", "Busy"]
 
 
 def run_soon(coro: Coroutine[Any, Any, Any], keep: set) -> asyncio.Task:
@@ -72,10 +70,14 @@ def _nothing() -> None:
     pass
 
 
+class Busy(Exception):
+    """A budget is spent now; the caller answers TOO_BUSY (HTTP 503): retry later."""
+
+
 class MetadataBudget:
     """Bytes of `ova.xml` all imports may hold at once while it streams in (its parse needs it
     whole). xapi's are KiB: those up to `free` bytes need no claim; bigger ones share `total`,
-    and one that does not fit now is refused (TOO_BUSY, 503) rather than queued, so a slow
+    and one that does not fit now is refused (`Busy`: TOO_BUSY, 503) rather than queued, so a slow
     sender holds no one else up. Thread-safe: claims happen on transfer workers."""
 
     def __init__(self, total: int = 64 << 20, free: int = 1 << 20) -> None:
@@ -89,8 +91,8 @@ class MetadataBudget:
             return _nothing
         with self._lock:
             if self.used + size > self.total:
-                raise XenAPIError("TOO_BUSY", f"other imports hold {self.used} of the "
-                                              f"{self.total} bytes metadata may take; retry")
+                raise Busy(f"other imports hold {self.used} of the {self.total} bytes "
+                           "metadata may take; retry")
             self.used += size
         released = False
 

@@ -26,6 +26,7 @@ from console_proxy.frontend import FRAMED_BY_CLOSE, FRAMING
 
 from ..core.context import Ctx
 from ..core.power import require
+from ..jobs import Busy
 from ..model.errors import XenAPIError, internal_error
 from ..model.xtypes import NULL_REF
 from ..transfer.importer import ImportJob
@@ -119,6 +120,10 @@ async def _task(request: web.Request, ctx: Ctx, label: str) -> AsyncIterator[str
         tasks.fail(task_id, XenAPIError("VDI_IO_ERROR", "the client went away") if gone
                    else XenAPIError("TASK_CANCELLED", task_id))
         raise
+    except Busy as e:
+        busy = XenAPIError("TOO_BUSY", str(e))
+        tasks.fail(task_id, busy)
+        raise busy from None
     except OSError as e:
         if e.errno not in (errno.ENOSPC, errno.EDQUOT):
             tasks.fail(task_id, internal_error(e))
