@@ -94,6 +94,8 @@ def all_text(v: object) -> bool:
     if isinstance(v, dict):
         return all(all_text(k) and all_text(x) for k, x in v.items())
     if isinstance(v, (list, tuple)):
+        if all(type(x) is str for x in v):       # a set of strings: one check of them all
+            return is_text("".join(v))
         return all(all_text(x) for x in v)
     return True
 
@@ -238,6 +240,12 @@ class SetOf(XType):
     def check(self, value, field):
         if not isinstance(value, (list, tuple)):
             raise XenAPIError("FIELD_TYPE_ERROR", field)
+        if type(self.elem) is _String:   # the commonest (tags, classes): whole-list checks in C
+            if not all(type(v) is str for v in value):
+                raise XenAPIError("FIELD_TYPE_ERROR", field)
+            if not is_text("".join(value)):
+                raise XenAPIError("INVALID_VALUE", field, "not valid Unicode (a lone surrogate)")
+            return list(dict.fromkeys(value))
         out: list = []
         seen: set = set()
         for v in value:    # duplicates dropped, first order kept, in linear time

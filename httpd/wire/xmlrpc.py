@@ -161,8 +161,16 @@ def _encode(v: object, out: list[str]) -> None:
         out.append("</struct></value>")
     elif isinstance(v, (list, tuple)):
         out.append("<value><array><data>")
-        for item in v:
-            _encode(item, out)
+        if len(v) > 8 and all(type(item) is str for item in v):   # tags, refs: joined in C
+            blob = "\0".join(v)
+            items = v if not ("&" in blob or "<" in blob or ">" in blob) else \
+                [_escape(item) for item in v]
+            out.append("<value>")
+            out.append("</value><value>".join(items))
+            out.append("</value>")
+        else:
+            for item in v:
+                _encode(item, out)
         out.append("</data></array></value>")
     elif isinstance(v, float):
         out.append(f"<value><double>{v!r}</double></value>")
