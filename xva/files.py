@@ -180,6 +180,11 @@ class DiskApplier:
             self._fds[disk], self.paths[disk] = fd, path
         return fd
 
+    def sync(self) -> None:
+        """Every disk written so far is on stable storage (call before reporting success)."""
+        for fd in self._fds.values():
+            os.fsync(fd)
+
     def close(self) -> None:
         while self._fds:
             os.close(self._fds.popitem()[1])

@@ -87,6 +87,7 @@ async def import_xva(chunks: AsyncIterable[bytes], offload: Offload,
             if reader.done:
                 break
         await drain(await joined(offload(reader.close)))
+        await joined(offload(applier.sync))     # the task succeeds only once this is done
     finally:
         reader.abort()          # inflater threads (if any) stop now, not when collected
         applier.close()
