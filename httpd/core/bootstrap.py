@@ -106,7 +106,37 @@ def ensure_host(store: Store, config: Config) -> ThisHost:
             "software_version": _software_version(hostname),
             "API_version_major": API_VERSION[0], "API_version_minor": API_VERSION[1]})
         dom0 = store.get("host", host_ref)["control_domain"]
+        _refresh_pif_metrics(store, host_ref)
     return ThisHost(host_ref, next(iter(store.all("pool"))), dom0)
+
+
+def _sys_net(dev: str, name: str) -> str:
+    try:
+        return (Path("/sys/class/net") / dev / name).read_text().strip()
+    except OSError:            # no such file, or "Invalid argument" for a link that is down
+        return ""
+
+
+def _refresh_pif_metrics(store: Store, host: str) -> None:
+    """Each PIF's carrier, speed and duplex as the kernel reports them now."""
+    for ref, pif in list(store.all("PIF").items()):
+        if pif["host"] != host:
+            continue
+        dev = pif["device"]
+        speed = _sys_net(dev, "speed")
+        pci = Path("/sys/class/net") / dev / "device"
+        fields = {"carrier": _sys_net(dev, "carrier") == "1",
+                  "speed": int(speed) if speed.lstrip("-").isdigit() and int(speed) > 0 else 0,
+                  "duplex": _sys_net(dev, "duplex") == "full",
+                  "vendor_id": _sys_net(dev, "device/vendor").removeprefix("0x"),
+                  "device_id": _sys_net(dev, "device/device").removeprefix("0x"),
+                  "pci_bus_path": pci.resolve().name if pci.exists() else "",
+                  "last_updated": _now()}
+        metrics = pif["metrics"]
+        if metrics == NULL_REF or store.find("PIF_metrics", metrics) is None:
+            store.update("PIF", ref, {"metrics": store.create("PIF_metrics", fields)})
+        else:
+            store.update("PIF_metrics", metrics, fields)
 
 
 def _first_start(store: Store, config: Config, hostname: str, address: str) -> None:

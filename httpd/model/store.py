@@ -27,6 +27,7 @@ import uuid as _uuid
 from contextlib import asynccontextmanager, contextmanager
 from typing import AsyncIterator, Callable, Iterator
 
+from . import bookkeeping  # noqa: F401 - registers the internal classes in STORED
 from .datamodel import CLASSES, STORED, ClassSpec, FieldSpec
 from .errors import XenAPIError, handle_invalid, uuid_invalid
 from .events import EventHub

@@ -221,3 +221,15 @@ def test_task_progress_refuses_what_is_not_a_number(server, xenapi):
         assert reply["error"]["message"] in ("INVALID_VALUE", "FIELD_TYPE_ERROR"), reply
     assert x.task.get_progress(task) == 0.0
     x.task.destroy(task)
+
+
+def test_pif_metrics_say_what_the_kernel_says(xenapi):
+    """The SDK's renameif example reads PIF_metrics.carrier; xapi keeps one record per PIF."""
+    x = xenapi.xenapi
+    for pif, rec in x.PIF.get_all_records().items():
+        m = x.PIF_metrics.get_record(rec["metrics"])
+        try:
+            carrier = open(f"/sys/class/net/{rec['device']}/carrier").read().strip() == "1"
+        except OSError:                           # EINVAL: the link is administratively down
+            carrier = False
+        assert m["carrier"] is carrier and int(m["speed"]) >= 0
