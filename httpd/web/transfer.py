@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import functools
 import logging
 from pathlib import Path
 from contextlib import asynccontextmanager
-from typing import AsyncIterator, Callable, Iterator, Mapping
+from typing import AsyncIterator, Callable, Iterator, Mapping, TypeVar
 
 from aiohttp import web
 
@@ -30,7 +31,7 @@ from ..jobs import Busy
 from ..model.errors import XenAPIError, internal_error
 from ..model.xtypes import NULL_REF
 from ..transfer.importer import ImportJob
-from ..transfer.ingest import import_qcow2, import_raw, import_vhd, import_xva
+from ..transfer.ingest import import_qcow2, import_raw, import_vhd, import_xva, joined
 from ..transfer.disks import qcow2_out, raw_out, vhd_out
 from ..transfer.plan import appliance_for, block_export
 from .auth import AUTHENTICATED, http_session
@@ -90,6 +91,22 @@ def _is_probe(request: web.Request) -> bool:
 
 class _ClientGone(Exception):
     """The HTTP peer went away mid-transfer."""
+
+
+T = TypeVar("T")
+
+
+async def _opened(ctx: Ctx, make: Callable[[], T]) -> T:
+    """Make an export's stream on a worker (spool files, open descriptors). If the client
+    goes away meanwhile (the handler is cancelled), the worker still finishes; then what it
+    made is closed at once instead of left behind."""
+    fut = asyncio.ensure_future(ctx.streaming(make))
+    try:
+        return await joined(fut)
+    except asyncio.CancelledError:
+        if fut.done() and not fut.cancelled() and fut.exception() is None:
+            await joined(ctx.streaming(fut.result().close))
+        raise
 
 
 @asynccontextmanager
@@ -209,17 +226,16 @@ async def _export(request: web.Request, *, metadata_only: bool) -> web.StreamRes
                 async with ctx.operation("VM", vm, "export"):
                     if fmt == "xapi":
                         ova, disks = block_export(ctx, vm, with_disks=not metadata_only)
-                        exp = await ctx.streaming(
+                        exp = await _opened(ctx, functools.partial(
                             export_blocks, ova, [] if metadata_only else disks,
-                            compression=compression,
-                            checksum=checksum)
+                            compression=compression, checksum=checksum))
                     else:
                         app, files = appliance_for(ctx, vm)
                         # a chunk's tar header needs its compressed size: spool it in a little
                         # memory, then on the data disk (not a small /tmp)
-                        exp = await ctx.streaming(export_appliance, app, files,
-                                                  spool_memory=32 << 20,
-                                                  spool_dir=str(_spool_dir(services)))
+                        exp = await _opened(ctx, functools.partial(
+                            export_appliance, app, files, spool_memory=32 << 20,
+                            spool_dir=str(_spool_dir(services))))
                     try:
                         resp = web.StreamResponse(headers={
                             "Content-Type": "application/octet-stream",
@@ -230,7 +246,7 @@ async def _export(request: web.Request, *, metadata_only: bool) -> web.StreamRes
                                     exp.cancel)
                         await resp.write_eof()
                     finally:
-                        await ctx.streaming(exp.close)
+                        await joined(ctx.streaming(exp.close))   # even if the client left
                 services.tasks.succeed(task, "")
             return resp
         except (XenAPIError, _ClientGone, ConnectionError) as e:
@@ -354,11 +370,12 @@ async def export_raw_vdi(request: web.Request) -> web.StreamResponse:
                 rec = ctx.store.get("VDI", vdi)
                 size, path = rec["virtual_size"], str(ctx.vdis.path(vdi))
                 if fmt == "vhd":
-                    out = await ctx.streaming(vhd_out, path, size, str(ctx.vdis.path(base))
-                                              if base is not None else None)
+                    out = await _opened(ctx, functools.partial(
+                        vhd_out, path, size,
+                        str(ctx.vdis.path(base)) if base is not None else None))
                 elif fmt == "qcow2":
-                    out = await ctx.streaming(qcow2_out, path,
-                                              str(_spool_dir(services) / f"{task[10:]}.qcow2"))
+                    out = await _opened(ctx, functools.partial(
+                        qcow2_out, path, str(_spool_dir(services) / f"{task[10:]}.qcow2")))
                 else:
                     out = raw_out(path, size)
                 try:
@@ -370,7 +387,7 @@ async def export_raw_vdi(request: web.Request) -> web.StreamResponse:
                     await _pump(request, resp, ctx, out.pieces, out.progress, lambda: None)
                     await resp.write_eof()
                 finally:
-                    await ctx.streaming(out.close)
+                    await joined(ctx.streaming(out.close))   # even if the client left
                 services.tasks.succeed(task, "")
             return resp
         except (XenAPIError, _ClientGone, ConnectionError) as e:
