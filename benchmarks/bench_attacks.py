@@ -242,6 +242,7 @@ ATTACKS = [("1 batches", batches), ("2 half heads", half_heads), ("3 guessing", 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=float, default=5.0)
+    ap.add_argument("--only", nargs="*", help="attack numbers to run (default: all)")
     args = ap.parse_args()
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
@@ -256,6 +257,8 @@ def main() -> None:
                   f"{anchor['median'] * 1000:>6.1f}ms {1:>9.2f} {anchor['answers']:>8} "
                   f"{anchor['failed']:>7} {anchor['rss'] / 2**20:>9.1f}")
             for name, attack in ATTACKS:
+                if args.only and name.split()[0] not in args.only:
+                    continue
                 r = measure(srv, args.seconds, attack)
                 print(f"{name:<14} {r['worst'] * 1000:>10.1f}ms {r['median'] * 1000:>6.1f}ms "
                       f"{r['worst'] / anchor['worst']:>9.2f} {r['answers']:>8} {r['failed']:>7} "
