@@ -87,6 +87,13 @@ class _Registration:
         self.cursor = cursor
 
 
+def _weight(snapshot: dict | None) -> int:
+    """What a snapshot holds, roughly: one per field plus one per set or map member."""
+    if not snapshot:
+        return 1
+    return len(snapshot) + sum(len(v) for v in snapshot.values() if isinstance(v, (list, dict)))
+
+
 class EventHub:
     def __init__(self, *, queue_size: int = 10_000, tombstones: int = 20_000) -> None:
         # Ids continue across restarts (wall-clock based) so a client's old token never blocks.
@@ -96,6 +103,8 @@ class EventHub:
         self._tombstones: deque[Change] = deque()
         self._max_tombstones = tombstones
         self._queue: deque[Change] = deque(maxlen=queue_size)
+        self._queue_weight = 0
+        self.max_queue_weight = 1_000_000        # set/map members across queued snapshots
         self._dropped_upto = 0   # id of the newest event that fell off the full queue
         self._registrations: dict[str, _Registration] = {}
         self._wakeup: asyncio.Future | None = None
@@ -116,10 +125,19 @@ class EventHub:
                 old = self._tombstones.popleft()
                 if self._latest.get(old.ref) is old:
                     del self._latest[old.ref]
-        if CLASSES[cls].next_events:
-            if len(self._queue) == self._queue.maxlen:
-                self._dropped_upto = self._queue[0].id
+        # event.next's queue keeps snapshots, so only for a registered session that wants this
+        # object, and bounded in count and in what the snapshots hold (40,000 tags weigh
+        # 40,000): past either bound the oldest go, and laggards get EVENTS_LOST
+        if CLASSES[cls].next_events and any(r.sub.matches(cls, ref)
+                                            for r in self._registrations.values()):
+            weight = _weight(snapshot)
+            while self._queue and (len(self._queue) == self._queue.maxlen or
+                                   self._queue_weight + weight > self.max_queue_weight):
+                old = self._queue.popleft()
+                self._queue_weight -= _weight(old.snapshot)
+                self._dropped_upto = old.id
             self._queue.append(Change(eid, cls, op, ref, created, now, snapshot))
+            self._queue_weight += weight
         self.wake()
 
     def close(self) -> None:

@@ -74,3 +74,28 @@ def test_task_and_metrics_do_not_reach_next():
     with pytest.raises(XenAPIError) as e:
         hub.take_next("unregistered")
     assert e.value.code == "SESSION_NOT_REGISTERED"
+
+
+def test_event_next_keeps_snapshots_only_for_registrations_and_within_a_weight():
+    """Issue 14, found by the load test: every change's snapshot stayed in event.next's queue
+    (10,000 of them) even with nobody registered: 40,000-tag records grew the agent by
+    100+ MiB in seconds. Now only registered sessions that want the object get them, and
+    what the queued snapshots hold is bounded too."""
+    hub = EventHub()
+    big = {"tags": [f"t{i}" for i in range(40_000)]}
+    for _ in range(50):
+        hub.publish("VM", "mod", "vm1", big)
+    assert len(hub._queue) == 0                       # nobody listens: nothing is kept
+    hub.register("s", Subscription(["network"]))
+    hub.publish("VM", "mod", "vm1", big)
+    assert len(hub._queue) == 0                       # nor for someone who wants other things
+    hub.register("s", Subscription(["vm"]))
+    hub.max_queue_weight = 100_000
+    for _ in range(5):
+        hub.publish("VM", "mod", "vm1", big)
+    assert len(hub._queue) == 2 and hub._queue_weight <= 100_000
+    with pytest.raises(XenAPIError) as e:                 # the laggard is told, not misled
+        hub.take_next("s")
+    assert e.value.code == "EVENTS_LOST"
+    hub.publish("VM", "mod", "vm1", {"tags": []})
+    assert [c.ref for c in hub.take_next("s")] == ["vm1"]
