@@ -4,7 +4,8 @@ PY        := $(VENV)/bin/python
 DATA_DIR  ?= ./var
 LISTEN    ?= 127.0.0.1:8080
 # Real clients the tests drive (and the benchmarks' anchors).
-APT_TEST  := curl wget tar gzip rrdtool xva-img socat pigz openssl zstd iproute2 util-linux qemu-utils
+APT_TEST  := curl wget tar gzip rrdtool xva-img socat pigz openssl zstd iproute2 util-linux qemu-utils \
+             qemu-system-x86 busybox-static cpio e2fsprogs
 # Xen Orchestra's XenAPI client (npm), run by node from Debian
 XO_CLIENT := tests/clients/xo/node_modules/.installed
 # Ansible (bundles community.general's XenServer modules), in a venv of its own
