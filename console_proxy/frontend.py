@@ -335,6 +335,9 @@ class _SniffProtocol(asyncio.Protocol):
     def _http_head(self, new: int) -> None:
         """An HTTP request: hand it on once its head is whole (and within the limits)."""
         buf = self._buf
+        if buf[:1] == b"\x16":         # a TLS handshake on a plain port: aiohttp says so at once
+            self._hand_to_http()
+            return
         end = buf.find(b"\r\n\r\n", max(0, len(buf) - new - 3))
         if end < 0 and len(buf) <= HTTP_HEAD_LIMIT:
             if buf.rfind(b"\n") < len(buf) - HTTP_LINE_LIMIT:
