@@ -6,7 +6,7 @@ profile): the same examples every run, so a failure reproduces.
 - XML-RPC decoding: XMLRPCParseError; JSON-RPC decoding: ValueError;
 - get_all_records_where expressions: XenAPIError;
 - the RFB server core: RemoteProtocolError (then LocalProtocolError once in the error state);
-- the CONNECT head parser: ValueError.
+- the CONNECT head parser: ValueError; the QMP connection: its protocol errors.
 """
 
 from __future__ import annotations
@@ -193,3 +193,23 @@ def test_connect_head_parser_raises_only_value_error(junk, target, headers):
             parse_connect_head(head)
         except ValueError:
             pass
+
+
+# --- QMP (what a QEMU process says) ----------------------------------------------------------
+@_QUICK
+@given(st.lists(st.one_of(_json.map(lambda v: json.dumps(v).encode()), st.binary(max_size=40),
+                          st.sampled_from([b'{"QMP": {}}', b'{"return": {}, "id": 1}',
+                                           b'{"event": "STOP"}', b'{"id": 7}'])),
+                max_size=6))
+def test_qmp_connection_raises_only_protocol_errors(lines):
+    from httpd.backends.qemu.qmp import LocalProtocolError as QmpLocal
+    from httpd.backends.qemu.qmp import QmpConnection
+    from httpd.backends.qemu.qmp import RemoteProtocolError as QmpRemote
+    conn = QmpConnection()
+    try:
+        for line in lines:
+            conn.receive(line + b"\n")
+            if conn.state == "ready":
+                conn.command("query-status")
+    except (QmpRemote, QmpLocal):
+        pass
