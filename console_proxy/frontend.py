@@ -204,25 +204,45 @@ class RefusalLog:
 
 class _UntilClose(asyncio.Protocol):
     """Between the transport and aiohttp for a body framed by the connection's end: what the
-    client sends goes on as chunks, its end as the last chunk; our side stays open."""
+    client sends goes on as chunks, its end as the last chunk; our side stays open. A client
+    that sends no byte of body for `quiet` seconds (an HTTP/1.1 PUT with no body and no
+    length, whose sender waits for the answer) has sent an empty body: it ends there, so the
+    handler answers instead of both sides waiting forever."""
 
-    def __init__(self, inner: asyncio.Protocol) -> None:
+    def __init__(self, inner: asyncio.Protocol, quiet: float) -> None:
         self.inner = inner
+        self.ended = False
+        self._timer: asyncio.TimerHandle | None = asyncio.get_running_loop().call_later(
+            quiet, self._end)
+
+    def _end(self) -> None:
+        self._timer = None
+        if not self.ended:
+            self.ended = True
+            self.inner.data_received(b"0\r\n\r\n")
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.inner.connection_made(transport)
 
     def data_received(self, data: bytes) -> None:
-        if data:
+        if data and self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if data and not self.ended:
             self.inner.data_received(b"%x\r\n" % len(data))
             self.inner.data_received(data)
             self.inner.data_received(b"\r\n")
 
     def eof_received(self) -> bool:
-        self.inner.data_received(b"0\r\n\r\n")
+        if self._timer is not None:
+            self._timer.cancel()
+        self._end()
         return True
 
     def connection_lost(self, exc: BaseException | None) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         self.inner.connection_lost(exc)
 
     def pause_writing(self) -> None:
@@ -364,7 +384,7 @@ class _SniffProtocol(asyncio.Protocol):
         self.transport, self._buf = None, bytearray()
         if until_close:
             head_end = replay.index(b"\r\n\r\n") + 4
-            shim = _UntilClose(protocol)
+            shim = _UntilClose(protocol, self._front_end.head_timeout)
             transport.set_protocol(shim)
             protocol.connection_made(transport)
             protocol.data_received(replay[:head_end])

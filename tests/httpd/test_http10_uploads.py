@@ -149,3 +149,17 @@ def test_an_empty_or_short_body_fails_and_changes_nothing(server, x, target):
         assert status == 400 and b"of the disk's" in text, text
     assert open(_path(x, vdi), "rb").read() == old and sorted(x.VM.get_all()) == vms
     x.VDI.destroy(vdi)
+
+
+def test_an_http11_put_with_no_body_and_no_length_is_answered_not_left_waiting(server, x):
+    """A client that sends neither a length nor a body and waits for the answer (it will never
+    half-close) gets one: after the head timeout with no body byte, the body is empty."""
+    vdi = _vdi(x, 2**20, b"keep")
+    auth = base64.b64encode(f"root:{server.password}".encode()).decode()
+    with socket.create_connection(("127.0.0.1", server.port), timeout=60) as c:
+        c.sendall(f"PUT /import_raw_vdi?vdi={vdi} HTTP/1.1\r\nHost: x\r\n"
+                  f"Authorization: Basic {auth}\r\n\r\n".encode())
+        reply = c.recv(4096)                        # no shutdown: the client just waits
+    assert b" 400 " in reply.split(b"\r\n")[0] and b"IMPORT_ERROR_PREMATURE_EOF" in reply
+    assert open(_path(x, vdi), "rb").read(4) == b"keep"
+    x.VDI.destroy(vdi)
