@@ -17,7 +17,6 @@ import signal
 import socket
 import ssl
 import subprocess
-import time
 import sys
 from concurrent.futures import Executor
 from typing import Callable
@@ -25,7 +24,7 @@ from typing import Callable
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from console_proxy.frontend import Listeners
+from console_proxy.frontend import Listeners, RefusalLog
 
 from .app import FIRST_PASSWORD, build_app
 from .config import Config, parse_hostport
@@ -88,46 +87,30 @@ async def start_sites(listeners: Listeners, app: web.Application, config: Config
 class BadRequestLogFilter(logging.Filter):
     """aiohttp logs each malformed request (a bad head, an oversized line) at ERROR with its
     traceback: ~750 bytes a request, so a flood of them floods the log. Such a record becomes
-    one line without the traceback, at most one a second (with how many it stood for)."""
+    a refusal line of `refusals` instead: one a second at most, saying how many it stood for."""
 
-    def __init__(self, interval: float = 1.0) -> None:
+    def __init__(self, refusals: RefusalLog) -> None:
         super().__init__()
-        self.interval = interval
-        self._last = 0.0
-        self._held = 0
+        self.refusals = refusals
 
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
         if not isinstance(exc, HttpProcessingError):
             return True
-        now = time.monotonic()
-        if now - self._last < self.interval:
-            self._held += 1
-            return False
-        record.msg, record.args = "refused a malformed request: %s%s", (
-            str(exc).replace("\n", " ").strip()[:200],
-            f" (and {self._held} more)" if self._held else "")
-        record.exc_info, record.exc_text, record.levelno, record.levelname = \
-            None, None, logging.WARNING, "WARNING"
-        self._last, self._held = now, 0
-        return True
+        self.refusals.refused("malformed", "refused a malformed request: %s",
+                              str(exc).replace("\n", " ").strip()[:200])
+        return False
 
 
-class _AcceptErrors:
+def _accept_errors(refusals: RefusalLog) -> Callable[[asyncio.AbstractEventLoop, dict], None]:
     """asyncio logs a traceback for each accept() that fails for lack of descriptors (and
-    retries a second later): that becomes one line a second at most."""
-
-    def __init__(self) -> None:
-        self._last = 0.0
-
-    def handle(self, loop: asyncio.AbstractEventLoop, context: dict) -> None:
+    retries a second later): that becomes a refusal line, one a second at most."""
+    def handle(loop: asyncio.AbstractEventLoop, context: dict) -> None:
         if "socket.accept() out of system resource" not in context.get("message", ""):
             loop.default_exception_handler(context)
             return
-        now = time.monotonic()
-        if now - self._last >= 1.0:
-            self._last = now
-            log.warning("cannot accept connections: %s", context.get("exception"))
+        refusals.refused("accept", "cannot accept connections: %s", context.get("exception"))
+    return handle
 
 
 def raise_fd_limit(ceiling: int = 1 << 16) -> int:
@@ -146,7 +129,9 @@ async def serve(config: Config, *, announce: Callable[[str], None] = print) -> s
     (returns its `AgentControl` action, for `after_stop`); StartupFailed (everything started
     already stopped again)."""
     raise_fd_limit()
-    logging.getLogger("aiohttp.server").addFilter(BadRequestLogFilter())
+    refusals = RefusalLog(log)
+    bad_requests = BadRequestLogFilter(refusals)
+    logging.getLogger("aiohttp.server").addFilter(bad_requests)
     app = build_app(config)
     # handler_cancellation: a handler ends when its client goes away (an abandoned long poll,
     # an export nobody reads); RPC calls shield themselves and run to their end (web.rpc)
@@ -154,7 +139,7 @@ async def serve(config: Config, *, announce: Callable[[str], None] = print) -> s
                            handler_cancellation=True, keepalive_timeout=15.0)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    loop.set_exception_handler(_AcceptErrors().handle)
+    loop.set_exception_handler(_accept_errors(refusals))
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     try:
@@ -183,6 +168,7 @@ async def serve(config: Config, *, announce: Callable[[str], None] = print) -> s
             return control.action
     finally:
         await runner.cleanup()
+        logging.getLogger("aiohttp.server").removeFilter(bad_requests)
 
 
 def after_stop(action: str | None, config: Config) -> int:

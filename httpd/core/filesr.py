@@ -17,7 +17,7 @@ from typing import Callable
 
 from xva.files import data_extents
 
-from ..model.errors import XenAPIError
+from ..model.errors import DISK_FULL, XenAPIError
 
 __all__ = ["FileSR", "SRStats", "copy_sparse"]
 
@@ -152,7 +152,7 @@ class FileSR:
         try:
             copy_sparse(str(src), str(self.vdi_path(location)), size, check=check)
         except OSError as e:
-            if e.errno in (errno.ENOSPC, errno.EDQUOT):
+            if e.errno in DISK_FULL:
                 raise XenAPIError("SR_FULL", size, self.stats().free) from None
             raise
 

@@ -302,12 +302,8 @@ class Lifecycle:
         dom = self.domain(rec)
         loop = asyncio.get_running_loop()
         path = self.state_dir / f"{rec['uuid']}.migrate"
-
-        def make() -> None:
-            self.state_dir.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(b"")                 # suspend writes over it
         try:
-            await loop.run_in_executor(self.executor, make)
+            await self._blank(path)
             await dom.suspend(str(path))
             try:
                 return await self.domains.resume(self.domain_config(vm), str(path), dom.paused)
@@ -323,6 +319,14 @@ class Lifecycle:
     def _state_path(self, uuid: str) -> Path:
         return self.state_dir / f"{uuid}.state"
 
+    async def _blank(self, path: Path) -> None:
+        """An empty file at `path` in the state directory: a domain's save/suspend writes over
+        it (as it does over a suspend VDI)."""
+        def make() -> None:
+            self.state_dir.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(b"")
+        await asyncio.get_running_loop().run_in_executor(self.executor, make)
+
     async def _persist(self, uuid: str) -> None:
         """A running domain's state on disk now (written aside, then renamed over the last
         one), so even a kill -9 of the agent finds it at the next start."""
@@ -332,12 +336,8 @@ class Lifecycle:
         path = self._state_path(uuid)
         tmp = path.with_name(path.name + ".tmp")
         loop = asyncio.get_running_loop()
-
-        def make() -> None:
-            self.state_dir.mkdir(parents=True, exist_ok=True)
-            tmp.write_bytes(b"")                  # save writes over it
         try:
-            await loop.run_in_executor(self.executor, make)
+            await self._blank(tmp)
             await dom.save(str(tmp))
             if self.domains.get(uuid) is dom:     # not stopped meanwhile
                 await loop.run_in_executor(self.executor, os.replace, tmp, path)
@@ -361,17 +361,13 @@ class Lifecycle:
 
     async def save_all(self) -> None:
         """Server shutdown: every running domain's state to disk, to be resumed at next start."""
-        loop = asyncio.get_running_loop()
-        pool = self.executor
-        await loop.run_in_executor(pool, lambda: self.state_dir.mkdir(parents=True,
-                                                                      exist_ok=True))
         for ref, rec in list(self.store.all("VM").items()):
             dom = self.domains.get(rec["uuid"])
             if dom is None or rec["is_control_domain"]:
                 continue
-            path = self.state_dir / f"{rec['uuid']}.state"
+            path = self._state_path(rec["uuid"])
             try:
-                await loop.run_in_executor(pool, path.write_bytes, b"")   # suspend writes over it
+                await self._blank(path)
                 await dom.suspend(str(path))
             except Exception:  # noqa: BLE001 - the VM will come back Halted instead
                 log.exception("could not save domain %s", rec["uuid"])
@@ -382,7 +378,7 @@ class Lifecycle:
         for vm, rec in list(self.store.all("VM").items()):
             if rec["is_control_domain"] or rec["power_state"] not in LIVE:
                 continue
-            path = self.state_dir / f"{rec['uuid']}.state"
+            path = self._state_path(rec["uuid"])
             state = rec["power_state"]
             try:
                 dom = await self.domains.resume(self.domain_config(vm), str(path),

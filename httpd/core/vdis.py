@@ -167,17 +167,13 @@ class Vdis:
         return new
 
     async def _forget(self, vdi: str) -> None:
-        """A VDI whose making failed: its record, mark and any file."""
-        rec = self.store.find("VDI", vdi)
-        if rec is None:
+        """A VDI whose making failed goes (record, mark, file), without hiding that failure."""
+        if self.store.find("VDI", vdi) is None:
             return
-        with self.store.transaction():
-            self.store.destroy("VDI", vdi)
-            clear(self.store, [vdi])
         try:
-            await self._run(self.sr_backend(rec["SR"]).destroy, rec["location"])
+            await self.destroy(vdi)
         except (OSError, XenAPIError):
-            log.exception("could not remove the file of VDI %s", rec["uuid"])
+            log.exception("could not remove VDI %s, whose making failed", vdi)
 
     async def destroy(self, vdi: str) -> None:
         """The record (and its VBDs), then the file (on the disk pool)."""

@@ -6,6 +6,8 @@ middleware) turns it into an envelope or a status, so error codes never drift ap
 
 from __future__ import annotations
 
+import errno
+
 __all__ = ["XenAPIError", "handle_invalid", "uuid_invalid", "http_status", "internal_error"]
 
 
@@ -25,9 +27,15 @@ class XenAPIError(Exception):
         return " ".join(self.description)
 
 
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
 def internal_error(exc: BaseException) -> XenAPIError:
     """The one way an unexpected exception reaches a client: INTERNAL_ERROR with its type and
-    message, never a traceback (the caller logs it)."""
+    message, never a traceback (the caller logs it). A file system that filled under a write
+    (the free-space check before it passed, but other writers came too) is SR_FULL instead."""
+    if isinstance(exc, OSError) and exc.errno in DISK_FULL:
+        return XenAPIError("SR_FULL", "", f"the SR's file system is full ({exc.strerror})")
     return XenAPIError("INTERNAL_ERROR", f"{type(exc).__name__}: {exc}")
 
 

@@ -10,7 +10,6 @@ pieces, a client that goes away fails the task, and a failed import removes what
 from __future__ import annotations
 
 import asyncio
-import errno
 import functools
 import logging
 from pathlib import Path
@@ -141,17 +140,11 @@ async def _task(request: web.Request, ctx: Ctx, label: str) -> AsyncIterator[str
         busy = XenAPIError("TOO_BUSY", str(e))
         tasks.fail(task_id, busy)
         raise busy from None
-    except OSError as e:
-        if e.errno not in (errno.ENOSPC, errno.EDQUOT):
-            tasks.fail(task_id, internal_error(e))
-            raise
-        # the SR's file system filled during the write (the check before it passed, but other
-        # writers came too): SR_FULL, and what the transfer made is undone by its caller
-        full = XenAPIError("SR_FULL", "", f"the SR's file system is full ({e.strerror})")
-        tasks.fail(task_id, full)
-        raise full from None
     except Exception as e:  # noqa: BLE001 - the task must end; the middleware logs it
-        tasks.fail(task_id, internal_error(e))
+        err = internal_error(e)
+        tasks.fail(task_id, err)
+        if err.code != "INTERNAL_ERROR":       # a full disk: SR_FULL to the client too
+            raise err from None
         raise
     finally:
         await ctx.store.sync()

@@ -376,6 +376,15 @@ def test_3_password_guessing_is_slowed_per_source(server):
     assert "result" in _login_from(server, "127.0.0.1", server.password)
 
 
+def test_10_a_full_disk_is_sr_full_wherever_it_meets_a_client():
+    """The one mapping (model.errors.internal_error), for RPC calls and HTTP transfers alike."""
+    import errno
+    from httpd.model.errors import http_status, internal_error
+    full = internal_error(OSError(errno.ENOSPC, "No space left on device"))
+    assert full.code == "SR_FULL" and http_status(full) == 507
+    assert internal_error(OSError(errno.EIO, "I/O error")).code == "INTERNAL_ERROR"
+
+
 def test_10_a_disk_that_fills_during_an_import_is_sr_full(tmp_path):
     root = Path(__file__).resolve().parents[2]
     p = subprocess.run(["unshare", "--mount", sys.executable, "-m",

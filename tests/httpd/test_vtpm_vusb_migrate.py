@@ -32,7 +32,9 @@ def test_vtpm_lifecycle_copies_and_destroy(xenapi, vm):
     x.VTPM.set_contents(tpm, state)
     assert x.VTPM.get_contents(tpm) == state
     fails("INVALID_VALUE", x.VTPM.set_contents, tpm, "not base64!")
-    assert x.VTPM.get_contents(tpm) == state                      # the refusal kept it
+    fails("INVALID_VALUE", x.VTPM.set_contents, tpm, "A" * ((1 << 20) + 4))   # oversized
+    fails("INVALID_VALUE", x.VTPM.set_contents, tpm, state[:-3])             # truncated
+    assert x.VTPM.get_contents(tpm) == state                      # the refusals kept it
 
     clone = x.VM.clone(vm, "tpm-clone")
     (copied,) = x.VM.get_VTPMs(clone)
