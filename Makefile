@@ -3,16 +3,18 @@ VENV      ?= .venv
 PY        := $(VENV)/bin/python
 DATA_DIR  ?= ./var
 LISTEN    ?= 127.0.0.1:8080
+# What running needs: QEMU for real VMs, and what the agent builds the guest from (busybox,
+# e2fsprogs for mkfs.ext4 -d and pygrub's debugfs, cpio for the initramfs)
+APT_RUN   := qemu-system-x86 qemu-utils busybox-static cpio e2fsprogs
 # Real clients the tests drive (and the benchmarks' anchors).
-APT_TEST  := curl wget tar gzip rrdtool xva-img socat pigz openssl zstd iproute2 util-linux qemu-utils \
-             qemu-system-x86 busybox-static cpio e2fsprogs
+APT_TEST  := $(APT_RUN) curl wget tar gzip rrdtool xva-img socat pigz openssl zstd iproute2 util-linux
 # Xen Orchestra's XenAPI client (npm), run by node from Debian
 XO_CLIENT := tests/clients/xo/node_modules/.installed
 # Ansible (bundles community.general's XenServer modules), in a venv of its own
 ANSIBLE   := .venv-ansible/.installed
 ANSIBLE_VERSION := 12.3.0
 
-.PHONY: run test apt-test node clean
+.PHONY: run test apt-run apt-test node clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -20,16 +22,24 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e '.[test]'
 	touch $@
 
-run: $(VENV)/.installed
+run: $(VENV)/.installed apt-run
 	$(VENV)/bin/xcp-httpd serve --data-dir $(DATA_DIR) --listen $(LISTEN) \
 		--unix-socket $(DATA_DIR)/xapi.sock
 
-apt-test:
-	@missing=$$(for p in $(APT_TEST); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+# apt-get install what is not installed yet, of the packages given
+define apt_install
+	@missing=$$(for p in $(1); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
 		echo "installing: $$missing"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 	fi
+endef
+
+apt-run:
+	$(call apt_install,$(APT_RUN))
+
+apt-test:
+	$(call apt_install,$(APT_TEST))
 
 node:
 	@command -v node >/dev/null && command -v npm >/dev/null || { \

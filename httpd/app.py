@@ -23,6 +23,8 @@ from typing import AsyncIterator
 from aiohttp import web
 
 from .api import all_tables
+from .backends.base import DomainBackend
+from .backends.qemu.backend import QemuBackend, qemu_installed
 from .backends.simulated import SimulatedBackend
 from .config import Config
 from .core.agentctl import AgentControl
@@ -95,8 +97,7 @@ async def open_services(config: Config) -> AsyncIterator[tuple[Services, Console
         # short enough for a socket path), so no other local user reaches a guest's screen
         socket_dir = Path(tempfile.mkdtemp(prefix="xcp-consoles-"))
         stack.callback(shutil.rmtree, socket_dir, True)
-        domains = SimulatedBackend(on_guest_event, rfb_version=config.rfb_version,
-                                   executor=executors.disk, socket_dir=socket_dir)
+        domains = await _open_backend(config, on_guest_event, executors, socket_dir)
         stack.push_async_callback(domains.close)
         lifecycle = Lifecycle(store, host, locations, vdis, domains, config.data_dir / "domains",
                               executor=executors.disk)
@@ -137,6 +138,24 @@ async def open_services(config: Config) -> AsyncIterator[tuple[Services, Console
         lifecycle.vm_events.connect(consoles)
         stack.callback(lifecycle.vm_events.disconnect, consoles)
         yield services, consoles, first_password
+
+
+async def _open_backend(config: Config, on_guest_event, executors: Executors,
+                        socket_dir: Path) -> DomainBackend:
+    """The domain backend `config.backend` names ("auto": QEMU when it is installed)."""
+    choice = config.backend
+    if choice == "auto":
+        choice = "qemu" if qemu_installed() else "simulated"
+        log.warning("domain backend: %s (%s)", choice, "qemu-system-x86_64 found"
+                    if choice == "qemu" else "qemu-system-x86_64 is not installed")
+    if choice == "qemu":
+        backend = QemuBackend(on_guest_event, data_dir=config.data_dir, socket_dir=socket_dir,
+                              accel=config.accel, executor=executors.disk,
+                              clean_timeout=config.clean_shutdown_timeout)
+        await backend.open()
+        return backend
+    return SimulatedBackend(on_guest_event, rfb_version=config.rfb_version,
+                            executor=executors.disk, socket_dir=socket_dir)
 
 
 async def _create_demo(services: Services) -> None:

@@ -23,6 +23,8 @@ _TUNING: dict[str, dict] = {
     "login_fail_delay": {},
     "event_queue_size": {},
     "janitor_interval": {},
+    "clean_shutdown_timeout": {"help": "seconds a QEMU guest has to power off (or reboot) "
+                                       "when asked, before the call fails"},
     "console_vm_limit": {"help": "console tunnels per VM (0: no limit; beyond it: 503)"},
     "console_idle_timeout": {"metavar": "SECONDS",
                              "help": "close a console (CONNECT or WebSocket) after this long "
@@ -54,6 +56,12 @@ def _parser() -> argparse.ArgumentParser:
                    help="host.reboot and host.shutdown run `CMD reboot` / `CMD poweroff` once "
                         "the agent stopped (e.g. systemctl); without it host.reboot restarts "
                         "the agent and host.shutdown stops it")
+    s.add_argument("--backend", choices=["auto", "qemu", "simulated"], default="auto",
+                   help="qemu: real VMs (QEMU/KVM); simulated: simulated domains; auto: qemu "
+                        "when qemu-system-x86_64 is installed")
+    s.add_argument("--accel", choices=["auto", "kvm", "tcg"], default="auto",
+                   help="QEMU's accelerator: auto uses KVM only when a probe guest runs under "
+                        "it, else TCG")
     tune = s.add_argument_group("tuning (defaults follow the SDK guide)")
     for name, kw in _TUNING.items():
         default = _CONFIG_DEFAULTS[name]
@@ -107,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
                     public_address=args.public_address,
                     demo=not args.no_demo,
                     host_power_command=args.host_power_command,
+                    backend=args.backend, accel=args.accel,
                     **{name: getattr(args, name) for name in _TUNING})
 
     def announce(line: str) -> None:

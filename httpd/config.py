@@ -41,6 +41,9 @@ class Config:
     console_rfb_version: str = "3.8"       # the host console's RFB server: "3.3", "3.7" or "3.8"
     host_power_command: str | None = None  # host.reboot / host.shutdown run `CMD reboot|poweroff`
     max_connections: int = 0               # 0: what the descriptor limit allows (a third of it)
+    backend: str = "simulated"             # "qemu": real VMs; "auto": qemu when installed
+    accel: str = "auto"                    # QEMU's accelerator: "auto" probes KVM, else TCG
+    clean_shutdown_timeout: float = 120.0  # seconds a guest has to power off when asked
 
     def connection_limit(self) -> int:
         """Connections the listeners hold at most: a console tunnel takes three descriptors,

@@ -36,10 +36,12 @@ class Server:
 
     def start(self, timeout: float = 30.0) -> "Server":
         env = {**os.environ, "XCP_ROOT_PASSWORD": self.password, "PYTHONUNBUFFERED": "1"}
+        # the simulated backend unless a test asks for another (`auto` would pick QEMU here)
+        backend = () if "--backend" in self.extra else ("--backend", "simulated")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "httpd.cli", "serve", "--data-dir", str(self.data_dir),
              "--listen", "127.0.0.1:0", "--unix-socket", self.socket_path,
-             "--login-fail-delay", "0.05", "--log-level", "WARNING", *self.extra],
+             "--login-fail-delay", "0.05", "--log-level", "WARNING", *backend, *self.extra],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
             cwd=Path(__file__).resolve().parent.parent)
         self.output = []
@@ -91,6 +93,28 @@ class Server:
 
     def kill9(self) -> None:
         self.stop(signal.SIGKILL)
+
+    def qemu_pids(self) -> dict[str, int]:
+        """VM uuid -> pid of each QEMU the QEMU backend left running for this data directory
+        (its domains outlive the agent)."""
+        found = {}
+        for facts in (self.data_dir / "vm").glob("*/qemu.pid"):
+            try:
+                pid = int(facts.read_text())
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            except (OSError, ValueError):
+                continue
+            if str(facts.parent / "qmp.sock").encode() in cmdline:
+                found[facts.parent.name] = pid
+        return found
+
+    def kill_domains(self) -> None:
+        """End every QEMU of this data directory (a test's last step: nothing left running)."""
+        for pid in self.qemu_pids().values():
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
 
     def restart(self) -> "Server":
         self.stop()

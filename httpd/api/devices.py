@@ -11,11 +11,10 @@ import re
 from ..model.datamodel import CLASSES
 from ..core.context import Ctx
 from ..core.dispatch import MessageTable
-from ..backends.base import DiskSpec, NicSpec
 from ..model.errors import XenAPIError
 from ..core.implicit import ANY_RECORD, check_record
 from ..core.devices import new_mac, vbd_device
-from ..core.nic_settings import check_nic_settings, effective_mtu, nic_settings
+from ..core.nic_settings import check_nic_settings, effective_mtu
 from ..core.operations import refresh_allowed
 from ..model.xtypes import NULL_REF, STRING, MapOf, Ref
 
@@ -76,10 +75,9 @@ async def vbd_plug(ctx: Ctx, vbd: str) -> str:
         raise XenAPIError("DEVICE_ALREADY_ATTACHED", vbd)
     dom = _running_domain(ctx, rec["VM"])
     device = vbd_device(rec["userdevice"])
-    if not rec["empty"]:
-        vdi = ctx.store.get("VDI", rec["VDI"])
-        dom.plug_disk(DiskSpec(device, str(ctx.vdis.path(rec["VDI"])),
-                               rec["mode"] == "RO" or vdi["read_only"]))
+    disk = ctx.lifecycle.disk_spec(vbd)
+    if disk is not None:
+        await dom.plug_disk(disk)
     ctx.store.update("VBD", vbd, {"currently_attached": True, "device": device})
     refresh_allowed(ctx.store, "VBD", vbd)
     return ""
@@ -93,7 +91,7 @@ async def vbd_unplug(ctx: Ctx, vbd: str) -> str:
     if not rec["unpluggable"]:
         raise XenAPIError("VBD_NOT_UNPLUGGABLE", vbd)
     dom = _running_domain(ctx, rec["VM"])
-    dom.unplug_disk(vbd_device(rec["userdevice"]))
+    await dom.unplug_disk(vbd_device(rec["userdevice"]))
     ctx.store.update("VBD", vbd, {"currently_attached": False})
     refresh_allowed(ctx.store, "VBD", vbd)
     return ""
@@ -201,9 +199,9 @@ async def vif_plug(ctx: Ctx, vif: str) -> str:
     if rec["currently_attached"]:
         raise XenAPIError("DEVICE_ALREADY_ATTACHED", vif)
     dom = _running_domain(ctx, rec["VM"])
-    mtu = effective_mtu(rec["other_config"], rec["MTU"])
-    dom.plug_nic(NicSpec(rec["device"], rec["MAC"], mtu, nic_settings(rec["other_config"])))
-    ctx.store.update("VIF", vif, {"currently_attached": True, "MTU": mtu})
+    nic = ctx.lifecycle.nic_spec(vif)
+    await dom.plug_nic(nic)
+    ctx.store.update("VIF", vif, {"currently_attached": True, "MTU": nic.mtu})
     refresh_allowed(ctx.store, "VIF", vif)
     return ""
 
@@ -213,7 +211,7 @@ async def vif_unplug(ctx: Ctx, vif: str) -> str:
     rec = ctx.store.get("VIF", vif)
     if not rec["currently_attached"]:
         raise XenAPIError("DEVICE_ALREADY_DETACHED", vif)
-    _running_domain(ctx, rec["VM"]).unplug_nic(rec["device"])
+    await _running_domain(ctx, rec["VM"]).unplug_nic(rec["device"])
     ctx.store.update("VIF", vif, {"currently_attached": False})
     refresh_allowed(ctx.store, "VIF", vif)
     return ""

@@ -10,10 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as _dt
-import io
-import os
-import tarfile
-import time
 
 from lxml import etree
 
@@ -26,7 +22,6 @@ from ..core.devices import new_mac
 from ..core.operations import refresh_allowed
 from ..core.power import VM_OPERATIONS, require
 from .tpm import copy_vtpms, destroy_vtpms
-from ..backends.simulated import ROOTFS_OFFSET
 from ..model.xtypes import BOOL, INT, NULL_REF, STRING, MapOf, Ref, SetOf
 
 table = MessageTable()
@@ -252,31 +247,6 @@ def _provision_disks(text: str) -> list[dict]:
     return disks
 
 
-def _rootfs_tar(distro: str, name: str) -> bytes:
-    """The "Debian root filesystem" the guide says provisioning writes: a small real tree."""
-    buf = io.BytesIO()
-    files = {
-        "etc/debian_version": {"etch": "4.0\n", "lenny": "5.0\n"}.get(distro, "unknown\n"),
-        "etc/hostname": name + "\n",
-        "etc/fstab": "/dev/xvda1 / ext3 defaults 0 1\nproc /proc proc defaults 0 0\n",
-        "etc/passwd": "root:x:0:0:root:/root:/bin/bash\n",
-        "etc/issue": f"Debian GNU/Linux {distro} \\n \\l\n",
-    }
-    for src in ("/usr/share/common-licenses/GPL-2", "/etc/services", "/etc/protocols"):
-        try:
-            with open(src, "rb") as fh:
-                files["usr/share/" + os.path.basename(src)] = fh.read()
-        except OSError:
-            pass
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as tar:
-        for path, data in files.items():
-            data = data.encode() if isinstance(data, str) else data
-            info = tarfile.TarInfo(path)
-            info.size, info.mtime, info.mode = len(data), int(time.time()), 0o644
-            tar.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
-
-
 @table.message("VM.provision", _VM)
 async def vm_provision(ctx: Ctx, vm: str) -> str:
     rec = _vm(ctx, vm)
@@ -293,10 +263,10 @@ async def vm_provision(ctx: Ctx, vm: str) -> str:
                     "name_label": f"{rec['name_label']} {d['device']}", "type": d["type"]})
                 created.append(vdi)
                 distro = rec["other_config"].get("debian-release")
-                if distro and d["bootable"] and d["size"] > ROOTFS_OFFSET * 2:
+                if distro and d["bootable"]:
                     await asyncio.get_running_loop().run_in_executor(
-                        ctx.services.executors.disk, _write_rootfs, ctx.vdis.path(vdi), distro,
-                        rec["name_label"])
+                        ctx.services.executors.disk, ctx.services.domains.provision_root,
+                        str(ctx.vdis.path(vdi)), distro, rec["name_label"])
                 ctx.progress((i + 1) / max(1, len(disks)))
             with ctx.store.transaction():
                 for d, vdi in zip(disks, created):
@@ -314,16 +284,6 @@ async def vm_provision(ctx: Ctx, vm: str) -> str:
                     await ctx.vdis.destroy(vdi)
             raise
     return ""
-
-
-def _write_rootfs(path, distro: str, name: str) -> None:
-    """Blocking (disk pool): the root filesystem tar at ROOTFS_OFFSET, synced."""
-    data = _rootfs_tar(distro, name)
-    with open(path, "r+b") as fh:
-        fh.seek(ROOTFS_OFFSET)
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
 
 
 # --- power state ---------------------------------------------------------------------------

@@ -20,6 +20,8 @@ class DiskSpec:
     device: str          # "xvda", or the userdevice number when no name was chosen
     path: str            # the VDI file
     read_only: bool = False
+    cdrom: bool = False  # a VBD of type CD (an IDE CD-ROM drive)
+    bootable: bool = False
 
 
 @dataclass(frozen=True)
@@ -28,6 +30,8 @@ class NicSpec:
     mac: str
     mtu: int = 1500
     settings: tuple[tuple[str, str], ...] = ()   # validated ethtool-*/promiscuous keys
+    network: str = ""    # the network's bridge name ("" when it has none)
+    tap: str = ""        # the tap device the backend made for it, once it did
 
 
 @dataclass(frozen=True)
@@ -41,6 +45,12 @@ class DomainConfig:
     vm_data: tuple[tuple[str, str], ...] = ()      # xenstore vm-data/* only (the guide)
     vnc: bool = True                                # False: other-config:disable_pv_vnc
     boot_lines: tuple[str, ...] = ()                # installer messages (install-repository...)
+    bootloader: str = ""          # PV_bootloader: "pygrub" reads the kernel from the disk
+    kernel: str = ""              # PV_kernel / PV_ramdisk / PV_args: a direct kernel boot
+    ramdisk: str = ""
+    kernel_args: str = ""
+    boot_order: str = ""          # HVM_boot_params order= ("dc": CD, then disk) via the BIOS
+    hvm: bool = False             # HVM_boot_policy "BIOS order"
 
 
 @dataclass(frozen=True)
@@ -97,16 +107,16 @@ class Domain(abc.ABC):
     async def reboot(self, clean: bool) -> None: ...
 
     @abc.abstractmethod
-    def plug_disk(self, disk: DiskSpec) -> None: ...
+    async def plug_disk(self, disk: DiskSpec) -> None: ...
 
     @abc.abstractmethod
-    def unplug_disk(self, device: str) -> None: ...
+    async def unplug_disk(self, device: str) -> None: ...
 
     @abc.abstractmethod
-    def plug_nic(self, nic: NicSpec) -> None: ...
+    async def plug_nic(self, nic: NicSpec) -> None: ...
 
     @abc.abstractmethod
-    def unplug_nic(self, device: str) -> None: ...
+    async def unplug_nic(self, device: str) -> None: ...
 
     @abc.abstractmethod
     def counters(self) -> DomainCounters: ...
@@ -123,8 +133,10 @@ class Domain(abc.ABC):
 
 class DomainBackend(abc.ABC):
     # False: a domain ends with the agent's process (a kill -9 too), so the agent keeps each
-    # running domain's state on disk while it runs, to resume it at the next start
+    # running domain's state on disk while it runs, to resume it at the next start.
+    # True: domains run on without the agent; at the next start `attach` finds them again.
     domains_outlive_agent = False
+    name = "abstract"
 
     def __init__(self, on_guest_event: Callable[[GuestEvent], None]) -> None:
         self.on_guest_event = on_guest_event
@@ -136,9 +148,19 @@ class DomainBackend(abc.ABC):
     async def resume(self, config: DomainConfig, state_path: str, paused: bool = False) -> Domain:
         """Bring back a domain from what suspend() wrote; raises if the state is unusable."""
 
+    async def attach(self, config: DomainConfig, paused: bool) -> Domain:
+        """A domain that outlived the last agent, found again; raises (with the reason) if it
+        is gone. Only for backends whose domains outlive the agent."""
+        raise NotImplementedError
+
+    def provision_root(self, path: str, distro: str, name: str) -> None:
+        """Blocking (for the disk pool): write the root file system a provisioned VM of this
+        backend boots from into the VDI file `path`."""
+        raise NotImplementedError
+
     @abc.abstractmethod
     def get(self, uuid: str) -> Domain | None: ...
 
     @abc.abstractmethod
     async def close(self) -> None:
-        """Stop every domain (the server is going down)."""
+        """The server is going down: stop every domain, or let go of those that outlive it."""

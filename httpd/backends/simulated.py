@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import io
 import json
 import logging
 import os
@@ -359,23 +360,23 @@ class SimulatedDomain(Domain):
         await self.vt100.stop()
         self.backend._domains.pop(self.uuid, None)
 
-    def plug_disk(self, disk: DiskSpec) -> None:
+    async def plug_disk(self, disk: DiskSpec) -> None:
         self.disks[disk.device] = disk
         self.vbd_io.setdefault(disk.device, [0, 0])
         self._write(f"\n[hotplug] block device {disk.device} attached\n")
 
-    def unplug_disk(self, device: str) -> None:
+    async def unplug_disk(self, device: str) -> None:
         self.disks.pop(device, None)
         self._write(f"\n[hotplug] block device {device} detached\n")
 
-    def plug_nic(self, nic: NicSpec) -> None:
+    async def plug_nic(self, nic: NicSpec) -> None:
         self.nics[nic.device] = nic
         self.vif_io.setdefault(nic.device, [0, 0])
         self._write(f"\n[hotplug] eth{nic.device} {nic.mac} mtu {nic.mtu}{_settings(nic)}"
                     " attached\n")
         self._report()
 
-    def unplug_nic(self, device: str) -> None:
+    async def unplug_nic(self, device: str) -> None:
         self.nics.pop(device, None)
         self._write(f"\n[hotplug] eth{device} detached\n")
         self._report()
@@ -410,7 +411,47 @@ def _settings(nic: NicSpec) -> str:
     return "".join(f" {k}={v}" for k, v in nic.settings)
 
 
+def _rootfs_tar(distro: str, name: str) -> bytes:
+    """The "Debian root filesystem" the guide says provisioning writes: a small real tree."""
+    buf = io.BytesIO()
+    files = {
+        "etc/debian_version": {"etch": "4.0\n", "lenny": "5.0\n"}.get(distro, "unknown\n"),
+        "etc/hostname": name + "\n",
+        "etc/fstab": "/dev/xvda1 / ext3 defaults 0 1\nproc /proc proc defaults 0 0\n",
+        "etc/passwd": "root:x:0:0:root:/root:/bin/bash\n",
+        "etc/issue": f"Debian GNU/Linux {distro} \\n \\l\n",
+    }
+    for src in ("/usr/share/common-licenses/GPL-2", "/etc/services", "/etc/protocols"):
+        try:
+            with open(src, "rb") as fh:
+                files["usr/share/" + os.path.basename(src)] = fh.read()
+        except OSError:
+            pass
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+        for path, data in files.items():
+            data = data.encode() if isinstance(data, str) else data
+            info = tarfile.TarInfo(path)
+            info.size, info.mtime, info.mode = len(data), int(time.time()), 0o644
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def write_rootfs(path: str, distro: str, name: str) -> None:
+    """Blocking (disk pool): the root filesystem tar at ROOTFS_OFFSET, synced (a disk too small
+    to hold it stays blank)."""
+    if os.path.getsize(path) <= ROOTFS_OFFSET * 2:
+        return
+    data = _rootfs_tar(distro, name)
+    with open(path, "r+b") as fh:
+        fh.seek(ROOTFS_OFFSET)
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
 class SimulatedBackend(DomainBackend):
+    name = "simulated"
+
     def __init__(self, on_guest_event: Callable[[GuestEvent], None], *,
                  rfb_version: tuple[int, int] = (3, 8), executor: Executor | None = None,
                  socket_dir: Path | None = None) -> None:
@@ -460,6 +501,9 @@ class SimulatedBackend(DomainBackend):
 
     def get(self, uuid: str) -> Domain | None:
         return self._domains.get(uuid)
+
+    def provision_root(self, path: str, distro: str, name: str) -> None:
+        write_rootfs(path, distro, name)
 
     async def close(self) -> None:
         for dom in list(self._domains.values()):

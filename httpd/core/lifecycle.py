@@ -89,6 +89,10 @@ def _bootloader_lines(rec: dict) -> tuple[str, ...]:
 
 
 
+def _device_order(device: str) -> tuple[int, str]:
+    return (int(device), "") if device.isdigit() else (1 << 30, device)
+
+
 class Lifecycle:
     """Power-state marks, guest-initiated transitions, and the save/restore of running domains
     across restarts."""
@@ -108,32 +112,43 @@ class Lifecycle:
         self._ips: dict[str, str] = {}
 
     # --- what a domain is given ----------------------------------------------------------
+    def disk_spec(self, vbd: str) -> DiskSpec | None:
+        """What a domain is given of a VBD (None: an empty drive)."""
+        b = self.store.get("VBD", vbd)
+        if b["empty"] or b["VDI"] == NULL_REF:
+            return None
+        vdi = self.store.get("VDI", b["VDI"])
+        return DiskSpec(vbd_device(b["userdevice"]), str(self.vdis.path(b["VDI"])),
+                        b["mode"] == "RO" or vdi["read_only"], cdrom=b["type"] == "CD",
+                        bootable=b["bootable"])
+
+    def nic_spec(self, vif: str) -> NicSpec:
+        v = self.store.get("VIF", vif)
+        net = self.store.find("network", v["network"])
+        return NicSpec(v["device"], v["MAC"], effective_mtu(v["other_config"], v["MTU"]),
+                       nic_settings(v["other_config"]),
+                       network=net["bridge"] if net is not None else "")
+
     def domain_config(self, vm: str) -> DomainConfig:
         store = self.store
         rec = store.get("VM", vm)
-        disks = []
-        for vbd in rec["VBDs"]:
-            b = store.get("VBD", vbd)
-            if b["empty"] or b["VDI"] == NULL_REF:
-                continue
-            vdi = store.get("VDI", b["VDI"])
-            disks.append(DiskSpec(vbd_device(b["userdevice"]), str(self.vdis.path(b["VDI"])),
-                                  b["mode"] == "RO" or vdi["read_only"]))
-        nics = []
-        for vif in rec["VIFs"]:
-            v = store.get("VIF", vif)
-            nics.append(NicSpec(v["device"], v["MAC"],
-                                effective_mtu(v["other_config"], v["MTU"]),
-                                nic_settings(v["other_config"])))
+        disks = [d for d in map(self.disk_spec, rec["VBDs"]) if d is not None]
+        disks.sort(key=lambda d: (not d.bootable, _device_order(d.device)))
+        nics = [self.nic_spec(vif) for vif in rec["VIFs"]]
         oc = rec["other_config"]
         vm_data = tuple(sorted((k, v) for k, v in rec["xenstore_data"].items()
                                if k.startswith("vm-data/") or k == "vm-data"))
+        hvm = rec["HVM_boot_policy"] != ""
         return DomainConfig(
             uuid=rec["uuid"], name=rec["name_label"], vcpus=max(1, rec["VCPUs_at_startup"]),
             memory=rec["memory_dynamic_max"] or rec["memory_static_max"], disks=tuple(disks),
             nics=tuple(nics), vm_data=vm_data,
             vnc=oc.get("disable_pv_vnc", "") not in ("1", "true"),
-            boot_lines=_bootloader_lines(rec))
+            boot_lines=_bootloader_lines(rec),
+            bootloader="" if hvm else rec["PV_bootloader"],
+            kernel="" if hvm else rec["PV_kernel"], ramdisk="" if hvm else rec["PV_ramdisk"],
+            kernel_args=rec["PV_args"], hvm=hvm,
+            boot_order=rec["HVM_boot_params"].get("order", "cd") if hvm else "")
 
     def domain(self, rec: dict) -> Domain:
         dom = self.domains.get(rec["uuid"])
@@ -247,8 +262,8 @@ class Lifecycle:
             if action == "restart":
                 await dom.reboot(clean=True)
                 self.enter(vm, "Running", dom=dom)
-            else:
-                await dom.shutdown(clean=True)
+            else:      # a guest that rebooted but must not restart is stopped at once
+                await dom.shutdown(clean=event.kind == "halt")
                 self.enter(vm, "Halted")
             await store.sync()
         except Exception:  # noqa: BLE001 - a guest event has no caller to report to
@@ -274,11 +289,13 @@ class Lifecycle:
         rec = store.find("VM", vm)
         if report is None or rec is None or rec["power_state"] not in LIVE:
             return
-        networks = {}
-        for vif in rec["VIFs"]:
-            v = store.get("VIF", vif)
-            if v["device"] in report["nics"]:
-                networks[f"{v['device']}/ip"] = self.guest_ip(v["uuid"])
+        networks = report.get("networks")        # what the guest itself says, if it does
+        if networks is None:
+            networks = {}
+            for vif in rec["VIFs"]:
+                v = store.get("VIF", vif)
+                if v["device"] in report["nics"]:
+                    networks[f"{v['device']}/ip"] = self.guest_ip(v["uuid"])
         fields = {"os_version": report["os_version"],
                   "PV_drivers_version": report["PV_drivers_version"],
                   "PV_drivers_up_to_date": True, "PV_drivers_detected": True,
@@ -360,7 +377,10 @@ class Lifecycle:
                 self._jobs.spawn(self._persist(rec["uuid"]))
 
     async def save_all(self) -> None:
-        """Server shutdown: every running domain's state to disk, to be resumed at next start."""
+        """Server shutdown: every running domain's state to disk, to be resumed at next start
+        (domains that outlive the agent just run on)."""
+        if self.domains.domains_outlive_agent:
+            return
         for ref, rec in list(self.store.all("VM").items()):
             dom = self.domains.get(rec["uuid"])
             if dom is None or rec["is_control_domain"]:
@@ -381,10 +401,14 @@ class Lifecycle:
             path = self._state_path(rec["uuid"])
             state = rec["power_state"]
             try:
-                dom = await self.domains.resume(self.domain_config(vm), str(path),
-                                                state == "Paused")
+                if self.domains.domains_outlive_agent:
+                    dom = await self.domains.attach(self.domain_config(vm), state == "Paused")
+                else:
+                    dom = await self.domains.resume(self.domain_config(vm), str(path),
+                                                    state == "Paused")
             except Exception as e:  # noqa: BLE001 - recorded as Halted, not left lying
-                log.warning("VM %s could not be resumed (%s): marked Halted", rec["uuid"], e)
+                log.warning("VM %s could not be %s (%s): marked Halted", rec["uuid"],
+                            "found again" if self.domains.domains_outlive_agent else "resumed", e)
                 self.enter(vm, "Halted")
             else:
                 self.enter(vm, state, dom=dom)

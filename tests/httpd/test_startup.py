@@ -47,7 +47,8 @@ def test_failed_start_is_one_line_and_exit_1(tmp_path):
     Server(data, "--no-demo").start().stop()
     _break_statistics(data)
     r = subprocess.run([sys.executable, "-m", "httpd.cli", "serve", "--data-dir", str(data),
-                        "--listen", "127.0.0.1:0", "--no-demo", "--log-level", "CRITICAL"],
+                        "--listen", "127.0.0.1:0", "--no-demo", "--log-level", "CRITICAL",
+                        "--backend", "simulated"],
                        capture_output=True, text=True, timeout=60, cwd=ROOT,
                        env={**os.environ, "XCP_ROOT_PASSWORD": "x"})
     assert r.returncode == 1

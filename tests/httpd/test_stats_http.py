@@ -19,6 +19,7 @@ import XenAPI
 from lxml import etree
 
 from tests.server import Server
+from tests.waiting import until
 
 
 
@@ -55,13 +56,7 @@ def _status(srv, path, auth=True):
 
 
 def _wait(pred, timeout=30.0, what="condition"):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        v = pred()
-        if v:
-            return v
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}")
+    return until(pred, timeout, what, step=0.5)
 
 
 def _updates(srv, query):

@@ -37,16 +37,89 @@ tty1::respawn:/sbin/getty 38400 tty1
 ::shutdown:/bin/umount -a -r
 """
 
+# Starts at boot: mounts, the host name, acpid (the ACPI power button powers off, as the
+# agent's clean_shutdown asks), DHCP on every NIC, and the guest agent.
 _RCS = """\
 #!/bin/sh
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev 2>/dev/null
-mkdir -p /dev/pts /tmp
+mkdir -p /dev/pts /tmp /run
 mount -t devpts devpts /dev/pts
 hostname -F /etc/hostname
+ip link set lo up
+acpid
+for nic in /sys/class/net/eth*; do
+    [ -e "$nic" ] && udhcpc -b -q -S -i "${nic##*/}" -s /etc/udhcpc.script >/dev/null 2>&1
+done
+/sbin/xcp-guest-agent &
 echo "xcp-httpd guest $(hostname): up"
 """
+
+# udhcpc's hook: the lease's address and route on the NIC.
+_UDHCPC = """\
+#!/bin/sh
+case "$1" in
+    deconfig) ip -4 addr flush dev "$interface"; ip link set "$interface" up ;;
+    bound|renew)
+        ip -4 addr flush dev "$interface"
+        ip addr add "$ip/${mask:-24}" dev "$interface"
+        [ -n "$router" ] && ip route replace default via "${router%% *}" dev "$interface"
+        ;;
+esac
+exit 0
+"""
+
+# The guest agent: every few seconds, what the agent reports in VM_guest_metrics, written to
+# the virtio-serial port named org.xcp-httpd.guest.0 as `key value` lines ended by `.`.
+# Hot-plugged NICs get a DHCP client here too.
+_AGENT = """\
+#!/bin/sh
+port=""
+for p in /sys/class/virtio-ports/*; do
+    [ "$(cat "$p/name" 2>/dev/null)" = org.xcp-httpd.guest.0 ] && port=/dev/${p##*/}
+done
+[ -n "$port" ] || exit 0
+while true; do
+    for nic in /sys/class/net/eth*; do
+        n=${nic##*/}
+        [ -e /run/dhcp.$n ] && continue
+        touch /run/dhcp.$n
+        udhcpc -b -q -S -i "$n" -s /etc/udhcpc.script >/dev/null 2>&1
+    done
+    {
+        echo "os $(cat /etc/guest-os)"
+        echo "uname $(uname -r)"
+        echo "uptime $(cut -d' ' -f1 /proc/uptime)"
+        awk '/^MemTotal:/ {print "memtotal", $2} /^MemAvailable:/ {print "memfree", $2}' \
+            /proc/meminfo
+        for nic in /sys/class/net/eth*; do
+            n=${nic##*/}
+            [ -e "$nic" ] || continue
+            addr=$(ip -o -4 addr show dev "$n" | awk '{print $4}' | cut -d/ -f1 | head -n1)
+            echo "nic $(cat "$nic/address") ${addr:--}"
+        done
+        echo .
+    } > "$port"
+    sleep 5
+done
+"""
+
+_ACPI_POWER = """\
+#!/bin/sh
+poweroff
+"""
+
+_GRUB = """\
+set default=0
+set timeout=0
+menuentry '{title}' {{
+    linux /boot/{kernel} root=/dev/vda console=tty1 console=ttyS0 quiet
+    initrd /boot/{initrd}
+}}
+"""
+
+OS_NAME = "xcp-httpd busybox guest"
 
 
 class GuestError(Exception):
@@ -73,7 +146,7 @@ def kernel_package() -> str:
     raise GuestError(f"apt-cache knows no kernel that {KERNEL_META} depends on")
 
 
-WANTED = ("virtio_pci", "virtio_blk", "virtio_net", "virtio_console")
+WANTED = ("virtio_pci", "virtio_blk", "virtio_net", "virtio_console", "button", "evdev")
 _DEPENDS = re.compile(rb"(?:^|\0)depends=([^\0]*)\0")
 
 
@@ -106,7 +179,8 @@ def _module_order(tree: Path, wanted: tuple[str, ...]) -> list[Path]:
 def fetch_kernel(dest: Path) -> Path:
     """`dest/boot/vmlinuz-*` (and `dest/modules/`), fetched and unpacked first if missing."""
     found = sorted((dest / "boot").glob("vmlinuz-*")) if (dest / "boot").is_dir() else []
-    if found and (dest / "modules" / "order").exists():
+    wanted = dest / "modules" / "wanted"
+    if found and wanted.exists() and wanted.read_text().split() == list(WANTED):
         return found[-1]
     package = kernel_package()
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -128,6 +202,7 @@ def fetch_kernel(dest: Path) -> Path:
         for ko in order:
             shutil.copyfile(ko, staged / "modules" / ko.name)
         (staged / "modules" / "order").write_text("".join(ko.name + "\n" for ko in order))
+        (staged / "modules" / "wanted").write_text("\n".join(WANTED) + "\n")
         if dest.exists():
             shutil.rmtree(dest)
         os.replace(staged, dest)
@@ -167,7 +242,8 @@ def build_initramfs(kernel_dir: Path, path: Path) -> None:
                        "switch_root", "poweroff", "echo"):
             (root / "bin" / applet).symlink_to("busybox")
         for f in (kernel_dir / "modules").iterdir():
-            shutil.copyfile(f, root / "modules" / f.name)
+            if f.name != "wanted":
+                shutil.copyfile(f, root / "modules" / f.name)
         init = root / "init"
         init.write_text(_INIT)
         init.chmod(0o755)
@@ -189,15 +265,27 @@ def build_initramfs(kernel_dir: Path, path: Path) -> None:
             part.unlink(missing_ok=True)
 
 
-def build_rootfs(path: Path, *, hostname: str = "demo", size_mib: int = 64) -> None:
-    """A bootable ext4 image at `path` (`init=/sbin/init`, root on the first disk)."""
+def _write(path: Path, text: str, mode: int = 0o644) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    path.chmod(mode)
+
+
+def build_rootfs(path: Path, *, hostname: str = "demo", size_mib: int = 64,
+                 kernel_dir: Path | None = None, in_place: bool = False,
+                 os_name: str = OS_NAME) -> None:
+    """A bootable ext4 image at `path` (`init=/sbin/init`, root on the first disk).
+
+    With `kernel_dir` (what fetch_kernel made), /boot holds that kernel, an initramfs and a
+    GRUB 2 grub.cfg naming them, so pygrub boots the disk by itself. `in_place`: the file
+    system fills the existing file `path` (a VDI), whatever its size."""
     if not BUSYBOX.exists():
         raise GuestError(f"{BUSYBOX} is missing (Debian's busybox-static)")
-    part = path.with_name(path.name + ".part")
+    part = path if in_place else path.with_name(path.name + ".part")
     with tempfile.TemporaryDirectory() as staging:
         root = Path(staging)
-        for d in ("bin", "sbin", "etc/init.d", "proc", "sys", "dev", "root", "tmp", "usr/bin",
-                  "usr/sbin", "var/log"):
+        for d in ("bin", "sbin", "etc/init.d", "proc", "sys", "dev", "root", "tmp", "run",
+                  "usr/bin", "usr/sbin", "var/log", "boot"):
             (root / d).mkdir(parents=True, exist_ok=True)
         shutil.copy2(BUSYBOX, root / "bin" / "busybox")
         applets = _run([str(BUSYBOX), "--list-full"]).stdout.split()
@@ -206,17 +294,30 @@ def build_rootfs(path: Path, *, hostname: str = "demo", size_mib: int = 64) -> N
             if not link.exists():
                 link.parent.mkdir(parents=True, exist_ok=True)
                 link.symlink_to("/bin/busybox")
-        (root / "etc" / "inittab").write_text(_INITTAB)
-        rcs = root / "etc" / "init.d" / "rcS"
-        rcs.write_text(_RCS)
-        rcs.chmod(0o755)
-        (root / "etc" / "hostname").write_text(hostname + "\n")
-        (root / "etc" / "passwd").write_text("root::0:0:root:/root:/bin/sh\n")
-        (root / "etc" / "group").write_text("root:x:0:\n")
-        (root / "etc" / "issue").write_text(f"xcp-httpd guest {hostname}\n\n")
+        etc = root / "etc"
+        _write(etc / "inittab", _INITTAB)
+        _write(etc / "init.d" / "rcS", _RCS, 0o755)
+        _write(etc / "udhcpc.script", _UDHCPC, 0o755)
+        _write(etc / "acpi" / "PWRF" / "00000080", _ACPI_POWER, 0o755)
+        _write(root / "sbin" / "xcp-guest-agent", _AGENT, 0o755)
+        _write(etc / "hostname", hostname + "\n")
+        _write(etc / "guest-os", os_name + "\n")
+        _write(etc / "passwd", "root::0:0:root:/root:/bin/sh\n")
+        _write(etc / "group", "root:x:0:\n")
+        _write(etc / "issue", f"{os_name} {hostname}\n\n")
+        if kernel_dir is not None:
+            kernel = sorted((kernel_dir / "boot").glob("vmlinuz-*"))[-1]
+            shutil.copyfile(kernel, root / "boot" / kernel.name)
+            initrd = "initrd.img-" + kernel.name.removeprefix("vmlinuz-")
+            build_initramfs(kernel_dir, root / "boot" / initrd)
+            _write(root / "boot" / "grub" / "grub.cfg",
+                   _GRUB.format(title=os_name, kernel=kernel.name, initrd=initrd))
+        size = [] if in_place else [f"{size_mib}M"]
         try:
-            _run(["mkfs.ext4", "-q", "-F", "-L", "root", "-d", str(root), str(part),
-                  f"{size_mib}M"])
-            os.replace(part, path)
+            _run(["mkfs.ext4", "-q", "-F", "-L", "root", "-E",
+                  "lazy_itable_init=1,lazy_journal_init=1", "-d", str(root), str(part), *size])
+            if not in_place:
+                os.replace(part, path)
         finally:
-            part.unlink(missing_ok=True)
+            if not in_place:
+                part.unlink(missing_ok=True)

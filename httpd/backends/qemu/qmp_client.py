@@ -89,6 +89,10 @@ class QmpClient:
         else:                                     # the greeting
             self.version = ev.version
 
+    async def wait_closed(self) -> None:
+        """Until the connection ends (QEMU exited, or close() was called)."""
+        await asyncio.wait([self._task])
+
     async def close(self) -> None:
         self._writer.close()
         try:

@@ -1,0 +1,139 @@
+"""The QEMU command line of one domain, as a pure function of its configuration (no I/O).
+
+Every socket is a Unix socket in the domain's run directory (QMP, VNC, the serial port), so
+no TCP port opens that another local user could reach. QEMU starts stopped (`-S`): the backend
+connects to QMP first and says `cont` itself, so nothing the guest does is missed. `-daemonize`
+puts QEMU in its own session, away from the agent: it outlives a restart of the agent (and a
+kill -9), which finds it again through the pid file and the QMP socket.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..base import DiskSpec, DomainConfig, NicSpec
+
+__all__ = ["RunDir", "argv", "disk_id", "disk_args", "nic_id", "nic_args", "MACHINE"]
+
+GUEST_PORT = "org.xcp-httpd.guest.0"   # the in-guest agent's virtio-serial port
+MACHINE = "pc"         # i440fx: ACPI PCI hot plug of virtio devices on the root bus
+_SAFE_ID = re.compile(r"[^A-Za-z0-9_-]")
+
+
+@dataclass(frozen=True)
+class RunDir:
+    """Where one domain's QEMU keeps its sockets and pid file."""
+    path: Path
+
+    @property
+    def qmp(self) -> Path:
+        return self.path / "qmp.sock"
+
+    @property
+    def vnc(self) -> Path:
+        return self.path / "vnc.sock"
+
+    @property
+    def serial(self) -> Path:
+        return self.path / "serial.sock"
+
+    @property
+    def guest(self) -> Path:
+        return self.path / "guest.sock"
+
+    @property
+    def pidfile(self) -> Path:
+        return self.path / "qemu.pid"
+
+    @property
+    def log(self) -> Path:
+        return self.path / "qemu.log"
+
+    @property
+    def facts(self) -> Path:
+        return self.path / "domain.json"
+
+
+def _opt(value: str) -> str:
+    """A value inside QEMU's comma-separated options (a comma is written twice)."""
+    return value.replace(",", ",,")
+
+
+def disk_id(device: str) -> str:
+    return "disk-" + _SAFE_ID.sub("_", device)
+
+
+def nic_id(device: str) -> str:
+    return "nic-" + _SAFE_ID.sub("_", device)
+
+
+def disk_args(disk: DiskSpec) -> tuple[dict, dict]:
+    """(blockdev-add arguments, device_add arguments) of one disk: a raw node on the VDI's
+    file, and a virtio disk on it (an IDE CD-ROM for a CD)."""
+    node = disk_id(disk.device)
+    ro = disk.read_only or disk.cdrom
+    blockdev = {"driver": "raw", "node-name": node, "read-only": ro,
+                "file": {"driver": "file", "filename": disk.path, "read-only": ro}}
+    driver = "ide-cd" if disk.cdrom else "virtio-blk-pci"
+    return blockdev, {"driver": driver, "id": node, "drive": node}
+
+
+def nic_args(nic: NicSpec) -> tuple[dict, dict]:
+    """(netdev_add arguments, device_add arguments) of one NIC: a tap device when the agent
+    made one on the network's bridge, else a user-mode network of its own that reaches
+    nothing outside (restrict), with a DHCP server giving the guest an address."""
+    ident = nic_id(nic.device)
+    if nic.tap:
+        netdev = {"type": "tap", "id": ident, "ifname": nic.tap, "script": "no",
+                  "downscript": "no"}
+    else:
+        netdev = {"type": "user", "id": ident, "restrict": True}
+    device = {"driver": "virtio-net-pci", "id": ident, "netdev": ident, "mac": nic.mac,
+              "host_mtu": nic.mtu}
+    return netdev, device
+
+
+def _netdev_opts(netdev: dict) -> str:
+    parts = [netdev["type"]]
+    for k, v in netdev.items():
+        if k != "type":
+            parts.append(f"{k}={_opt('on' if v is True else 'off' if v is False else str(v))}")
+    return ",".join(parts)
+
+
+def argv(config: DomainConfig, run: RunDir, *, accel: str, qemu: str = "qemu-system-x86_64",
+         incoming: bool = False) -> list[str]:
+    mib = max(16, -(-config.memory // 2**20))
+    cmd = [qemu, "-name", f"guest={_opt(config.name or config.uuid)},debug-threads=on",
+           "-uuid", config.uuid, "-machine", f"{MACHINE},accel={accel}",
+           "-smp", str(max(1, config.vcpus)), "-m", f"{mib}M",
+           "-nodefaults", "-no-user-config", "-display", "none", "-vga", "std",
+           "-qmp", f"unix:{_opt(str(run.qmp))},server=on,wait=off",
+           "-chardev", f"socket,id=serial0,path={_opt(str(run.serial))},server=on,wait=off",
+           "-serial", "chardev:serial0",
+           "-chardev", f"socket,id=guest0,path={_opt(str(run.guest))},server=on,wait=off",
+           "-device", "virtio-serial-pci,id=vser0",
+           "-device", f"virtserialport,bus=vser0.0,chardev=guest0,name={GUEST_PORT}",
+           "-pidfile", str(run.pidfile), "-D", str(run.log), "-daemonize", "-S"]
+    if config.vnc:
+        cmd += ["-vnc", f"unix:{_opt(str(run.vnc))}"]
+    if config.kernel:
+        cmd += ["-kernel", config.kernel]
+        if config.ramdisk:
+            cmd += ["-initrd", config.ramdisk]
+        if config.kernel_args:
+            cmd += ["-append", config.kernel_args]
+    elif config.boot_order:
+        cmd += ["-boot", f"order={_opt(config.boot_order)}"]
+    for disk in config.disks:
+        blockdev, device = disk_args(disk)
+        cmd += ["-blockdev", json.dumps(blockdev), "-device", json.dumps(device)]
+    for nic in config.nics:
+        netdev, device = nic_args(nic)
+        cmd += ["-netdev", _netdev_opts(netdev), "-device", json.dumps(device)]
+    if incoming:
+        cmd += ["-incoming", "defer"]
+    return cmd
