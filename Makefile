@@ -3,9 +3,10 @@ VENV      ?= .venv
 PY        := $(VENV)/bin/python
 DATA_DIR  ?= ./var
 LISTEN    ?= 127.0.0.1:8080
-# What running needs: QEMU for real VMs, and what the agent builds the guest from (busybox,
-# e2fsprogs for mkfs.ext4 -d and pygrub's debugfs, cpio for the initramfs)
-APT_RUN   := qemu-system-x86 qemu-utils busybox-static cpio e2fsprogs
+# What running needs: QEMU for real VMs, what the agent builds the guest from (busybox,
+# e2fsprogs for mkfs.ext4 -d and pygrub's debugfs, cpio for the initramfs), and the guest
+# networks' bridges (iproute2) and DHCP (dnsmasq-base)
+APT_RUN   := qemu-system-x86 qemu-utils busybox-static cpio e2fsprogs iproute2 dnsmasq-base
 # Real clients the tests drive (and the benchmarks' anchors).
 APT_TEST  := $(APT_RUN) curl wget tar gzip rrdtool xva-img socat pigz openssl zstd iproute2 util-linux
 # Xen Orchestra's XenAPI client (npm), run by node from Debian

@@ -151,7 +151,8 @@ async def _open_backend(config: Config, on_guest_event, executors: Executors,
     if choice == "qemu":
         backend = QemuBackend(on_guest_event, data_dir=config.data_dir, socket_dir=socket_dir,
                               accel=config.accel, executor=executors.disk,
-                              clean_timeout=config.clean_shutdown_timeout)
+                              clean_timeout=config.clean_shutdown_timeout,
+                              network=config.guest_network)
         await backend.open()
         return backend
     return SimulatedBackend(on_guest_event, rfb_version=config.rfb_version,

@@ -62,6 +62,10 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--accel", choices=["auto", "kvm", "tcg"], default="auto",
                    help="QEMU's accelerator: auto uses KVM only when a probe guest runs under "
                         "it, else TCG")
+    s.add_argument("--guest-network", choices=["auto", "bridge", "user"], default="auto",
+                   help="QEMU guests' NICs: bridge: a Linux bridge per network (not connected "
+                        "to any physical NIC) with DHCP, a tap per VIF; user: QEMU's user-mode "
+                        "network per NIC; auto: bridge when root with dnsmasq installed")
     tune = s.add_argument_group("tuning (defaults follow the SDK guide)")
     for name, kw in _TUNING.items():
         default = _CONFIG_DEFAULTS[name]
@@ -115,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
                     public_address=args.public_address,
                     demo=not args.no_demo,
                     host_power_command=args.host_power_command,
-                    backend=args.backend, accel=args.accel,
+                    backend=args.backend, accel=args.accel, guest_network=args.guest_network,
                     **{name: getattr(args, name) for name in _TUNING})
 
     def announce(line: str) -> None:

@@ -43,6 +43,7 @@ class Config:
     max_connections: int = 0               # 0: what the descriptor limit allows (a third of it)
     backend: str = "simulated"             # "qemu": real VMs; "auto": qemu when installed
     accel: str = "auto"                    # QEMU's accelerator: "auto" probes KVM, else TCG
+    guest_network: str = "auto"            # "bridge": bridges, taps, DHCP; "user": QEMU's own
     clean_shutdown_timeout: float = 120.0  # seconds a guest has to power off when asked
 
     def connection_limit(self) -> int:

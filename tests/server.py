@@ -18,8 +18,10 @@ PASSWORD = "s3cret-test"
 class Server:
     """`xcp-httpd serve` on 127.0.0.1 with an ephemeral port and a Unix socket."""
 
-    def __init__(self, data_dir: Path, *extra: str, password: str = PASSWORD) -> None:
+    def __init__(self, data_dir: Path, *extra: str, password: str = PASSWORD,
+                 wrap: tuple[str, ...] = ()) -> None:
         self.data_dir = Path(data_dir)
+        self.wrap = wrap          # a command the daemon runs under (e.g. unshare --net)
         self.password = password
         self.extra = extra
         self.proc: subprocess.Popen | None = None
@@ -39,7 +41,7 @@ class Server:
         # the simulated backend unless a test asks for another (`auto` would pick QEMU here)
         backend = () if "--backend" in self.extra else ("--backend", "simulated")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "httpd.cli", "serve", "--data-dir", str(self.data_dir),
+            [*self.wrap, sys.executable, "-m", "httpd.cli", "serve", "--data-dir", str(self.data_dir),
              "--listen", "127.0.0.1:0", "--unix-socket", self.socket_path,
              "--login-fail-delay", "0.05", "--log-level", "WARNING", *backend, *self.extra],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
@@ -109,8 +111,17 @@ class Server:
         return found
 
     def kill_domains(self) -> None:
-        """End every QEMU of this data directory (a test's last step: nothing left running)."""
-        for pid in self.qemu_pids().values():
+        """End every QEMU and dnsmasq of this data directory (a test's last step: nothing
+        left running)."""
+        pids = list(self.qemu_pids().values())
+        for pidfile in (self.data_dir / "vm").glob("dnsmasq-*.pid"):
+            try:
+                pid = int(pidfile.read_text())
+                if str(pidfile).encode() in Path(f"/proc/{pid}/cmdline").read_bytes():
+                    pids.append(pid)
+            except (OSError, ValueError):
+                continue
+        for pid in pids:
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:

@@ -43,6 +43,7 @@ def qemu(tmp_path_factory):
     fetch_kernel(CACHE)
     shutil.copytree(CACHE, data / "guest" / "kernel")     # what `serve` would fetch itself
     srv = Server(data, "--backend", "qemu", "--accel", "tcg", "--no-demo",
+                 "--guest-network", "user",        # no bridge in the host's namespace
                  "--clean-shutdown-timeout", "60").start(timeout=120)
     try:
         yield srv

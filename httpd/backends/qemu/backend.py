@@ -33,6 +33,8 @@ from . import accel as accel_probe
 from . import guest, pygrub
 from .cmdline import RunDir, argv
 from .domain import MIGRATION_MAGIC, QemuDomain
+from .network import NetworkError, Networks, available as bridges_available
+from .network import counters as tap_counters
 
 __all__ = ["QemuBackend", "qemu_installed", "QEMU"]
 
@@ -64,7 +66,7 @@ class QemuBackend(DomainBackend):
     def __init__(self, on_guest_event: Callable[[GuestEvent], None], *, data_dir: Path,
                  socket_dir: Path, accel: str = "auto", executor: Executor | None = None,
                  qemu: str = QEMU, clean_timeout: float = 120.0, poll_interval: float = 5.0,
-                 vt100_backlog: int = 2**20) -> None:
+                 vt100_backlog: int = 2**20, network: str = "auto") -> None:
         super().__init__(on_guest_event)
         self.data_dir = data_dir
         self.run_root = data_dir / "vm"
@@ -81,6 +83,8 @@ class QemuBackend(DomainBackend):
         self._starting: set[str] = set()
         self._expect_reset: set[str] = set()
         self._next_domid = 1
+        self.network_choice = network
+        self.networks: Networks | None = None      # None: QEMU's user-mode networks
 
     async def blocking(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(
@@ -111,7 +115,14 @@ class QemuBackend(DomainBackend):
             self.accel = await self.blocking(self._probe, kernel) if kernel else "tcg"
         else:
             self.accel = self.accel_choice
-        log.warning("QEMU backend: %s, accelerator %s", self.qemu, self.accel)
+        bridges = self.network_choice == "bridge" or (
+            self.network_choice == "auto" and bridges_available()
+            and shutil.which("dnsmasq") is not None)
+        if bridges:
+            self.networks = Networks(self.run_root)
+        log.warning("QEMU backend: %s, accelerator %s, guest networks on %s", self.qemu,
+                    self.accel, "Linux bridges with DHCP" if bridges
+                    else "QEMU's user-mode networks")
 
     def _probe(self, kernel: Path) -> str:
         """The probe's answer, kept for this boot of the host (it costs seconds)."""
@@ -157,20 +168,31 @@ class QemuBackend(DomainBackend):
     def expecting_reset(self, dom: QemuDomain) -> bool:
         return dom.uuid in self._expect_reset
 
+    def _tap(self, domid: int, nic: NicSpec) -> NicSpec:
+        """`nic` on a new tap device on its network's bridge (blocking); unchanged when the
+        backend uses user-mode networks or the network has no bridge."""
+        if self.networks is None or not nic.network:
+            return nic
+        name = f"vif{domid}.{nic.device}"[:15]
+        try:
+            self.networks.add_tap(name, nic.network, nic.mtu)
+        except NetworkError as e:
+            raise XenAPIError("HOST_CANNOT_ATTACH_NETWORK", "", nic.network, str(e)) from None
+        return dataclasses.replace(nic, tap=name)
+
     async def tap_for(self, dom: QemuDomain, nic: NicSpec) -> NicSpec:
-        return nic
+        return await self.blocking(self._tap, dom.domid, nic)
 
     def drop_tap(self, nic: NicSpec) -> None:
-        return None
+        if self.networks is not None and nic.tap:
+            self.networks.remove_tap(nic.tap)
 
     def tap_counters(self, nic: NicSpec) -> tuple[int, int]:
+        """(rx, tx) of the guest: what the tap sent is what the guest received."""
         if not nic.tap:
             return (0, 0)
-        base = Path("/sys/class/net") / nic.tap / "statistics"
-        try:       # the tap's tx is what the guest received
-            return (int((base / "tx_bytes").read_text()), int((base / "rx_bytes").read_text()))
-        except (OSError, ValueError):
-            return (0, 0)
+        received, sent = tap_counters(nic.tap)
+        return sent, received
 
     # --- domains -------------------------------------------------------------------------
     def _run_dir(self, uuid: str) -> RunDir:
@@ -226,16 +248,28 @@ class QemuBackend(DomainBackend):
         try:
             await self.blocking(_fresh_dir, run.path)
             booted = await self.blocking(self._boot, config, run)
+            domid = self.take_domid()
+            nics = []
+            try:
+                for nic in booted.nics:
+                    nics.append(await self.blocking(self._tap, domid, nic))
+            except BaseException:
+                for nic in nics:
+                    self.drop_tap(nic)
+                raise
+            booted = dataclasses.replace(booted, nics=tuple(nics))
             cmd = argv(booted, run, accel=self.accel, qemu=self.qemu, incoming=incoming)
             proc = await asyncio.create_subprocess_exec(
                 *cmd, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
                 stderr=asyncio.subprocess.PIPE, cwd=str(run.path))
             _, err = await proc.communicate()
             if proc.returncode != 0:
+                for nic in booted.nics:
+                    self.drop_tap(nic)
                 raise XenAPIError("INTERNAL_ERROR", "QEMU did not start: "
                                   + err.decode(errors="replace").strip()[-400:])
             pid = int(run.pidfile.read_text().strip())
-            dom = QemuDomain(self, booted, run, self.take_domid(), pid)
+            dom = QemuDomain(self, booted, run, domid, pid)
             try:
                 await dom.connect()
             except BaseException:

@@ -237,6 +237,8 @@ class QemuDomain(Domain):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self.pid, signal.SIGKILL)
         await self.detach()
+        for nic in self.nics.values():
+            self.backend.drop_tap(nic)
         shutil.rmtree(self.run.path, ignore_errors=True)
         self.backend.forget(self)
 
