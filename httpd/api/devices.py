@@ -150,23 +150,36 @@ def _cd(ctx: Ctx, vbd: str) -> dict:
     return rec
 
 
+async def _change_disc(ctx: Ctx, rec: dict, vdi: str) -> None:
+    """The running domain's drive gets the disc (or loses it) first: if it refuses, the
+    record keeps what the drive has."""
+    if not rec["currently_attached"]:
+        return
+    dom = ctx.services.domains.get(ctx.store.get("VM", rec["VM"])["uuid"])
+    if dom is not None:
+        path = str(ctx.vdis.path(vdi)) if vdi != NULL_REF else ""
+        await dom.change_cd(vbd_device(rec["userdevice"]), path)
+
+
 @table.message("VBD.insert", ("self", Ref("VBD")), ("vdi", Ref("VDI")))
-def vbd_insert(ctx: Ctx, vbd: str, vdi: str) -> str:
+async def vbd_insert(ctx: Ctx, vbd: str, vdi: str) -> str:
     """Put a disc (an ISO's VDI) into an empty CD drive."""
     rec = _cd(ctx, vbd)
     ctx.store.get("VDI", vdi)
     if not rec["empty"]:
         raise XenAPIError("VBD_NOT_EMPTY", vbd)
+    await _change_disc(ctx, rec, vdi)
     ctx.store.update("VBD", vbd, {"VDI": vdi, "empty": False})
     refresh_allowed(ctx.store, "VBD", vbd)
     return ""
 
 
 @table.message("VBD.eject", ("self", Ref("VBD")))
-def vbd_eject(ctx: Ctx, vbd: str) -> str:
+async def vbd_eject(ctx: Ctx, vbd: str) -> str:
     rec = _cd(ctx, vbd)
     if rec["empty"]:
         raise XenAPIError("VBD_IS_EMPTY", vbd)
+    await _change_disc(ctx, rec, NULL_REF)
     ctx.store.update("VBD", vbd, {"VDI": NULL_REF, "empty": True})
     refresh_allowed(ctx.store, "VBD", vbd)
     return ""

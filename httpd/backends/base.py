@@ -18,7 +18,7 @@ __all__ = ["DiskSpec", "NicSpec", "DomainConfig", "DomainCounters", "Domain", "D
 @dataclass(frozen=True)
 class DiskSpec:
     device: str          # "xvda", or the userdevice number when no name was chosen
-    path: str            # the VDI file
+    path: str            # the VDI file ("" for an empty CD drive)
     read_only: bool = False
     cdrom: bool = False  # a VBD of type CD (an IDE CD-ROM drive)
     bootable: bool = False
@@ -117,6 +117,10 @@ class Domain(abc.ABC):
 
     @abc.abstractmethod
     async def unplug_nic(self, device: str) -> None: ...
+
+    @abc.abstractmethod
+    async def change_cd(self, device: str, path: str) -> None:
+        """Put the disc `path` into the CD drive `device`, or eject it ("")."""
 
     @abc.abstractmethod
     def counters(self) -> DomainCounters: ...

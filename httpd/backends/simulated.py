@@ -83,7 +83,7 @@ class SimulatedDomain(Domain):
         self.uuid = config.uuid
         self.domid = domid
         self.paused = False
-        self.disks: dict[str, DiskSpec] = {d.device: d for d in config.disks}
+        self.disks: dict[str, DiskSpec] = {d.device: d for d in config.disks if d.path}
         self.nics: dict[str, NicSpec] = {n.device: n for n in config.nics}
         self.cpu = [0.0] * max(1, config.vcpus)
         self.vbd_io: dict[str, list[int]] = {d: [0, 0] for d in self.disks}
@@ -368,6 +368,14 @@ class SimulatedDomain(Domain):
     async def unplug_disk(self, device: str) -> None:
         self.disks.pop(device, None)
         self._write(f"\n[hotplug] block device {device} detached\n")
+
+    async def change_cd(self, device: str, path: str) -> None:
+        if path:
+            self.disks[device] = DiskSpec(device, path, True, cdrom=True)
+            self._write(f"\n[cdrom] {device}: disc inserted\n")
+        else:
+            self.disks.pop(device, None)
+            self._write(f"\n[cdrom] {device}: disc ejected\n")
 
     async def plug_nic(self, nic: NicSpec) -> None:
         self.nics[nic.device] = nic

@@ -113,9 +113,12 @@ class Lifecycle:
 
     # --- what a domain is given ----------------------------------------------------------
     def disk_spec(self, vbd: str) -> DiskSpec | None:
-        """What a domain is given of a VBD (None: an empty drive)."""
+        """What a domain is given of a VBD (None: an empty disk drive; an empty CD drive is
+        a drive with no disc, path "")."""
         b = self.store.get("VBD", vbd)
         if b["empty"] or b["VDI"] == NULL_REF:
+            if b["type"] == "CD":
+                return DiskSpec(vbd_device(b["userdevice"]), "", True, cdrom=True)
             return None
         vdi = self.store.get("VDI", b["VDI"])
         return DiskSpec(vbd_device(b["userdevice"]), str(self.vdis.path(b["VDI"])),
@@ -206,7 +209,8 @@ class Lifecycle:
             "memory_actual": rec["memory_dynamic_max"]})
         for vbd in rec["VBDs"]:
             b = store.get("VBD", vbd)
-            store.update("VBD", vbd, {"currently_attached": not b["empty"],
+            # a CD drive is attached with or without a disc in it
+            store.update("VBD", vbd, {"currently_attached": not b["empty"] or b["type"] == "CD",
                                       "device": vbd_device(b["userdevice"])})
             refresh_allowed(store, "VBD", vbd)
         for vif in rec["VIFs"]:

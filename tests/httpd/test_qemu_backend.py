@@ -387,3 +387,69 @@ def test_an_exported_guest_imported_boots_to_the_same_login(qemu, api, tmp_path)
     finally:
         con.close()
         x.VM.hard_shutdown(copy)
+
+
+def test_a_disc_inserted_into_a_running_guests_cd_drive_is_read_and_ejected(
+        qemu, api, tmp_path):
+    x = api.xenapi
+    vm = provision(x, "cdrom")
+    sr = x.VDI.get_SR(x.VBD.get_VDI(x.VM.get_VBDs(vm)[0]))
+    cd = x.VBD.create({"VM": vm, "VDI": "OpaqueRef:NULL", "userdevice": "3",
+                       "bootable": False, "mode": "RO", "type": "CD", "empty": True,
+                       "other_config": {}, "qos_algorithm_type": "",
+                       "qos_algorithm_params": {}})
+    disc = tmp_path / "disc.iso"
+    disc.write_bytes(b"XCP-DISC-MARK" + bytes(2 * 2**20 - 13))
+    iso = x.VDI.create({"SR": sr, "virtual_size": str(2 * 2**20), "type": "user",
+                        "sharable": False, "read_only": False, "other_config": {},
+                        "name_label": "disc"})
+    subprocess.run(["curl", "-sf", "-u", f"root:{qemu.password}", "-T", str(disc),
+                    f"{qemu.url}/import_raw_vdi?vdi={iso}&format=raw"], check=True, timeout=60)
+    x.VM.start(vm, False, False)
+    assert x.VBD.get_currently_attached(cd)              # an empty drive is attached
+    con = SerialConsole(qemu, tmp_path / "home", "cdrom")
+    read = "dd if=/dev/sr0 bs=2048 count=1 2>&1 | head -c 13"
+    try:
+        con.login()
+        until(lambda: "sr0" in con.run("ls /sys/block", "ls"), 30, "the CD drive")
+        assert "XCP-DISC-MARK" not in con.run(read, "r1")
+        x.VBD.insert(cd, iso)
+        until(lambda: "XCP-DISC-MARK" in con.run(read, "r2"), 30, "the disc to be read")
+        x.VBD.eject(cd)
+        until(lambda: "XCP-DISC-MARK" not in con.run(read, "r3"), 30, "the disc to go")
+        assert x.VBD.get_empty(cd)
+    finally:
+        con.close()
+        x.VM.hard_shutdown(vm)
+
+
+# A boot sector (for the test only): print HVM-BOOT-OK on COM1, then halt.
+#   xor ax,ax; mov ds,ax; mov si,msg; mov dx,0x3f8
+#   next: lodsb; test al,al; jz done; out dx,al; jmp next
+#   done: cli; hlt; jmp $
+_MBR_CODE = bytes.fromhex("31c08ed8be167cbaf803ac84c07403eeebf8faf4ebfe") + b"HVM-BOOT-OK\0"
+
+
+def test_an_hvm_guest_boots_from_its_disk_through_the_bios(qemu, api, tmp_path):
+    x = api.xenapi
+    vm = x.VM.clone(x.VM.get_by_name_label("Other install media")[0], "hvm")
+    x.VM.set_is_a_template(vm, False)
+    assert x.VM.get_HVM_boot_policy(vm) == "BIOS order"
+    sr = x.SR.get_by_name_label("Local storage")[0]
+    disk = tmp_path / "mbr.raw"
+    disk.write_bytes(_MBR_CODE.ljust(510, b"\0") + b"\x55\xaa" + bytes(2**20 - 512))
+    vdi = x.VDI.create({"SR": sr, "virtual_size": str(2**20), "type": "system",
+                        "sharable": False, "read_only": False, "other_config": {},
+                        "name_label": "boot sector"})
+    subprocess.run(["curl", "-sf", "-u", f"root:{qemu.password}", "-T", str(disk),
+                    f"{qemu.url}/import_raw_vdi?vdi={vdi}&format=raw"], check=True, timeout=60)
+    x.VBD.create({"VM": vm, "VDI": vdi, "userdevice": "0", "bootable": True, "mode": "RW",
+                  "type": "Disk", "empty": False, "other_config": {}, "qos_algorithm_type": "",
+                  "qos_algorithm_params": {}})
+    x.VM.start(vm, False, False)
+    con = SerialConsole(qemu, tmp_path / "home", "hvm")
+    try:
+        con.expect(rb"HVM-BOOT-OK", BOOT)
+    finally:
+        con.close()
+        x.VM.hard_shutdown(vm)

@@ -214,7 +214,7 @@ class QemuBackend(DomainBackend):
         if config.hvm:
             return config
         if config.bootloader == "pygrub":
-            disks = [d for d in config.disks if not d.cdrom]
+            disks = [d for d in config.disks if not d.cdrom and d.path]
             if not disks:
                 raise fail("pygrub: the VM has no disk to boot from")
             try:
@@ -238,7 +238,7 @@ class QemuBackend(DomainBackend):
             raise XenAPIError("INTERNAL_ERROR", f"{self.qemu} is not installed "
                               "(Debian's qemu-system-x86)")
         for disk in config.disks:
-            if not os.path.exists(disk.path):
+            if disk.path and not os.path.exists(disk.path):
                 raise XenAPIError("VDI_MISSING", "", disk.path)
         self._check_memory(config)
         run = self._run_dir(config.uuid)

@@ -130,7 +130,11 @@ def argv(config: DomainConfig, run: RunDir, *, accel: str, qemu: str = "qemu-sys
         cmd += ["-boot", f"order={_opt(config.boot_order)}"]
     for disk in config.disks:
         blockdev, device = disk_args(disk)
-        cmd += ["-blockdev", json.dumps(blockdev), "-device", json.dumps(device)]
+        if disk.path:
+            cmd += ["-blockdev", json.dumps(blockdev)]
+        else:                             # an empty CD drive: no medium until one is put in
+            del device["drive"]
+        cmd += ["-device", json.dumps(device)]
     for nic in config.nics:
         netdev, device = nic_args(nic)
         cmd += ["-netdev", _netdev_opts(netdev), "-device", json.dumps(device)]

@@ -255,6 +255,11 @@ class QemuDomain(Domain):
 
     async def plug_disk(self, disk: DiskSpec) -> None:
         blockdev, device = disk_args(disk)
+        if not disk.path:                 # an empty CD drive
+            del device["drive"]
+            await self._qmp("device_add", **device)
+            self.disks[disk.device] = disk
+            return
         await self._qmp("blockdev-add", **blockdev)
         try:
             await self._qmp("device_add", **device)
@@ -276,6 +281,16 @@ class QemuDomain(Domain):
         with contextlib.suppress(XenAPIError):
             await self._qmp("blockdev-del", **{"node-name": node})
         self.disks.pop(device, None)
+
+    async def change_cd(self, device: str, path: str) -> None:
+        ident = disk_id(device)
+        if path:
+            await self._qmp("blockdev-change-medium", id=ident, filename=path, format="raw",
+                            **{"read-only-mode": "read-only"})
+            self.disks[device] = DiskSpec(device, path, True, cdrom=True)
+        else:
+            await self._qmp("eject", id=ident, force=True)
+            self.disks[device] = DiskSpec(device, "", True, cdrom=True)
 
     async def plug_nic(self, nic: NicSpec) -> None:
         nic = await self.backend.tap_for(self, nic)
