@@ -262,7 +262,8 @@ async def vm_provision(ctx: Ctx, vm: str) -> str:
                 vdi = await ctx.vdis.create(sr, d["size"], {
                     "name_label": f"{rec['name_label']} {d['device']}", "type": d["type"]})
                 created.append(vdi)
-                distro = rec["other_config"].get("debian-release")
+                oc = rec["other_config"]
+                distro = oc.get("debian-release") or oc.get("rootfs")
                 if distro and d["bootable"]:
                     await asyncio.get_running_loop().run_in_executor(
                         ctx.services.executors.disk, ctx.services.domains.provision_root,

@@ -34,6 +34,9 @@ _TEMPLATES = [
     ("CentOS 5 (64-bit)", "CentOS 5 paravirtual installer: set other-config:install-repository",
      {"install-methods": "cdrom,nfs,http,ftp", "install-distro": "rhlike"}, [(8 * GiB, True)],
      False),
+    ("Linux (busybox)", "A small Linux: busybox on Debian's cloud kernel, written onto its disk "
+     "on provision (QEMU backend: a real guest)", {"rootfs": "busybox"}, [(256 * 2**20, True)],
+     False),
     ("Other install media", "Boot from install media (HVM)",
      {"install-methods": "cdrom"}, [(8 * GiB, True)], True),
 ]

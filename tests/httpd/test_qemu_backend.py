@@ -453,3 +453,19 @@ def test_an_hvm_guest_boots_from_its_disk_through_the_bios(qemu, api, tmp_path):
     finally:
         con.close()
         x.VM.hard_shutdown(vm)
+
+
+def test_the_small_busybox_template_provisions_a_bootable_guest(qemu, api, tmp_path):
+    x = api.xenapi
+    vm = x.VM.clone(x.VM.get_by_name_label("Linux (busybox)")[0], "tiny")
+    x.VM.provision(vm)
+    disk = x.VBD.get_VDI(x.VM.get_VBDs(vm)[0])
+    assert int(x.VDI.get_virtual_size(disk)) == 256 * 2**20
+    x.VM.start(vm, False, False)
+    con = SerialConsole(qemu, tmp_path / "home", "tiny")
+    try:
+        con.login()
+        assert "xcp-httpd busybox guest" in con.run("cat /etc/guest-os", "os")
+    finally:
+        con.close()
+        x.VM.clean_shutdown(vm)
