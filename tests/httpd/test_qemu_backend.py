@@ -209,13 +209,13 @@ async def test_vncdotool_sees_the_real_screen_and_types(qemu, api, vnc_api, tmp_
     forwarder = ConsoleForwarder(f"{qemu.url}/console?uuid={uuid}", session_id=api._session)
     await forwarder.start()
     try:
+        await asyncio.to_thread(con.login)     # booted: tty1 is in VGA text mode by now
         client = await asyncio.to_thread(vnc_connect, vnc_api, forwarder.port)
         try:
             img = await vnc_capture(client)
-            assert img.shape == (400, 720, 3)
+            assert img.shape == (400, 720, 3)       # 80x25 text mode (firmware: 640x480)
             lit = np.any(img > 100, axis=2)
             assert lit.any() and lit.mean() < 0.5     # text on a dark screen
-            await asyncio.to_thread(con.login)
             # Keys without shift (the keymap). getty and login flush what was typed before
             # they asked, so log in and type the command until it ran (a shell that gets
             # "root" again just says it is no command).

@@ -1,9 +1,9 @@
 """Guest networks of the QEMU backend (issue 16): a Linux bridge per XenAPI network, a tap per
 VIF, DHCP from the agent's dnsmasq, the guest's own address in VM_guest_metrics.
 
-The agent runs in a network namespace this test makes (`unshare --net`), so its bridges, taps,
-dnsmasq and all guest traffic stay inside it; the test reaches the agent through its Unix
-socket only (the SDK's UDSTransport, `xe`, `curl --unix-socket`).
+The agent runs in a network namespace this module makes (`ip netns add`, deleted at the end),
+so its bridges, taps, dnsmasq and all guest traffic stay inside it; the test reaches the agent
+through its Unix socket only (the SDK's UDSTransport, `xe`, `curl --unix-socket`).
 """
 
 from __future__ import annotations
@@ -26,11 +26,10 @@ from .test_qemu_backend import BOOT, CACHE, SerialConsole, provision
 
 pytestmark = pytest.mark.skipif(
     shutil.which("qemu-system-x86_64") is None or shutil.which("dnsmasq") is None
-    or shutil.which("unshare") is None or os.geteuid() != 0,
-    reason="needs root, qemu-system-x86, dnsmasq-base and unshare")
+    or shutil.which("ip") is None or os.geteuid() != 0,
+    reason="needs root, qemu-system-x86, dnsmasq-base and iproute2")
 
-# the daemon in a network namespace of its own, with its loopback up
-IN_NETNS = ("unshare", "--net", "--", "sh", "-c", 'ip link set lo up && exec "$0" "$@"')
+NETNS = f"xcptest{os.getpid()}"
 
 
 @pytest.fixture(scope="module")
@@ -40,13 +39,20 @@ def netns_agent(tmp_path_factory):
     fetch_kernel(CACHE)
     (data / "guest").mkdir()
     shutil.copytree(CACHE, data / "guest" / "kernel")
-    srv = Server(data, "--backend", "qemu", "--accel", "tcg", "--no-demo", "--guest-network",
-                 "bridge", wrap=IN_NETNS).start(timeout=120)
+    subprocess.run(["ip", "netns", "add", NETNS], check=True)
     try:
-        yield srv
+        subprocess.run(["ip", "netns", "exec", NETNS, "ip", "link", "set", "lo", "up"],
+                       check=True)
+        srv = Server(data, "--backend", "qemu", "--accel", "tcg", "--no-demo",
+                     "--guest-network", "bridge", wrap=("ip", "netns", "exec", NETNS))
+        srv.start(timeout=120)
+        try:
+            yield srv
+        finally:
+            srv.kill_domains()
+            srv.stop()
     finally:
-        srv.kill_domains()
-        srv.stop()
+        subprocess.run(["ip", "netns", "del", NETNS], check=False)
 
 
 def _session(srv: Server):
@@ -58,7 +64,7 @@ def _session(srv: Server):
 
 def _in_netns(srv: Server, *cmd: str) -> str:
     """A command in the agent's network namespace."""
-    return subprocess.run(["nsenter", "-t", str(srv.proc.pid), "-n", *cmd], check=True,
+    return subprocess.run(["ip", "netns", "exec", NETNS, *cmd], check=True,
                           capture_output=True, text=True, timeout=30).stdout
 
 
@@ -116,5 +122,29 @@ def test_bridges_taps_dhcp_and_a_hot_plugged_nic(netns_agent, tmp_path):
         x.VM.hard_shutdown(vm)
         links = _in_netns(srv, "ip", "-o", "link", "show")
         assert f"vif{domid}.0" not in links and f"vif{domid}.1" not in links
+    finally:
+        s.xenapi.session.logout()
+
+
+def test_a_guest_that_died_with_the_agent_down_leaves_no_tap(netns_agent):
+    srv = netns_agent
+    s = _session(srv)
+    x = s.xenapi
+    net = next(iter(x.network.get_all_records()))
+    vm = provision(x, "net2")
+    x.VIF.create({"VM": vm, "network": net, "device": "0", "MAC": "", "MTU": "1500",
+                  "other_config": {}, "qos_algorithm_type": "", "qos_algorithm_params": {}})
+    x.VM.start(vm, False, False)
+    tap = f"vif{x.VM.get_domid(vm)}.0"
+    assert tap in _in_netns(srv, "ip", "-o", "link", "show")
+    pid = srv.qemu_pids()[x.VM.get_uuid(vm)]
+    srv.kill9()
+    os.kill(pid, 9)
+    until(lambda: not Path(f"/proc/{pid}").exists(), 10, "QEMU to go")
+    srv.start(timeout=120)
+    s = _session(srv)
+    try:
+        assert s.xenapi.VM.get_power_state(vm) == "Halted"
+        assert tap not in _in_netns(srv, "ip", "-o", "link", "show")
     finally:
         s.xenapi.session.logout()

@@ -329,10 +329,12 @@ class QemuBackend(DomainBackend):
             pid, domid = int(facts["pid"]), int(facts["domid"])
         except (OSError, ValueError, KeyError):
             raise RuntimeError("no running QEMU was recorded for it") from None
-        if not _is_qemu_of(pid, run):
+        taps = facts.get("taps", {})
+        if not _is_qemu_of(pid, run):          # its taps and run directory go with it
+            for tap in taps.values():
+                self.drop_tap(NicSpec("", "", tap=tap))
             await self.blocking(shutil.rmtree, run.path, True)
             raise RuntimeError(f"its QEMU (pid {pid}) is no longer running")
-        taps = facts.get("taps", {})
         nics = tuple(dataclasses.replace(n, tap=taps.get(n.device, "")) for n in config.nics)
         dom = QemuDomain(self, dataclasses.replace(config, nics=nics), run, domid, pid)
         try:
