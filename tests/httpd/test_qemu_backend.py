@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -469,3 +470,38 @@ def test_the_small_busybox_template_provisions_a_bootable_guest(qemu, api, tmp_p
     finally:
         con.close()
         x.VM.clean_shutdown(vm)
+
+
+async def test_a_failed_suspend_leaves_the_guest_running():
+    """The migration stream cannot be written (no such directory): the call fails with a
+    XenAPI error and the guest, stopped for the save, runs on."""
+    from uuid import uuid4
+
+    from httpd.backends.base import DiskSpec, DomainConfig
+    from httpd.backends.qemu.backend import QemuBackend
+    from httpd.backends.qemu.guest import build_initramfs, build_rootfs
+    from httpd.model.errors import XenAPIError
+
+    kernel = await asyncio.to_thread(fetch_kernel, CACHE)
+    with tempfile.TemporaryDirectory(prefix="qs", dir="/tmp") as d:   # short socket paths
+        work = Path(d)
+        (work / "sockets").mkdir()
+        await asyncio.to_thread(shutil.copytree, CACHE, work / "guest" / "kernel")
+        initrd, root = work / "initrd.gz", work / "root.img"
+        await asyncio.to_thread(build_initramfs, CACHE, initrd)
+        await asyncio.to_thread(build_rootfs, root)
+        backend = QemuBackend(lambda event: None, data_dir=work, socket_dir=work / "sockets",
+                              accel="tcg", network="user")
+        await backend.open()
+        dom = await backend.start(DomainConfig(
+            uuid=str(uuid4()), name="s", memory=256 * 2**20, kernel=str(kernel),
+            ramdisk=str(initrd), kernel_args="console=ttyS0 quiet",
+            disks=(DiskSpec("xvda", str(root)),)))
+        try:
+            with pytest.raises(XenAPIError, match="saving the domain's state failed"):
+                await dom.suspend(str(work / "no-such-dir" / "state"))
+            assert (await dom._qmp("query-status"))["status"] == "running"
+            assert not dom.paused
+        finally:
+            await dom.shutdown(clean=False)
+            await backend.close()

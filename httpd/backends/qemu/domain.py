@@ -167,19 +167,26 @@ class QemuDomain(Domain):
 
     async def _migrate_to(self, path: str) -> None:
         """The domain's whole state (a QEMU migration stream) written over the start of
-        `path`, synced; the domain is left stopped."""
+        `path`, synced; the domain is left stopped. If that fails, a domain that ran runs on."""
+        was_paused = self.paused
         await self._qmp("stop")
-        sink = f"exec:dd of={shlex.quote(path)} bs=1M conv=notrunc,fsync status=none"
-        await self._qmp("migrate", uri=sink)
-        while True:
-            info = await self._qmp("query-migrate")
-            status = info.get("status")
-            if status == "completed":
-                return
-            if status in ("failed", "cancelled"):
-                raise XenAPIError("INTERNAL_ERROR", f"saving the domain's state failed: "
-                                  f"{info.get('error-desc', status)}")
-            await asyncio.sleep(0.05)
+        try:
+            sink = f"exec:dd of={shlex.quote(path)} bs=1M conv=notrunc,fsync status=none"
+            await self._qmp("migrate", uri=sink)
+            while True:
+                info = await self._qmp("query-migrate")
+                status = info.get("status")
+                if status == "completed":
+                    return
+                if status in ("failed", "cancelled"):
+                    raise XenAPIError("INTERNAL_ERROR", f"saving the domain's state failed: "
+                                      f"{info.get('error-desc', status)}")
+                await asyncio.sleep(0.05)
+        except BaseException:
+            if not was_paused:
+                with contextlib.suppress(XenAPIError):
+                    await self.unpause()
+            raise
 
     async def save(self, path: str) -> None:
         was_paused = self.paused
