@@ -119,3 +119,13 @@ def test_the_command_line_keeps_every_socket_in_the_run_directory(tmp_path):
     assert blockdevs[1]["read-only"] is True                         # a CD is read-only
     assert "restrict=on" in cmd[cmd.index("-netdev") + 1]
     assert Path(cmd[cmd.index("-pidfile") + 1]).parent == run.path
+
+
+def test_a_hostile_guest_cannot_grow_a_report_without_end():
+    """A guest that writes nic lines and never ends its report: the report holds at most
+    MAX_NICS of them, and a later end still yields it."""
+    p = GuestReports()
+    for _ in range(100):
+        assert p.feed(b"nic 52:54:00:00:00:01 10.0.0.1\n" * 100) == []
+    (report,) = p.feed(b".\n")
+    assert len(report["nics"]) == GuestReports.MAX_NICS

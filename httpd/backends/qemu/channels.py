@@ -42,7 +42,6 @@ class SerialRelay:
                                   backlog=backlog)
         self._writer: asyncio.StreamWriter | None = None
         self._task: asyncio.Task | None = None
-        self.waiters: list[tuple[bytes, asyncio.Future]] = []
 
     async def start(self, listen_path: str) -> None:
         reader, self._writer = await _open(self.path)
@@ -52,11 +51,6 @@ class SerialRelay:
     def _input(self, text: str) -> None:
         if self._writer is not None and not self._writer.is_closing():
             self._writer.write(text.encode("utf-8", "replace"))
-
-    def write(self, data: bytes) -> None:
-        """Type at the serial console (tests, scripted logins)."""
-        if self._writer is not None and not self._writer.is_closing():
-            self._writer.write(data)
 
     async def _pump(self, reader: asyncio.StreamReader) -> None:
         with contextlib.suppress(ConnectionError, OSError):
@@ -84,6 +78,7 @@ class GuestReports:
     memfree (KiB) and nics [(mac, ip or "")]."""
 
     MAX_LINE = 4096
+    MAX_NICS = 64          # a guest is not trusted: one report stays small
 
     def __init__(self) -> None:
         self._buf = b""
@@ -103,6 +98,8 @@ class GuestReports:
                 continue
             key, _, value = line.partition(" ")
             if key == "nic":
+                if len(self._current["nics"]) >= self.MAX_NICS:
+                    continue
                 mac, _, ip = value.partition(" ")
                 self._current["nics"].append((mac.lower(), "" if ip in ("", "-") else ip))
             elif key in ("os", "uname", "uptime", "memtotal", "memfree") and \
