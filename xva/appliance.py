@@ -19,9 +19,10 @@ from typing import BinaryIO, Callable
 
 from lxml import etree
 
-from .errors import XVAError, XVAFormatError, XVAUsageError
+from .errors import XVAError, XVAFormatError, XVAIOError, XVAUsageError
 from .events import DiskDone, Event, Write, Zeros
-from .gz import DEFAULT_LEVEL, MEMBER_SIZE, GzipInflater, ParallelGzip, zero_gzip
+from .gz import (DEFAULT_LEVEL, MEMBER_SIZE, GzipInflater, ParallelGzip, incompressible,
+                 stored_member, stored_size, zero_gzip)
 from .tar import TAR_END, safe_name, tar_header, tar_padding
 from .xmlsafe import parse_xml
 from .zeros import is_zero, zero_spans
@@ -182,34 +183,79 @@ def check_pieces(pieces: Iterable[tuple[int, bytes]], size: int
             yield offset, data
 
 
-class _Spool:
-    """Compressed bytes of one chunk: in memory up to ``limit``, then in a temporary file."""
+@dataclass(frozen=True)
+class _Stored:
+    """A member to be made when the chunk is sent: ``length`` disk bytes at ``offset``,
+    stored (they did not compress), re-read then instead of being spooled now."""
+    offset: int
+    length: int
 
-    def __init__(self, limit: int, factory: Callable[[], BinaryIO]) -> None:
-        self._limit, self._factory = limit, factory
-        self._parts: list[bytes] = []
+
+class _Spool:
+    """One chunk's members in order, so that its size is known before its first byte is
+    sent: compressed bytes in memory up to ``limit``, then in a temporary file; stored
+    members only as their place on the disk (their size follows from their length)."""
+
+    def __init__(self, limit: int, factory: Callable[[], BinaryIO],
+                 read: Callable[[int, int], bytes] | None = None) -> None:
+        self._limit, self._factory, self._read = limit, factory, read
+        self._parts: list[bytes | _Stored | tuple[int, int]] = []   # (file offset, length)
+        self._held = 0                  # bytes of _parts in memory
         self._file: BinaryIO | None = None
+        self._at = 0                    # bytes in the file
         self.size = 0
 
-    def write(self, data: bytes) -> None:
-        self.size += len(data)
-        if self._file is None and self.size > self._limit:
-            self._file = self._factory()
-            for part in self._parts:
-                self._file.write(part)
-            self._parts.clear()
-        if self._file is not None:
-            self._file.write(data)
-        else:
+    def write(self, data: bytes | _Stored) -> None:
+        if isinstance(data, _Stored):
+            self.size += stored_size(data.length)
             self._parts.append(data)
+            return
+        self.size += len(data)
+        self._held += len(data)
+        self._parts.append(data)
+        if self._held > self._limit:
+            self._spill()
+
+    def _spill(self) -> None:
+        """Move the bytes held in memory to the file, each run as one range."""
+        if self._file is None:
+            self._file = self._factory()
+        parts, run = [], 0
+        for part in self._parts:
+            if isinstance(part, bytes):
+                self._file.write(part)
+                run += len(part)
+                continue
+            if run:
+                parts.append((self._at, run))
+                self._at, run = self._at + run, 0
+            parts.append(part)
+        if run:
+            parts.append((self._at, run))
+            self._at += run
+        self._parts, self._held = parts, 0
 
     def pieces(self) -> Iterator[bytes]:
-        if self._file is None:
-            yield from self._parts
-            return
-        self._file.seek(0)
-        while piece := self._file.read(_OUT_PIECE):
-            yield piece
+        if self._file is not None:
+            self._file.flush()
+        for part in self._parts:
+            if isinstance(part, bytes):
+                yield part
+            elif isinstance(part, _Stored):
+                data = self._read(part.offset, part.length)
+                if len(data) != part.length:
+                    raise XVAIOError(f"short read at {part.offset}: the disk changed under "
+                                     "the export")
+                yield stored_member(data)
+            else:
+                at, length = part
+                self._file.seek(at)
+                while length > 0:
+                    piece = self._file.read(min(length, _OUT_PIECE))
+                    if not piece:
+                        raise XVAIOError("the export's spool file was cut short")
+                    length -= len(piece)
+                    yield piece
 
     def close(self) -> None:
         if self._file is not None:
@@ -234,7 +280,13 @@ class ApplianceWriter:
         self.done = 0                 # disk bytes (data and holes) already compressed
         self.bytes_out = 0
 
-    def stream(self, sources: Mapping[str, Iterable[tuple[int, bytes]]]) -> Iterator[bytes]:
+    def stream(self, sources: Mapping[str, Iterable[tuple[int, bytes]]],
+               readers: Mapping[str, Callable[[int, int], bytes]] | None = None
+               ) -> Iterator[bytes]:
+        """``readers`` (optional, per vdi name) read ``(offset, length)`` of the disk again:
+        with one, a piece that does not compress is re-read and stored when its chunk is
+        sent instead of being spooled, so a disk of such data is never copied to a spool."""
+        readers = readers or {}
         unknown = set(sources) - {v.name for v in self.appliance.vdis}
         if unknown:
             raise XVAUsageError(f"no vdi named {sorted(unknown)}")
@@ -246,7 +298,8 @@ class ApplianceWriter:
             for vdi in self.appliance.vdis:
                 yield self._out(tar_header(vdi.directory, 0, directory=True, mtime=self._mtime))
                 pieces = check_pieces(sources.get(vdi.name, ()), vdi.size)
-                for number, spool in enumerate(self._chunks(gz, vdi.size, pieces)):
+                chunks = self._chunks(gz, vdi.size, pieces, readers.get(vdi.name))
+                for number, spool in enumerate(chunks):
                     try:
                         yield self._out(tar_header(chunk_name(vdi.directory, number),
                                                    spool.size, mtime=self._mtime))
@@ -263,13 +316,14 @@ class ApplianceWriter:
         self.bytes_out += len(data)
         return data
 
-    def _chunks(self, gz: ParallelGzip, size: int,
-                pieces: Iterator[tuple[int, bytes]]) -> Iterator[_Spool]:
+    def _chunks(self, gz: ParallelGzip, size: int, pieces: Iterator[tuple[int, bytes]],
+                read: Callable[[int, int], bytes] | None) -> Iterator[_Spool]:
         """Compress the disk chunk by chunk; yield each chunk's spool when complete."""
+        defer = read is not None and self._level > 0
         pending: tuple[int, bytes] | None = next(pieces, None)
         for start in range(0, size, CHUNK_SIZE):
             end = min(size, start + CHUNK_SIZE)
-            spool = _Spool(self._spool_memory, self._spool_factory)
+            spool = _Spool(self._spool_memory, self._spool_factory, read)
             pos = start
             try:
                 while pos < end:
@@ -283,8 +337,13 @@ class ApplianceWriter:
                         pos = offset
                     take = min(len(data), end - pos, MEMBER_SIZE)
                     part = data[:take]
-                    for out in (gz.submit_ready(zero_gzip(take, self._level)) if is_zero(part)
-                                else gz.submit(part)):
+                    if is_zero(part):
+                        outs = gz.submit_ready(zero_gzip(take, self._level))
+                    elif defer and incompressible(part):
+                        outs = gz.submit_ready(_Stored(pos, take))
+                    else:
+                        outs = gz.submit(part)
+                    for out in outs:
                         spool.write(out)
                     pos += take
                     self.done += take

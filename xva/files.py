@@ -5,6 +5,7 @@ cancellation.  The daemon runs these in a thread pool; nothing here knows about 
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -68,7 +69,8 @@ def sparse_pieces(fd: int, size: int | None = None, piece: int = MEMBER_SIZE,
 
 
 class Export:
-    """An export in progress: iterate for byte pieces of at most ``OUT_PIECE`` bytes;
+    """An export in progress: iterate for byte pieces (bytes, or views of a bigger piece: no
+    copy) of at most ``OUT_PIECE`` bytes;
     ``done``/``total`` are data bytes read of the disks' data bytes (task progress);
     ``cancel()`` (any thread) stops it at the next piece; ``close()`` releases files and
     compression threads."""
@@ -92,10 +94,11 @@ class Export:
     def __iter__(self) -> Iterator[bytes]:
         try:
             for data in self._stream:
+                view = memoryview(data) if len(data) > OUT_PIECE else data
                 for i in range(0, len(data), OUT_PIECE):
                     if self._cancelled.is_set():
                         raise XVACancelled("export cancelled")
-                    piece = data[i:i + OUT_PIECE] if len(data) > OUT_PIECE else data
+                    piece = view[i:i + OUT_PIECE] if view is not data else data
                     self.bytes_out += len(piece)
                     yield piece
         finally:
@@ -105,6 +108,10 @@ class Export:
         self._stream.close()
         while self._files:
             os.close(self._files.pop())
+
+
+def _pread(fd: int, offset: int, length: int) -> bytes:
+    return os.pread(fd, length, offset)
 
 
 def _open_disks(paths: Iterable[str]) -> tuple[list[int], list[list[tuple[int, int]]]]:
@@ -129,7 +136,8 @@ def export_appliance(appliance: Appliance, disks: Mapping[str, str], **writer_op
     export._stream = writer.stream({
         n: sparse_pieces(fd, v.size, extents=ext, progress=export._count)
         for n, fd, ext, v in zip(names, fds, extents,
-                                 [v for v in appliance.vdis if v.name in disks])})
+                                 [v for v in appliance.vdis if v.name in disks])},
+        {n: functools.partial(_pread, fd) for n, fd in zip(names, fds)})
     return export
 
 

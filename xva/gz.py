@@ -24,7 +24,8 @@ from isal import isal_zlib
 from .errors import XVAFormatError, XVAUsageError
 from .zeros import is_zero
 
-__all__ = ["DEFAULT_LEVEL", "GzipInflater", "ParallelGzip", "gzip_member", "zero_gzip"]
+__all__ = ["DEFAULT_LEVEL", "GzipInflater", "ParallelGzip", "gzip_member", "incompressible",
+           "stored_member", "stored_size", "zero_gzip"]
 
 DEFAULT_LEVEL = 1             # isal levels are 0-3; 1 is ~10x zlib -6 at a few % more bytes
 MEMBER_SIZE = 4 << 20         # raw bytes per parallel member
@@ -43,14 +44,61 @@ _HINT_ID = b"XS"
 HINT_MAX_OUT = MEMBER_SIZE + (2 << 20)
 _HINT_MAX_IN = HINT_MAX_OUT + (HINT_MAX_OUT >> 8) + 4096   # stored blocks: +5 B per 64 KiB
 _MIN_MEMBER = _HINT_HEAD + 2 + 8        # header, an empty final block, CRC32 and ISIZE
+_TRAILER = struct.Struct("<II")         # CRC32, ISIZE
+_HEAD_FIELDS = isal_zlib.compress(b"", 1, _WBITS_GZIP)[4:10]   # MTIME 0, XFL, OS as isal has them
+_STORED = 65535                         # the most a stored block holds
+_STORED_HEAD = struct.Struct("<BHH")    # BFINAL and BTYPE 00 in one byte, LEN, NLEN
+_SAMPLE, _SAMPLES = 4096, 4             # the incompressibility test: 4 samples of 4 KiB
 
 
 def gzip_member(data: bytes | memoryview, level: int = DEFAULT_LEVEL) -> bytes:
     """One complete gzip member (header with mtime 0, so output is reproducible), carrying its
-    own total length in an ``XS`` extra subfield."""
+    own total length in an ``XS`` extra subfield.  Data that does not compress (see
+    :func:`incompressible`) is stored, not deflated: deflate's stored blocks cost a copy and
+    a CRC instead of a search that gains nothing, and every inflater reads them."""
+    if level > 0 and incompressible(data):
+        return stored_member(data)
     plain = isal_zlib.compress(data, level, _WBITS_GZIP)    # a 10-byte header, no flags set
     head = _HINT.pack(_HINT_MAGIC, plain[4:10], 8, _HINT_ID, 4, len(plain) + 10)
     return b"".join((head, memoryview(plain)[10:]))
+
+
+def stored_member(data: bytes | memoryview) -> bytes:
+    """A hinted gzip member holding ``data`` in deflate stored blocks (RFC 1951 3.2.4: a
+    block header byte, LEN, NLEN, then the bytes), every block full but the last, so its
+    size is :func:`stored_size` of the length alone, whatever the bytes are; the CRC32 is
+    isal's.  (zlib's level 0 writes the same blocks at the same speed but promises no
+    layout, and a writer that must announce sizes before the data needs one.)"""
+    view = memoryview(data).cast("B")
+    n = len(view)
+    parts = [_HINT.pack(_HINT_MAGIC, _HEAD_FIELDS, 8, _HINT_ID, 4, stored_size(n))]
+    for at in range(0, n, _STORED) if n else (0,):
+        block = view[at:at + _STORED]
+        k = len(block)
+        parts += (_STORED_HEAD.pack(at + k >= n, k, k ^ 0xFFFF), block)
+    parts.append(_TRAILER.pack(isal_zlib.crc32(view), n & 0xFFFFFFFF))
+    return b"".join(parts)
+
+
+def stored_size(n: int) -> int:
+    """The length of :func:`stored_member` of ``n`` bytes."""
+    return _HINT_HEAD + n + _STORED_HEAD.size * max(1, -(-n // _STORED)) + _TRAILER.size
+
+
+def incompressible(data: bytes | memoryview) -> bool:
+    """True when samples spread over ``data`` all fail to shrink by an eighth under deflate:
+    already compressed or encrypted data (packages, media, random).  One sample that shrinks
+    is enough to deflate the whole piece, so mixed data keeps its ratio; the test costs
+    about 1 % of deflating the piece."""
+    n = len(data)
+    if n < _SAMPLES * _SAMPLE * 4:
+        return False
+    view = memoryview(data).cast("B") if isinstance(data, memoryview) else data
+    for i in range(_SAMPLES):
+        at = (2 * i + 1) * n // (2 * _SAMPLES)
+        if len(isal_zlib.compress(view[at:at + _SAMPLE], 1, -15)) < _SAMPLE * 7 // 8:
+            return False
+    return True
 
 
 def _hinted_length(head: bytes) -> int | None:
@@ -101,7 +149,7 @@ class ParallelGzip:
         self._own = executor is None
         self._pool = executor or ThreadPoolExecutor(threads, thread_name_prefix="xva-gzip")
         self._depth = depth or 2 * threads + 2
-        self._queue: collections.deque[Future[bytes] | bytes] = collections.deque()
+        self._queue: collections.deque[Future[bytes] | object] = collections.deque()
         self._closed = False
 
     def submit(self, data: bytes | memoryview) -> list[bytes]:
@@ -110,8 +158,9 @@ class ParallelGzip:
         self._queue.append(self._pool.submit(gzip_member, data, self.level))
         return self._ready(block=len(self._queue) > self._depth)
 
-    def submit_ready(self, member: bytes) -> list[bytes]:
-        """Queue already-compressed bytes (e.g. a zero run) in their place in the order."""
+    def submit_ready(self, member: object) -> list:
+        """Queue already-compressed bytes (e.g. a zero run), or any other object standing
+        for output, in their place in the order."""
         self._check()
         self._queue.append(member)
         return self._ready(block=False)
@@ -122,14 +171,14 @@ class ParallelGzip:
         out = []
         while self._queue:
             item = self._queue.popleft()
-            out.append(item if isinstance(item, bytes) else item.result())
+            out.append(item.result() if isinstance(item, Future) else item)
         return out
 
     def close(self) -> None:
         """Drop queued work and (if the pool is ours) stop the threads; safe to call twice."""
         self._closed = True
         for item in self._queue:
-            if not isinstance(item, bytes):
+            if isinstance(item, Future):
                 item.cancel()
         self._queue.clear()
         if self._own:
@@ -139,7 +188,7 @@ class ParallelGzip:
         out = []
         while self._queue:
             item = self._queue[0]
-            if not isinstance(item, bytes):
+            if isinstance(item, Future):
                 if not (block or item.done()):
                     break
                 item = item.result()

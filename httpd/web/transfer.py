@@ -150,23 +150,51 @@ async def _task(request: web.Request, ctx: Ctx, label: str) -> AsyncIterator[str
         await ctx.store.sync()
 
 
+_BATCH = 4 << 20        # bytes of an export pulled in one worker step
+
+
+def _take(pieces: Iterator[bytes]) -> list[bytes]:
+    """The next pieces, about :data:`_BATCH` bytes of them ([] at the end): one thread hop
+    per batch, not per piece (a hop costs a GIL hand-over between the loop and a worker)."""
+    batch, size = [], 0
+    for piece in pieces:
+        batch.append(piece)
+        size += len(piece)
+        if size >= _BATCH:
+            break
+    return batch
+
+
 async def _pump(request: web.Request, resp: web.StreamResponse, ctx: Ctx,
                 pieces: Iterator[bytes], progress: Callable[[], float],
                 cancel: Callable[[], None]) -> None:
-    """Pull pieces in a worker thread, write them with backpressure, follow the task."""
+    """Pull pieces in a worker thread, write them with backpressure, follow the task.
+
+    The next batch is being made while this one is written (one batch ahead: a generator
+    runs in one thread at a time), so the disk, the compressor and the socket overlap; the
+    batch in the making is joined before this returns, so the caller may close the stream."""
     cancelled = ctx.tasks.cancel_event(ctx.task)
-    while True:
-        if cancelled.is_set():
-            cancel()
-            raise XenAPIError("TASK_CANCELLED", ctx.task)
-        piece = await ctx.streaming(next, pieces, None)
-        if piece is None:
-            return
-        try:
-            await resp.write(piece)
-        except ConnectionError as e:
-            raise _ClientGone(str(e)) from None
-        ctx.progress(progress())
+    ahead = asyncio.ensure_future(ctx.streaming(_take, pieces))
+    try:
+        while True:
+            batch = await ahead
+            if not batch:
+                return
+            if cancelled.is_set():
+                cancel()
+                raise XenAPIError("TASK_CANCELLED", ctx.task)
+            ahead = asyncio.ensure_future(ctx.streaming(_take, pieces))
+            try:
+                for piece in batch:
+                    await resp.write(piece)
+            except ConnectionError as e:
+                raise _ClientGone(str(e)) from None
+            ctx.progress(progress())
+    finally:
+        if not ahead.done():
+            await joined(asyncio.wait([ahead]))
+        if ahead.done() and not ahead.cancelled():
+            ahead.exception()           # retrieved: a failure after the one raised is moot
 
 
 def _stream_failed(request: web.Request, resp: web.StreamResponse | None, e: Exception,

@@ -9,7 +9,7 @@ import threading
 import pytest
 
 from xva.appliance import CHUNK_SIZE
-from xva.errors import XVACancelled
+from xva.errors import XVACancelled, XVAIOError
 from xva.events import LAYOUT_APPLIANCE, LAYOUT_XAPI
 from xva.files import data_extents, export_appliance, export_blocks, import_stream, sparse_pieces
 
@@ -127,6 +127,50 @@ def test_block_round_trip_sparse(tmp_path, compression, checksum):
                           lambda m: {"Ref:2": 2 << 20, "Ref:10": size})
     assert_same_sparse(a, paths["Ref:10"])
     assert_same_sparse(b, paths["Ref:2"])
+
+
+def test_dense_appliance_export_stores_noise_without_spooling_it(tmp_path, monkeypatch):
+    """Pieces that do not compress are re-read and stored when their chunk is sent, so a
+    disk of such data needs no spool file; text between them is spooled (in memory, then
+    in a file) and every byte comes back, in order, through our reader and gunzip."""
+    import xva.appliance as appliance_mod
+    size = 40 << 20
+    src = tmp_path / "src.raw"
+    parts = [os.urandom(12 << 20), b"text of a dense disk %d\n" * (300 << 10), os.urandom(9 << 20)]
+    data = b"".join(parts)[:size]
+    src.write_bytes(data + bytes(size - len(data)))
+    files = []
+    real = appliance_mod.tempfile.TemporaryFile
+
+    def counted(*a, **kw):
+        files.append(1)
+        return real(*a, **kw)
+    monkeypatch.setattr(appliance_mod.tempfile, "TemporaryFile", counted)
+    for memory, spooled in ((64 << 20, 0), (1 << 20, 1)):
+        xva = tmp_path / f"out-{memory}.xva"
+        files.clear()
+        write(export_appliance(appliance({"sda": size}), {"vdi_sda": str(src)},
+                               spool_memory=memory), xva)
+        assert len(files) == spooled
+        assert os.path.getsize(xva) < size - (3 << 20)          # the text was deflated
+        paths = import_stream(chunks_of(xva), lambda d: str(tmp_path / f"back-{memory}"))
+        subprocess.run(["cmp", str(src), paths["vdi_sda"]], check=True)
+        out = tmp_path / f"x-{memory}"
+        out.mkdir()
+        subprocess.run(["tar", "xf", str(xva), "-C", str(out)], check=True)
+        subprocess.run(f"gunzip -c sda/chunk-* | cmp - {src}", shell=True, cwd=out, check=True)
+
+
+def test_a_disk_cut_short_between_the_passes_fails_the_export(tmp_path):
+    size = 16 << 20
+    src = tmp_path / "src.raw"
+    src.write_bytes(os.urandom(size))
+    export = export_appliance(appliance({"sda": size}), {"vdi_sda": str(src)})
+    with pytest.raises(XVAIOError, match="changed under the export"):
+        for piece in export:
+            if bytes(piece[:9]) == b"sda/chunk":    # planned, sized: the disk loses its tail
+                os.truncate(src, 4 << 20)
+    assert export._files == []
 
 
 def test_export_cancel_releases(tmp_path):

@@ -11,7 +11,7 @@ from isal import isal_zlib
 
 from xva.errors import XVAFormatError
 from xva.gz import (HINT_MAX_OUT, MEMBER_SIZE, GzipInflater, ParallelGzip, gzip_member,
-                    zero_gzip)
+                    incompressible, stored_member, stored_size, zero_gzip)
 
 
 def inflate(data: bytes, piece: int, step: int = 1 << 16) -> bytes:
@@ -222,3 +222,34 @@ def test_the_bomb_cap_holds_with_a_hint():
     with pytest.raises(XVAFormatError, match="corrupt gzip data"):
         inflate(bytes(bomb), 1 << 20)
     assert not inflater_threads()
+
+
+# --- data that does not compress is stored ------------------------------------------------
+@pytest.mark.parametrize("n", [0, 1, 65535, 65536, 3 * 65535, MEMBER_SIZE])
+def test_stored_members_are_gzip_of_a_size_known_in_advance(n, tmp_path):
+    data = os.urandom(n)
+    member = stored_member(data)
+    assert len(member) == stored_size(n)
+    assert int.from_bytes(member[16:20], "little") == len(member)
+    assert gzip.decompress(member) == data
+    assert inflate(member, 4093) == data and inflate(member, 1 << 30) == data
+    path = tmp_path / "stored.gz"
+    path.write_bytes(member + gzip_member(b"tail" * 1000))
+    for tool in (["gunzip", "-c"], ["pigz", "-dc"]):
+        out = subprocess.run([*tool, str(path)], check=True, capture_output=True).stdout
+        assert out == data + b"tail" * 1000
+
+
+def test_only_data_that_does_not_compress_is_stored():
+    noise = os.urandom(MEMBER_SIZE)
+    text = (b"the quick brown fox jumps over the lazy dog %d\n" * 100000)[:MEMBER_SIZE]
+    assert incompressible(noise) and not incompressible(text)
+    assert gzip_member(noise) == stored_member(noise)
+    assert len(gzip_member(text)) < MEMBER_SIZE // 4
+    # one sample that shrinks is enough: a piece that is half text is deflated whole
+    half = noise[: MEMBER_SIZE // 2] + text[: MEMBER_SIZE // 2]
+    assert not incompressible(half)
+    assert gzip.decompress(gzip_member(half)) == half
+    # level 0 means isal's own fast level, never the store test; small pieces are deflated
+    assert not incompressible(noise[:1000])
+    assert gzip.decompress(gzip_member(noise, level=0)) == noise
