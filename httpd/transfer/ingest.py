@@ -1,9 +1,11 @@
 """Uploads driven by the event loop: the loop reads the body, a worker applies it.
 
-The loop owns the request: it iterates the body (aiohttp's StreamReader is the bounded queue:
-it pauses the socket at its high-water mark, so a slow disk slows the client), runs the metadata
-step itself, and hands one chunk at a time to a worker of the transfer pool, where the sans-IO
-XVA reader inflates it and a :class:`~xva.files.DiskApplier` writes it.  Every step handed to a
+The loop owns the request: it reads the body up to :data:`AHEAD` bytes ahead of the worker
+(:func:`read_ahead`: beyond that it stops reading, aiohttp's StreamReader pauses the socket at
+its high-water mark, and a slow disk slows the client), runs the metadata step itself, and
+hands what arrived meanwhile, as one batch, to a worker of the transfer pool, where the
+sans-IO XVA reader inflates it and a :class:`~xva.files.DiskApplier` writes it.  So the socket
+keeps flowing while a worker writes, and a batch costs one thread hop, not one per chunk.  Every step handed to a
 thread is joined before these functions return or raise, cancelled or not, so whoever rolls
 back afterwards never races a write still in flight.  Nothing here reads task state: the caller
 cancels the coroutine (``TaskManager.race_cancel``) and the joins do the rest.
@@ -12,8 +14,11 @@ cancels the coroutine (``TaskManager.race_cancel``) and the joins do the rest.
 from __future__ import annotations
 
 import asyncio
+import collections
+import contextlib
 import os
-from typing import AsyncIterable, Awaitable, Callable, Iterable, Mapping, TypeVar
+from typing import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Iterator, \
+    Mapping, TypeVar
 
 from xva.events import Event, Metadata
 from xva.files import DiskApplier
@@ -24,12 +29,13 @@ from .qcow2 import check_qcow2, from_qcow2
 from .sidefile import SideFile
 from .vhd import VhdApplier
 
-__all__ = ["joined", "import_xva", "RawWriter", "import_raw", "import_vhd", "import_qcow2"]
+__all__ = ["AHEAD", "joined", "read_ahead", "import_xva", "RawWriter", "import_raw", "import_vhd", "import_qcow2"]
 
 T = TypeVar("T")
 Offload = Callable[..., Awaitable]
 _BLOCK = 65536
 _ZEROS = bytes(_BLOCK)
+AHEAD = 8 << 20             # body bytes read ahead of the worker, at most (per upload)
 
 
 async def joined(aw: Awaitable[T]) -> T:
@@ -51,6 +57,63 @@ async def joined(aw: Awaitable[T]) -> T:
     if cancelled:
         raise asyncio.CancelledError
     return result
+
+
+async def read_ahead(chunks: AsyncIterable[bytes], limit: int = AHEAD
+                     ) -> AsyncIterator[list[bytes]]:
+    """Batches of ``chunks``: a task reads on while the caller handles the last batch,
+    until ``limit`` bytes wait; each batch is everything read since the one before (at
+    least one chunk).  A failure of ``chunks`` is raised where the caller takes a batch.
+    Close it (``contextlib.aclosing``) as soon as it is no longer read: until then the
+    task may go on reading the body."""
+    queue: collections.deque[bytes] = collections.deque()
+    held = 0
+    arrived, room = asyncio.Event(), asyncio.Event()
+    ended: list[BaseException | None] = []
+
+    async def fill() -> None:
+        nonlocal held
+        try:
+            async for chunk in chunks:
+                queue.append(chunk)
+                held += len(chunk)
+                arrived.set()
+                if held >= limit:
+                    room.clear()
+                    await room.wait()
+            ended.append(None)
+        except Exception as e:  # noqa: BLE001 - handed to the caller, raised there
+            ended.append(e)
+        finally:
+            arrived.set()
+
+    task = asyncio.ensure_future(fill())
+    try:
+        while True:
+            if not (queue or ended):
+                await arrived.wait()
+                arrived.clear()
+            if queue:
+                batch = list(queue)
+                queue.clear()
+                held = 0
+                room.set()
+                yield batch
+            elif ended:
+                if ended[0] is not None:
+                    raise ended[0]
+                return
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+def _fed(reader: XVAReader, batch: list[bytes]) -> Iterator[Event]:
+    """The events of a batch of chunks, made lazily (in the worker that applies them)."""
+    for chunk in batch:
+        yield from reader.feed(chunk)
+        if reader.done:
+            return
 
 
 def _apply_until_metadata(applier: DiskApplier, events: Iterable[Event]) -> Metadata | None:
@@ -82,10 +145,11 @@ async def import_xva(chunks: AsyncIterable[bytes], offload: Offload,
                 reader.expect_disks(disks)
 
     try:
-        async for chunk in chunks:
-            await drain(reader.feed(chunk))
-            if reader.done:
-                break
+        async with contextlib.aclosing(read_ahead(chunks)) as batches:
+            async for batch in batches:
+                await drain(_fed(reader, batch))
+                if reader.done:
+                    break
         await drain(await joined(offload(reader.close)))
         await joined(offload(applier.sync))     # the task succeeds only once this is done
     finally:
@@ -130,11 +194,17 @@ class RawWriter:
         self.side.close()
 
 
+def _write_all(sink, batch: list[bytes]) -> None:
+    for chunk in batch:
+        sink.write(chunk)
+
+
 async def _apply_body(chunks: AsyncIterable[bytes], offload: Offload, sink) -> int:
     """Each chunk to `sink.write` on a worker, then `sink.finish()`; `sink.close()` always."""
     try:
-        async for chunk in chunks:
-            await joined(offload(sink.write, chunk))
+        async with contextlib.aclosing(read_ahead(chunks)) as batches:
+            async for batch in batches:
+                await joined(offload(_write_all, sink, batch))
         return await joined(offload(sink.finish))
     finally:
         await joined(offload(sink.close))
