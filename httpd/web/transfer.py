@@ -1,10 +1,11 @@
 """HTTP VM import/export: /export, /export_metadata, /import, /import_metadata and raw VDIs.
 
-Bytes stream both ways with bounded memory: an export is pulled piece by piece (<= 1 MiB) from
-the xva writer in a worker thread and written with `await resp.write()`, so a slow client slows
-the disk reads; an import is read on the loop, chunk by chunk as it arrives, and each chunk is
-inflated and written on a worker (`transfer.ingest`), joined before anything rolls back. Every path finishes its task: progress as bytes move, task.cancel honoured between
-pieces, a client that goes away fails the task, and a failed import removes what it created.
+Bytes stream both ways with bounded memory: an export is pulled from the xva writer in a
+worker thread about 4 MiB a step, one step ahead of `await resp.write()`, so a slow client
+slows the disk reads; an import is read on the loop up to 8 MiB ahead of a worker, which
+inflates and writes what arrived meanwhile (`transfer.ingest`), joined before anything rolls
+back. Every path finishes its task: progress as bytes move, task.cancel honoured between
+batches, a client that goes away fails the task, and a failed import removes what it created.
 """
 
 from __future__ import annotations
