@@ -10,6 +10,7 @@ import logging
 import sys
 from pathlib import Path
 
+from .allocator import keep_big_buffers
 from .config import Config
 
 __all__ = ["main"]
@@ -112,6 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     logging.basicConfig(level=args.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    keep_big_buffers()              # transfers reuse their MiB buffers (httpd.allocator)
     config = Config(data_dir=args.data_dir.resolve(),
                     listen=tuple(args.listen or ["127.0.0.1:8080"]),
                     https_listen=tuple(args.https_listen),

@@ -19,7 +19,7 @@ from .events import DiskDone, Event, Warning_, Write, Zeros
 from .gz import DEFAULT_LEVEL as GZIP_LEVEL, MEMBER_SIZE, ParallelGzip
 from .tar import TAR_END, tar_header, tar_padding
 from .zeros import is_zero, zero_spans
-from .zstd import DEFAULT_LEVEL as ZSTD_LEVEL, zstd_compressobj
+from .zstd import DEFAULT_LEVEL as ZSTD_LEVEL, ParallelZstd
 
 __all__ = ["BLOCK_SIZE", "BlockDisks", "BlockWriter", "checksum_hex"]
 
@@ -67,9 +67,9 @@ def _blocks(pieces: Iterator[tuple[int, bytes]], size: int
 class BlockWriter:
     """Stream an XVA in xapi's block layout.  ``stream(disks)`` takes ``(ref_id, size,
     pieces)`` triples (pieces: ``(offset, bytes)`` in increasing order, gaps are zeros) and
-    yields bytes of about one block each.  ``compression="gzip"`` makes the whole stream gzip
-    members compressed on a thread pool; ``"zstd"`` one zstd frame that libzstd compresses on
-    ``threads`` threads.  ``level`` defaults to each one's own.  Close the generator to
+    yields bytes-like pieces (a block's data as it was read: bytes or a view).
+    ``compression="gzip"`` makes the whole stream gzip members, ``"zstd"`` zstd frames,
+    each of about MEMBER_SIZE of tar, compressed on ``threads`` threads.  ``level`` defaults to each one's own.  Close the generator to
     cancel."""
 
     def __init__(self, ova_xml: bytes, *, checksum: str = "xxhash",
@@ -103,7 +103,7 @@ class BlockWriter:
                 self.bytes_out += len(piece)
                 yield piece
             return
-        yield from (self._gzip if self._compression == "gzip" else self._zstd)(tar)
+        yield from self._compressed(tar)
 
     def _tar(self, disks) -> Iterator[bytes]:
         yield self._member("ova.xml", self._xml)
@@ -120,39 +120,35 @@ class BlockWriter:
         written = -1
         for index, block in _blocks(pieces, size):
             if written < 0 and index > 0:                  # the first block is always there
-                yield self._block(ref, 0, bytes(min(BLOCK_SIZE, size)))
+                yield from self._block(ref, 0, bytes(min(BLOCK_SIZE, size)))
                 written = 0
             if 0 < index < last and is_zero(block):
                 continue
-            yield self._block(ref, index, block)
+            yield from self._block(ref, index, block)
             written = index
             self.done = self._base + min(size, (index + 1) * BLOCK_SIZE)
         if written < 0:
-            yield self._block(ref, 0, bytes(min(BLOCK_SIZE, size)))
+            yield from self._block(ref, 0, bytes(min(BLOCK_SIZE, size)))
             written = 0
         if written < last:                                  # ... and so is the last one
-            yield self._block(ref, last, bytes(size - last * BLOCK_SIZE))
+            yield from self._block(ref, last, bytes(size - last * BLOCK_SIZE))
         self._base += size
         self.done = self._base
 
-    def _block(self, ref: str, index: int, data: bytes | memoryview) -> bytes:
+    def _block(self, ref: str, index: int, data: bytes | memoryview
+               ) -> tuple[bytes, bytes | memoryview, bytes]:
+        """A block's tar member and its checksum member, as three pieces: the block's data
+        goes out as it was read, never copied into a member of its own."""
         name = f"{ref}/{index:08d}"
         digest = checksum_hex(self._ext, data).encode()
-        return self._member(name, data) + self._member(name + self._ext, digest)
+        return (tar_header(name, len(data), mtime=self._mtime), data,
+                tar_padding(len(data)) + self._member(name + self._ext, digest))
 
-    def _zstd(self, tar: Iterator[bytes]) -> Iterator[bytes]:
-        z = zstd_compressobj(self._level, self._threads)
-        for piece in tar:
-            out = z.compress(piece)
-            if out:
-                self.bytes_out += len(out)
-                yield out
-        out = z.flush()
-        self.bytes_out += len(out)
-        yield out
-
-    def _gzip(self, tar: Iterator[bytes]) -> Iterator[bytes]:
-        gz = ParallelGzip(self._level, self._threads, self._executor)
+    def _compressed(self, tar: Iterator[bytes]) -> Iterator[bytes]:
+        """The tar stream cut into pieces of about MEMBER_SIZE, each compressed on the pool
+        into a unit of its own (a gzip member, a zstd frame), in order."""
+        kind = ParallelGzip if self._compression == "gzip" else ParallelZstd
+        pool = kind(self._level, self._threads, self._executor)
         try:
             parts: list[bytes] = []
             held = 0
@@ -160,19 +156,18 @@ class BlockWriter:
                 parts.append(piece)
                 held += len(piece)
                 if held >= MEMBER_SIZE:
-                    for out in gz.submit(b"".join(parts)):
-                        self.bytes_out += len(out)
-                        yield out
+                    yield from self._counted(pool.submit(b"".join(parts)))
                     parts, held = [], 0
             if parts:
-                for out in gz.submit(b"".join(parts)):
-                    self.bytes_out += len(out)
-                    yield out
-            for out in gz.drain():
-                self.bytes_out += len(out)
-                yield out
+                yield from self._counted(pool.submit(b"".join(parts)))
+            yield from self._counted(pool.drain())
         finally:
-            gz.close()
+            pool.close()
+
+    def _counted(self, outs: list[bytes]) -> Iterator[bytes]:
+        for out in outs:
+            self.bytes_out += len(out)
+            yield out
 
 
 class BlockDisks:

@@ -22,6 +22,7 @@ from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from isal import isal_zlib
 
 from .errors import XVAFormatError, XVAUsageError
+from .parallel import ParallelCompressor
 from .zeros import is_zero
 
 __all__ = ["DEFAULT_LEVEL", "GzipInflater", "ParallelGzip", "gzip_member", "incompressible",
@@ -137,69 +138,15 @@ def zero_gzip(length: int, level: int = DEFAULT_LEVEL) -> bytes:
     return out + _zero_member(rest, level) if rest else out
 
 
-class ParallelGzip:
-    """Compress pieces into gzip members on a thread pool; outputs come back in order.
-
-    At most ``depth`` pieces are in flight, which bounds memory: :meth:`submit` blocks on the
-    oldest piece when the window is full.  :meth:`close` cancels what is queued."""
+class ParallelGzip(ParallelCompressor):
+    """Gzip members (:func:`gzip_member`) made on a thread pool, in order; see
+    :class:`~xva.parallel.ParallelCompressor`."""
 
     def __init__(self, level: int = DEFAULT_LEVEL, threads: int = 2,
                  executor: Executor | None = None, depth: int | None = None) -> None:
+        super().__init__(functools.partial(gzip_member, level=level), threads, executor,
+                         depth, name="xva-gzip")
         self.level = level
-        self._own = executor is None
-        self._pool = executor or ThreadPoolExecutor(threads, thread_name_prefix="xva-gzip")
-        self._depth = depth or 2 * threads + 2
-        self._queue: collections.deque[Future[bytes] | object] = collections.deque()
-        self._closed = False
-
-    def submit(self, data: bytes | memoryview) -> list[bytes]:
-        """Queue ``data`` (not modified until its member is out) and return ready outputs."""
-        self._check()
-        self._queue.append(self._pool.submit(gzip_member, data, self.level))
-        return self._ready(block=len(self._queue) > self._depth)
-
-    def submit_ready(self, member: object) -> list:
-        """Queue already-compressed bytes (e.g. a zero run), or any other object standing
-        for output, in their place in the order."""
-        self._check()
-        self._queue.append(member)
-        return self._ready(block=False)
-
-    def drain(self) -> list[bytes]:
-        """Wait for every queued piece and return all outputs in order."""
-        self._check()
-        out = []
-        while self._queue:
-            item = self._queue.popleft()
-            out.append(item.result() if isinstance(item, Future) else item)
-        return out
-
-    def close(self) -> None:
-        """Drop queued work and (if the pool is ours) stop the threads; safe to call twice."""
-        self._closed = True
-        for item in self._queue:
-            if isinstance(item, Future):
-                item.cancel()
-        self._queue.clear()
-        if self._own:
-            self._pool.shutdown(wait=False, cancel_futures=True)
-
-    def _ready(self, block: bool) -> list[bytes]:
-        out = []
-        while self._queue:
-            item = self._queue[0]
-            if isinstance(item, Future):
-                if not (block or item.done()):
-                    break
-                item = item.result()
-                block = len(self._queue) - 1 > self._depth
-            out.append(item)
-            self._queue.popleft()
-        return out
-
-    def _check(self) -> None:
-        if self._closed:
-            raise XVAUsageError("the compressor is closed")
 
 
 class GzipInflater:

@@ -1,5 +1,5 @@
 """Zstandard for whole-stream XVAs (what xapi writes for ``use_compression=zstd``): a bounded
-incremental inflater for concatenated frames, and the writer's multi-threaded compressor.
+incremental inflater for concatenated frames, and the writer's frames, made on every core.
 
 libzstd (through ``zstandard``) does all the decoding.  But ``decompressobj().decompress()``
 returns everything a piece of input inflates to, and one 4-byte zstd block may stand for
@@ -11,14 +11,18 @@ gets at most ``step // 128 KiB`` blocks per call, and no block inflates to more 
 
 from __future__ import annotations
 
+import functools
+import threading
 from collections.abc import Iterator
+from concurrent.futures import Executor
 
 import zstandard
 
 from .errors import XVAFormatError, XVAUsageError
+from .parallel import ParallelCompressor
 
 __all__ = ["BLOCK_MAX", "DEFAULT_LEVEL", "MAX_WINDOW", "STREAM_MAGICS", "ZSTD_MAGIC",
-           "ZstdInflater", "zstd_compressobj"]
+           "ParallelZstd", "ZstdInflater", "zstd_frame"]
 
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 _SKIPPABLE = 0x184D2A50       # to 0x184D2A5F: frames to skip, whatever they hold
@@ -51,11 +55,30 @@ _FCS_SIZE = (0, 2, 4, 8)      # by Frame_Content_Size_flag (0 is 1 byte for sing
 _DICT_ID_SIZE = (0, 1, 2, 4)
 
 
-def zstd_compressobj(level: int = DEFAULT_LEVEL, threads: int = 2):
-    """A streaming compressor writing one zstd frame with a content checksum, as the zstd
-    CLI does; with ``threads`` > 1 libzstd compresses on that many threads (GIL released)."""
-    return zstandard.ZstdCompressor(level=level, threads=threads,
-                                    write_checksum=True).compressobj()
+_local = threading.local()
+
+
+def zstd_frame(data: bytes | memoryview, level: int = DEFAULT_LEVEL) -> bytes:
+    """One complete zstd frame of ``data`` with its content size and checksum, as the zstd
+    CLI writes them.  libzstd releases the GIL and gives up quickly on data that does not
+    compress (raw blocks), so no test is needed before it.  One compressor per thread."""
+    cctx = getattr(_local, "cctx", None)
+    if cctx is None or _local.level != level:
+        cctx = _local.cctx = zstandard.ZstdCompressor(level=level, write_checksum=True,
+                                                      write_content_size=True)
+        _local.level = level
+    return cctx.compress(data)
+
+
+class ParallelZstd(ParallelCompressor):
+    """Zstd frames (:func:`zstd_frame`) made on a thread pool, in order: a stream of
+    concatenated frames, which ``zstd -d``, xapi and :class:`ZstdInflater` all read."""
+
+    def __init__(self, level: int = DEFAULT_LEVEL, threads: int = 2,
+                 executor: Executor | None = None, depth: int | None = None) -> None:
+        super().__init__(functools.partial(zstd_frame, level=level), threads, executor,
+                         depth, name="xva-zstd")
+        self.level = level
 
 
 class ZstdInflater:

@@ -152,17 +152,29 @@ async def _task(request: web.Request, ctx: Ctx, label: str) -> AsyncIterator[str
 
 
 _BATCH = 4 << 20        # bytes of an export pulled in one worker step
+_SMALL = 64 << 10       # pieces joined with their neighbours before they are written
 
 
 def _take(pieces: Iterator[bytes]) -> list[bytes]:
     """The next pieces, about :data:`_BATCH` bytes of them ([] at the end): one thread hop
-    per batch, not per piece (a hop costs a GIL hand-over between the loop and a worker)."""
-    batch, size = [], 0
+    per batch, not per piece (a hop costs a GIL hand-over between the loop and a worker).
+    Runs of small pieces (tar headers, checksums) are joined, so a client sees few frames."""
+    batch: list[bytes] = []
+    small: list[bytes] = []
+    size = 0
     for piece in pieces:
-        batch.append(piece)
         size += len(piece)
+        if len(piece) < _SMALL:
+            small.append(piece)
+        else:
+            if small:
+                batch.append(b"".join(small))
+                small = []
+            batch.append(piece)
         if size >= _BATCH:
             break
+    if small:
+        batch.append(b"".join(small))
     return batch
 
 

@@ -6,7 +6,7 @@ import pytest
 import zstandard
 
 from xva.errors import XVAFormatError
-from xva.zstd import BLOCK_MAX, ZSTD_MAGIC, ZstdInflater, zstd_compressobj
+from xva.zstd import BLOCK_MAX, ZSTD_MAGIC, ParallelZstd, ZstdInflater, zstd_frame
 
 from .conftest import rle_frame, skippable
 
@@ -28,8 +28,7 @@ def compress(data: bytes, **kw) -> bytes:
 
 
 def test_round_trip_any_piece_size():
-    z = zstd_compressobj(threads=2)
-    blob = z.compress(DATA) + z.flush()
+    blob = zstd_frame(DATA)
     assert zstandard.ZstdDecompressor().decompressobj().decompress(blob) == DATA
     for piece in (333, 65536, len(blob)):
         assert inflate(blob, piece) == DATA
@@ -98,3 +97,20 @@ def test_corrupt_block_or_checksum_is_refused():
         bad[at] ^= 0x55
         with pytest.raises(XVAFormatError, match="corrupt zstd data"):
             inflate(bytes(bad), 64)
+
+
+def test_frames_made_in_parallel_are_one_stream_for_zstd_and_us():
+    import os
+    import subprocess
+    pieces = [os.urandom(300_000), DATA, b"", bytes(1 << 20), DATA[:1000]]
+    pool = ParallelZstd(threads=2, depth=1)
+    try:
+        out = [o for p in pieces for o in pool.submit(p)] + pool.drain()
+    finally:
+        pool.close()
+    blob = b"".join(out)
+    assert len(out) == len(pieces) and all(o[:4] == ZSTD_MAGIC for o in out)
+    assert inflate(blob, 65536) == b"".join(pieces)
+    cli = subprocess.run(["zstd", "-dc"], input=blob, capture_output=True, check=True)
+    assert cli.stdout == b"".join(pieces)
+    assert len(out[0]) < 300_000 + 100          # noise: raw blocks, not an expansion
