@@ -15,6 +15,18 @@ run, side by side on that very image file:
             curl -T file .../import?sr_uuid=..  for a file of each layout; the imported VDI is
             compared with cmp and its st_blocks with the source's
 
+Then dense disks (--dense-gib, 1 GiB each: one of random data, one mixed: 1/4 binaries, 3/8
+text, 1/4 random, 1/8 written zeros), each in every layout, repeated --repeat times with the
+anchors in the same round (the page cache warmed before each command):
+
+  anchors   cat disk > /dev/null; python -m isal.igzip -1 (one isal thread); zstd -3 -T1;
+            pigz -p 2 -1 (once); dd if=disk of=<SR dir> bs=1M conv=fsync (the write floor)
+  ours      curl -o /dev/null and xe vm-export filename=/dev/null for: appliance,
+            xapi (no compression), xapi+gzip, xapi+zstd; curl -T and xe vm-import of each
+            (the imported disk compared with cmp, then destroyed)
+  ratios    gzip layouts / one isal thread, zstd / zstd -3 -T1, imports / dd conv=fsync,
+            xe / curl (xe's own start and login, timed with xe vm-list, included)
+
 Peak server RSS growth is sampled from /proc/<pid>/status (VmRSS) every 20 ms in a thread;
 server CPU (utime+stime, all threads) comes from /proc/<pid>/stat.  Then the same data in a
 --big-gib virtual disk (anchors there only with --big-anchors: they take minutes), to show
@@ -221,8 +233,113 @@ def run_size(b: Bench, size: int, data: bytes, repeat: int, with_anchors: bool) 
     return res
 
 
+# --- dense disks ----------------------------------------------------------------------------
+DENSE_LAYOUTS = (("appliance", "&format=appliance", "format=appliance", "isal"),
+                 ("xapi", "", "", "cat"),
+                 ("xapi+gzip", "&use_compression=true", "compress=true", "isal"),
+                 ("xapi+zstd", "&use_compression=zstd", "compress=zstd", "zstd"))
+
+
+def dense_data(size: int) -> dict[str, bytes]:
+    """The two dense disks: random, and mixed (binaries, text, random, zeros, in that order)."""
+    q = size // 8 // (4 * MiB) * (4 * MiB)
+    mixed = (harvest(["/usr/bin/*", "/usr/lib/x86_64-linux-gnu/*.so*"], 2 * q)
+             + harvest(["/usr/share/**/*.txt", "/usr/share/**/*.html", "/usr/share/**/*.py",
+                        "/usr/share/doc/**/*", "/usr/share/**/*"], 3 * q)
+             + os.urandom(2 * q))
+    mixed += bytes(8 * q - len(mixed))
+    return {"random": os.urandom(8 * q), "mixed": mixed}
+
+
+def xe_cmd(b: Bench) -> list[str]:
+    port = b.srv.url.rsplit(":", 1)[1]
+    return [str(HERE.parent / ".venv" / "bin" / "xe"), "-s", "127.0.0.1", "-p", port,
+            "--nossl", "-u", "root", "-pw", b.srv.password]
+
+
+def run_dense(b: Bench, data: bytes, repeat: int) -> dict:
+    uuid, disk = b.make_vm(len(data), data)
+    warm = lambda: sh(f"cat {shlex.quote(disk)} > /dev/null")  # noqa: E731
+    q = shlex.quote(disk)
+    floor = os.path.join(os.path.dirname(disk), "dd-floor.raw")
+    xe = xe_cmd(b)
+    files = {}
+    for name, query, _, _ in DENSE_LAYOUTS:                 # the files to import, made once
+        files[name] = os.path.join(b.work, f"dense-{name}.xva")
+        b.export(uuid, query, files[name])
+    rounds: list[dict] = []
+    for _ in range(repeat):
+        r: dict = {}
+        for key, cmd in (("cat", f"cat {q} > /dev/null"),
+                         ("isal", f"{shlex.quote(sys.executable)} -m isal.igzip -1 -c {q} > /dev/null"),
+                         ("zstd", f"zstd -q -3 -T1 -c {q} > /dev/null"),
+                         ("dd", f"dd if={q} of={floor} bs=1M conv=fsync status=none")):
+            warm()
+            r[key] = sh(cmd)
+            if key == "dd":
+                os.unlink(floor)
+        r["xe_start"] = sh(shlex.join(xe + ["vm-list", f"uuid={uuid}", "params=uuid"]))
+        for name, query, xe_arg, _ in DENSE_LAYOUTS:
+            warm()
+            r[f"{name} export"] = b.export(uuid, query)
+            warm()
+            t = time.perf_counter()
+            subprocess.run(xe + ["vm-export", f"uuid={uuid}", "filename=/dev/null"]
+                           + ([xe_arg] if xe_arg else []), check=True, capture_output=True)
+            r[f"{name} xe export"] = time.perf_counter() - t
+            r[f"{name} import"] = imp = b.import_(files[name])
+            same, _ = b.check_and_drop(imp["vm"], disk)
+            t = time.perf_counter()
+            out = subprocess.run(xe + ["vm-import", f"filename={files[name]}",
+                                       f"sr-uuid={b.sr_uuid}"], check=True, capture_output=True)
+            r[f"{name} xe import"] = time.perf_counter() - t
+            vm = b.x.VM.get_by_uuid(out.stdout.decode().split(",")[0].strip())
+            same_xe, _ = b.check_and_drop(vm, disk)
+            r[f"{name} identical"] = same and same_xe
+        rounds.append(r)
+    warm()
+    pigz = sh(f"pigz -p 2 -1 -c {q} > /dev/null")
+    res = {"rounds": rounds, "pigz": pigz,
+           "bytes": {name: os.path.getsize(f) for name, f in files.items()}}
+    for f in files.values():
+        os.unlink(f)
+    return res
+
+
+def _med(rounds: list[dict], key: str, field: str | None = None) -> float:
+    vals = [r[key][field] if field else r[key] for r in rounds]
+    return statistics.median(vals)
+
+
+def report_dense(dense: dict[str, dict], size: int) -> None:
+    print(f"\n== dense {size / GiB:g} GiB disks (median of {len(next(iter(dense.values()))['rounds'])} "
+          "rounds; anchors in the same rounds) ==")
+    for kind, res in dense.items():
+        rounds = res["rounds"]
+        a = {k: _med(rounds, k) for k in ("cat", "isal", "zstd", "dd", "xe_start")}
+        print(f"\n-- {kind}: cat {a['cat']:.2f} s, one isal thread {a['isal']:.2f} s, "
+              f"zstd -3 -T1 {a['zstd']:.2f} s, pigz -p2 -1 {res['pigz']:.2f} s (once), "
+              f"dd conv=fsync {a['dd']:.2f} s, xe start+login {a['xe_start']:.2f} s")
+        print(f"{'':12s} {'export s':>9s} {'cpu':>6s} {'RSS+':>6s} {'ratio':>13s} {'xe s':>6s} "
+              f"{'xe/curl':>8s} {'import s':>9s} {'cpu':>6s} {'RSS+':>6s} {'/dd':>6s} "
+              f"{'xe s':>6s} {'xe/curl':>8s} {'MiB':>6s} cmp")
+        for name, _, _, anchor in DENSE_LAYOUTS:
+            e, i = f"{name} export", f"{name} import"
+            et, it = _med(rounds, e, "t"), _med(rounds, i, "t")
+            xet, xit = _med(rounds, f"{name} xe export"), _med(rounds, f"{name} xe import")
+            ratio = f"{et / a[anchor]:.2f}x {anchor}"
+            same = all(r[f"{name} identical"] for r in rounds)
+            print(f"{name:12s} {et:9.2f} {_med(rounds, e, 'cpu'):6.2f} "
+                  f"{max(r[e]['rss'] for r in rounds):6.1f} {ratio:>13s} {xet:6.2f} "
+                  f"{xet / et:8.2f} {it:9.2f} {_med(rounds, i, 'cpu'):6.2f} "
+                  f"{max(r[i]['rss'] for r in rounds):6.1f} {it / a['dd']:6.2f} {xit:6.2f} "
+                  f"{xit / it:8.2f} {res['bytes'][name] / MiB:6.0f} {'ok' if same else 'DIFF'}")
+    print("goals: gzip layouts <= 0.6x one isal thread, zstd <= 0.6x zstd -3 -T1, imports <= "
+          "1.2x dd conv=fsync, xe <= 1.1x curl, RSS+ < 150 MiB")
+
+
 # --- report ---------------------------------------------------------------------------------
-def report(small: dict, big: dict | None, dense: dict | None, machine: str) -> None:
+def report(small: dict, big: dict | None, machine: str) -> None:
     a = small["anchors"]
     print(f"\n{machine}")
     print(f"\n== {small['size'] / GiB:g} GiB sparse disk, 128 MiB data "
@@ -269,16 +386,6 @@ def report(small: dict, big: dict | None, dense: dict | None, machine: str) -> N
             print(f"{sz['size'] / GiB:g} GiB {name:20s} {er:6.3f} {ok(er <= 0.1):>5s} "
                   f"{ir:7.3f} {ok(ir <= 0.5):>6s} {rss:6.1f} {ok(rss < 300):>2s} "
                   f"{ok(sparse):>7s} {ok(r['identical']):>5s}")
-    if dense is not None:
-        print(f"\nWorst case for memory: {dense['size'] / GiB:g} GiB disk full of random data "
-              f"(one run each)")
-        for name, _ in LAYOUTS:
-            r = dense[name]
-            e, i = r["export"], r["import"]
-            print(f"{'export ' + name:20s} {e['t']:6.2f} s  "
-                  f"RSS+ {e['rss_max']:6.1f} MiB  {r['xva_bytes'] / MiB:.0f} MiB out")
-            print(f"{'import ' + name:20s} {i['t']:6.2f} s  RSS+ {i['rss_max']:6.1f} MiB"
-                  f"  identical={r['identical']}")
     print("goals: export <= 0.1x pigz -p 2 -6; import <= 0.5x pigz -dc | dd conv=sparse; "
           "RSS growth < 300 MiB; st_blocks <= source; identical")
 
@@ -296,7 +403,8 @@ def main() -> None:
     ap.add_argument("--big-gib", type=float, default=16, help="0 to skip")
     ap.add_argument("--repeat", type=int, default=3, help="runs of each transfer (median)")
     ap.add_argument("--dense-gib", type=float, default=1,
-                    help="worst case for memory: a disk full of random data (0 to skip)")
+                    help="dense disks (random, mixed) of this size in every layout (0 to skip)")
+    ap.add_argument("--only-dense", action="store_true", help="skip the sparse disks")
     ap.add_argument("--big-anchors", action="store_true",
                     help="also run pigz/gzip on the big disk (minutes)")
     ap.add_argument("--dir", default=None, help="temp dir parent (same fs as the server)")
@@ -313,20 +421,25 @@ def main() -> None:
         threading.Thread(target=lambda: [None for _ in srv.proc.stdout], daemon=True).start()
         try:
             b = Bench(srv, work)
-            small = run_size(b, int(args.size_gib * GiB), data, args.repeat, True)
-            print(f"{args.size_gib:g} GiB done, {machine()}", flush=True)
-            big = None
-            if args.big_gib:
+            small = big = None
+            if not args.only_dense:
+                small = run_size(b, int(args.size_gib * GiB), data, args.repeat, True)
+                print(f"{args.size_gib:g} GiB done, {machine()}", flush=True)
+            if args.big_gib and not args.only_dense:
                 big = run_size(b, int(args.big_gib * GiB), data, args.repeat, args.big_anchors)
                 print(f"{args.big_gib:g} GiB done, {machine()}", flush=True)
             dense = None
             if args.dense_gib:
-                size = int(args.dense_gib * GiB) // (4 * MiB) * (4 * MiB)
-                dense = run_size(b, size, os.urandom(size), 1, False)
+                size = int(args.dense_gib * GiB) // (32 * MiB) * (32 * MiB)
+                dense = {kind: run_dense(b, data, args.repeat)
+                         for kind, data in dense_data(size).items()}
                 print(f"dense {args.dense_gib:g} GiB done, {machine()}", flush=True)
         finally:
             srv.stop()
-    report(small, big, dense, machine())
+    if small:
+        report(small, big, machine())
+    if dense:
+        report_dense(dense, size)
 
 
 if __name__ == "__main__":

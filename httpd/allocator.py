@@ -5,8 +5,9 @@ members, zstd frames).  By default glibc serves such sizes with mmap and gives t
 free, or trims the heap top, so each new buffer is fresh pages the kernel must fault in and
 zero: measured here, 40-60 % of a dense export's CPU.  Raising the mmap threshold above those
 sizes and the trim threshold above what a transfer holds lets freed buffers be reused as they
-are.  Memory stays bounded: what a transfer frees is reused by the next, and at most the trim
-threshold is kept beyond what is in use.
+are.  Memory stays bounded: what a transfer frees is reused by the next, and beyond what is
+in use at most the trim threshold per arena is kept, with the threads sharing two arenas
+(glibc's default is up to eight per core, each keeping its own free memory).
 """
 
 from __future__ import annotations
@@ -18,17 +19,19 @@ __all__ = ["keep_big_buffers"]
 
 _M_TRIM_THRESHOLD = -1          # mallopt parameters (malloc.h)
 _M_MMAP_THRESHOLD = -3
+_M_ARENA_MAX = -8
 MMAP_THRESHOLD = 32 << 20       # above every transfer buffer
-TRIM_THRESHOLD = 64 << 20       # free heap kept before it is given back
+TRIM_THRESHOLD = 32 << 20       # free heap an arena keeps before it gives it back
+ARENA_MAX = 2                   # arenas (each keeps up to TRIM_THRESHOLD): threads share them
 
 
 def keep_big_buffers(mmap_threshold: int = MMAP_THRESHOLD,
-                     trim_threshold: int = TRIM_THRESHOLD) -> bool:
+                     trim_threshold: int = TRIM_THRESHOLD, arenas: int = ARENA_MAX) -> bool:
     """Tune malloc for this process; False where the C library has no mallopt (not glibc)."""
     try:
         mallopt = ctypes.CDLL(ctypes.util.find_library("c")).mallopt
     except (OSError, AttributeError, TypeError):
         return False
     mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
-    return bool(mallopt(_M_MMAP_THRESHOLD, mmap_threshold)
+    return bool(mallopt(_M_ARENA_MAX, arenas) and mallopt(_M_MMAP_THRESHOLD, mmap_threshold)
                 and mallopt(_M_TRIM_THRESHOLD, trim_threshold))
