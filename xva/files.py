@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import os
+import queue
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 
@@ -157,28 +158,66 @@ def export_blocks(ova_xml: bytes, disks: Iterable[tuple[str, str, int]],
 class DiskApplier:
     """Apply reader events to destination files.  Destinations are named by ``disk_path``
     (disk id -> path) on first use and created empty, so a :class:`Zeros` event costs
-    nothing and the result stays sparse; :class:`DiskDone` sets the final size."""
+    nothing and the result stays sparse; :class:`DiskDone` sets the final size.
 
-    def __init__(self, disk_path: Callable[[str], str]) -> None:
+    With ``behind`` > 0 the writes go to a writer thread, at most ``behind`` of them queued
+    (their data is immutable: bytes, or views of bytes), so the caller parses and inflates
+    the next bytes while the kernel copies these into the page cache.  A write that failed
+    is raised by the next call; :meth:`sync` waits for every write, :meth:`close` for the one
+    in progress (the rest are dropped) before any file is closed."""
+
+    def __init__(self, disk_path: Callable[[str], str], *, behind: int = 0) -> None:
         self._disk_path = disk_path
         self._fds: dict[str, int] = {}
         self.paths: dict[str, str] = {}
         self.warnings: list[str] = []
         self.bytes_written = 0
+        self._queue: queue.Queue | None = queue.Queue(behind) if behind > 0 else None
+        self._thread: threading.Thread | None = None
+        self._failed: BaseException | None = None
+        self._dropping = False
 
     def apply(self, event: Event) -> None:
         if isinstance(event, Write):
             fd = self._fd(event.disk)
-            n = os.pwrite(fd, event.data, event.offset)
-            while n < len(event.data):
-                n += os.pwrite(fd, event.data[n:], event.offset + n)
-            self.bytes_written += n
+            if self._queue is None:
+                _pwrite_all(fd, event.data, event.offset)
+            else:
+                self._raise_failure()
+                if self._thread is None:
+                    self._thread = threading.Thread(target=self._writer, daemon=True,
+                                                    name="xva-writer")
+                    self._thread.start()
+                self._queue.put((fd, event.data, event.offset))
+            self.bytes_written += len(event.data)
         elif isinstance(event, Zeros):
             self._fd(event.disk)
         elif isinstance(event, DiskDone):
+            self._wait()
             os.ftruncate(self._fd(event.disk), event.size)
         elif isinstance(event, Warning_):
             self.warnings.append(event.message)
+
+    def _writer(self) -> None:
+        while (item := self._queue.get()) is not None:
+            try:
+                if not (self._dropping or self._failed):
+                    _pwrite_all(*item)
+            except BaseException as e:  # noqa: BLE001 - raised by the caller's next call
+                self._failed = e
+            finally:
+                self._queue.task_done()
+        self._queue.task_done()
+
+    def _wait(self) -> None:
+        """Every queued write is done; a failed one is raised."""
+        if self._queue is not None:
+            self._queue.join()
+        self._raise_failure()
+
+    def _raise_failure(self) -> None:
+        if self._failed is not None:
+            raise self._failed
 
     def _fd(self, disk: str) -> int:
         fd = self._fds.get(disk)
@@ -190,12 +229,24 @@ class DiskApplier:
 
     def sync(self) -> None:
         """Every disk written so far is on stable storage (call before reporting success)."""
+        self._wait()
         for fd in self._fds.values():
             os.fsync(fd)
 
     def close(self) -> None:
+        if self._thread is not None:
+            self._dropping = True           # after a failure: no point writing the rest
+            self._queue.put(None)
+            self._thread.join()
+            self._thread = None
         while self._fds:
             os.close(self._fds.popitem()[1])
+
+
+def _pwrite_all(fd: int, data: bytes | memoryview, offset: int) -> None:
+    n = os.pwrite(fd, data, offset)
+    while n < len(data):
+        n += os.pwrite(fd, data[n:], offset + n)
 
 
 def _run(events_of, reader, on_metadata, disk_path) -> dict[str, str]:

@@ -36,6 +36,7 @@ Offload = Callable[..., Awaitable]
 _BLOCK = 65536
 _ZEROS = bytes(_BLOCK)
 AHEAD = 8 << 20             # body bytes read ahead of the worker, at most (per upload)
+_WRITES_BEHIND = 8          # disk writes (<= 1 MiB each) queued to an import's writer thread
 
 
 async def joined(aw: Awaitable[T]) -> T:
@@ -135,7 +136,8 @@ async def import_xva(chunks: AsyncIterable[bytes], offload: Offload,
     returns the disks to expect; ``disk_path`` maps a disk id to its file.  Returns disk id
     -> path. ``claim``: the budget ova.xml is held under while it streams in."""
     reader = XVAReader(force=force, claim=claim)
-    applier = DiskApplier(disk_path)
+    # writes go to a thread of their own, so inflating overlaps the kernel's copying
+    applier = DiskApplier(disk_path, behind=_WRITES_BEHIND)
 
     async def drain(events: Iterable[Event]) -> None:
         # a feed's events are lazy: the worker inflates and writes; the loop only sees Metadata
@@ -154,7 +156,7 @@ async def import_xva(chunks: AsyncIterable[bytes], offload: Offload,
         await joined(offload(applier.sync))     # the task succeeds only once this is done
     finally:
         reader.abort()          # inflater threads (if any) stop now, not when collected
-        applier.close()
+        await joined(offload(applier.close))    # joins the write in progress: not on the loop
     return applier.paths
 
 

@@ -208,3 +208,35 @@ def test_a_failed_import_stops_inflater_threads_at_once(tmp_path, layout):
         import_stream(cut_off(), lambda d: str(tmp_path / f"back-{d}"),
                       lambda m: {"Ref:1": size} if m.layout == LAYOUT_XAPI else None)
     assert not [t for t in threading.enumerate() if t.name.startswith("xva-inflate")]
+
+
+def test_writes_behind_land_in_order_and_a_failed_one_is_raised(tmp_path, monkeypatch):
+    import xva.files as files
+    from xva.events import DiskDone, Write
+    from xva.files import DiskApplier
+    pieces = [os.urandom(70_000) for _ in range(40)]
+    applier = DiskApplier(lambda d: str(tmp_path / d), behind=2)
+    at = 0
+    for piece in pieces:
+        applier.apply(Write("a", at, memoryview(piece)))
+        at += len(piece)
+    applier.apply(DiskDone("a", at + 5))
+    applier.sync()
+    applier.close()
+    assert (tmp_path / "a").read_bytes() == b"".join(pieces) + bytes(5)
+
+    real, calls = files._pwrite_all, []
+
+    def failing(fd, data, offset):
+        calls.append(offset)
+        if len(calls) == 3:
+            raise OSError(28, "No space left on device")
+        real(fd, data, offset)
+    monkeypatch.setattr(files, "_pwrite_all", failing)
+    applier = DiskApplier(lambda d: str(tmp_path / d), behind=2)
+    with pytest.raises(OSError, match="No space left"):
+        for i in range(50):
+            applier.apply(Write("b", i * 10, b"x" * 10))
+        applier.sync()
+    applier.close()
+    assert len(calls) < 50 and not any(t.name == "xva-writer" for t in threading.enumerate())
