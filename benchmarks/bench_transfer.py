@@ -10,7 +10,7 @@ run, side by side on that very image file:
 
   anchors   pigz -p 2 -6 -c disk > /dev/null, gzip -6 -c disk > /dev/null,
             pigz -dc disk.gz | dd of=out bs=1M conv=sparse (disk.gz made first, not timed)
-  ours      curl -o /dev/null .../export?uuid=..                      (appliance layout)
+  ours      curl -o /dev/null .../export?uuid=..&format=appliance     (appliance layout)
             curl -o /dev/null .../export?uuid=..&format=xapi&use_compression=true
             curl -T file .../import?sr_uuid=..  for a file of each layout; the imported VDI is
             compared with cmp and its st_blocks with the source's
@@ -208,7 +208,7 @@ def anchors(disk: str, work: str) -> dict:
     return a
 
 
-LAYOUTS = (("appliance", ""), ("xapi+gzip", "&format=xapi&use_compression=true"))
+LAYOUTS = (("appliance", "&format=appliance"), ("xapi+gzip", "&format=xapi&use_compression=true"))
 
 
 def run_size(b: Bench, size: int, data: bytes, repeat: int, with_anchors: bool) -> dict:
