@@ -155,11 +155,11 @@ class BlockWriter:
             for piece in tar:
                 parts.append(piece)
                 held += len(piece)
-                if held >= MEMBER_SIZE:
-                    yield from self._counted(pool.submit(b"".join(parts)))
+                if held >= MEMBER_SIZE:             # the worker frames or joins them
+                    yield from self._counted(pool.submit(parts))
                     parts, held = [], 0
             if parts:
-                yield from self._counted(pool.submit(b"".join(parts)))
+                yield from self._counted(pool.submit(parts))
             yield from self._counted(pool.drain())
         finally:
             pool.close()

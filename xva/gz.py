@@ -16,7 +16,7 @@ from __future__ import annotations
 import collections
 import functools
 import struct
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 
 from isal import isal_zlib
@@ -52,32 +52,60 @@ _STORED_HEAD = struct.Struct("<BHH")    # BFINAL and BTYPE 00 in one byte, LEN, 
 _SAMPLE, _SAMPLES = 4096, 4             # the incompressibility test: 4 samples of 4 KiB
 
 
-def gzip_member(data: bytes | memoryview, level: int = DEFAULT_LEVEL) -> bytes:
+def gzip_member(data: bytes | memoryview | Sequence[bytes | memoryview],
+                level: int = DEFAULT_LEVEL) -> bytes:
     """One complete gzip member (header with mtime 0, so output is reproducible), carrying its
-    own total length in an ``XS`` extra subfield.  Data that does not compress (see
-    :func:`incompressible`) is stored, not deflated: deflate's stored blocks cost a copy and
-    a CRC instead of a search that gains nothing, and every inflater reads them."""
-    if level > 0 and incompressible(data):
-        return stored_member(data)
-    plain = isal_zlib.compress(data, level, _WBITS_GZIP)    # a 10-byte header, no flags set
+    own total length in an ``XS`` extra subfield.  ``data`` is a buffer or a sequence of
+    buffers (the pieces of a tar stream: stored members are framed from them, not joined
+    first).  Data that does not compress (see :func:`incompressible`) is stored, not
+    deflated: deflate's stored blocks cost a copy and a CRC instead of a search that gains
+    nothing, and every inflater reads them."""
+    views = _views(data)
+    if level > 0 and incompressible(views):
+        return stored_member(views)
+    whole = views[0] if len(views) == 1 else b"".join(views)
+    plain = isal_zlib.compress(whole, level, _WBITS_GZIP)   # a 10-byte header, no flags set
     head = _HINT.pack(_HINT_MAGIC, plain[4:10], 8, _HINT_ID, 4, len(plain) + 10)
     return b"".join((head, memoryview(plain)[10:]))
 
 
-def stored_member(data: bytes | memoryview) -> bytes:
-    """A hinted gzip member holding ``data`` in deflate stored blocks (RFC 1951 3.2.4: a
-    block header byte, LEN, NLEN, then the bytes), every block full but the last, so its
-    size is :func:`stored_size` of the length alone, whatever the bytes are; the CRC32 is
-    isal's.  (zlib's level 0 writes the same blocks at the same speed but promises no
-    layout, and a writer that must announce sizes before the data needs one.)"""
-    view = memoryview(data).cast("B")
-    n = len(view)
-    parts = [_HINT.pack(_HINT_MAGIC, _HEAD_FIELDS, 8, _HINT_ID, 4, stored_size(n))]
-    for at in range(0, n, _STORED) if n else (0,):
-        block = view[at:at + _STORED]
-        k = len(block)
-        parts += (_STORED_HEAD.pack(at + k >= n, k, k ^ 0xFFFF), block)
-    parts.append(_TRAILER.pack(isal_zlib.crc32(view), n & 0xFFFFFFFF))
+def _views(data) -> list[memoryview]:
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        return [memoryview(data).cast("B")]
+    return [memoryview(piece).cast("B") for piece in data if len(piece)] or [memoryview(b"")]
+
+
+def stored_member(data: bytes | memoryview | Sequence[bytes | memoryview]) -> bytes:
+    """A hinted gzip member holding ``data`` (a buffer, or buffers one after the other) in
+    deflate stored blocks (RFC 1951 3.2.4: a block header byte, LEN, NLEN, then the bytes),
+    every block full but the last, so its size is :func:`stored_size` of the length alone,
+    whatever the bytes are; the CRC32 is isal's.  (zlib's level 0 writes the same blocks at
+    the same speed but promises no layout, and a writer that must announce sizes before the
+    data needs one.)  The bytes are copied once, into the member."""
+    views = _views(data)
+    n = sum(len(v) for v in views)
+    parts: list[bytes | memoryview] = [
+        _HINT.pack(_HINT_MAGIC, _HEAD_FIELDS, 8, _HINT_ID, 4, stored_size(n))]
+    crc, done = 0, 0
+    block: list[memoryview] = []
+    room = _STORED
+    for view in views:
+        crc = isal_zlib.crc32(view, crc)
+        while len(view):
+            take = view[:room]
+            view = view[len(take):]
+            block.append(take)
+            room -= len(take)
+            if room == 0:
+                done += _STORED
+                parts.append(_STORED_HEAD.pack(done >= n, _STORED, _STORED ^ 0xFFFF))
+                parts += block
+                block, room = [], _STORED
+    if block or n == 0:
+        k = _STORED - room
+        parts.append(_STORED_HEAD.pack(1, k, k ^ 0xFFFF))
+        parts += block
+    parts.append(_TRAILER.pack(crc, n & 0xFFFFFFFF))
     return b"".join(parts)
 
 
@@ -86,20 +114,36 @@ def stored_size(n: int) -> int:
     return _HINT_HEAD + n + _STORED_HEAD.size * max(1, -(-n // _STORED)) + _TRAILER.size
 
 
-def incompressible(data: bytes | memoryview) -> bool:
-    """True when samples spread over ``data`` all fail to shrink by an eighth under deflate:
-    already compressed or encrypted data (packages, media, random).  One sample that shrinks
-    is enough to deflate the whole piece, so mixed data keeps its ratio; the test costs
-    about 1 % of deflating the piece."""
-    n = len(data)
+def incompressible(data: bytes | memoryview | Sequence[bytes | memoryview]) -> bool:
+    """True when samples spread over ``data`` (a buffer or buffers one after the other) all
+    fail to shrink by an eighth under deflate: already compressed or encrypted data
+    (packages, media, random).  One sample that shrinks is enough to deflate the whole
+    piece, so mixed data keeps its ratio; the test costs about 1 % of deflating the piece."""
+    views = _views(data)
+    n = sum(len(v) for v in views)
     if n < _SAMPLES * _SAMPLE * 4:
         return False
-    view = memoryview(data).cast("B") if isinstance(data, memoryview) else data
     for i in range(_SAMPLES):
-        at = (2 * i + 1) * n // (2 * _SAMPLES)
-        if len(isal_zlib.compress(view[at:at + _SAMPLE], 1, -15)) < _SAMPLE * 7 // 8:
+        sample = _take(views, (2 * i + 1) * n // (2 * _SAMPLES), _SAMPLE)
+        if len(isal_zlib.compress(sample, 1, -15)) < len(sample) * 7 // 8:
             return False
     return True
+
+
+def _take(views: list[memoryview], at: int, n: int) -> bytes | memoryview:
+    """``n`` bytes (fewer at the end) from offset ``at`` of the views one after the other."""
+    out: list[memoryview] = []
+    for view in views:
+        if at >= len(view):
+            at -= len(view)
+            continue
+        piece = view[at:at + n]
+        out.append(piece)
+        n -= len(piece)
+        at = 0
+        if n == 0:
+            break
+    return out[0] if len(out) == 1 else b"".join(out)
 
 
 def _hinted_length(head: bytes) -> int | None:

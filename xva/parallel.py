@@ -20,7 +20,7 @@ class ParallelCompressor:
     At most ``depth`` pieces are in flight, which bounds memory: :meth:`submit` blocks on the
     oldest piece when the window is full.  :meth:`close` cancels what is queued."""
 
-    def __init__(self, compress: Callable[[bytes | memoryview], bytes], threads: int = 2,
+    def __init__(self, compress: Callable[..., bytes], threads: int = 2,
                  executor: Executor | None = None, depth: int | None = None,
                  name: str = "xva-compress") -> None:
         self._compress = compress
@@ -30,8 +30,9 @@ class ParallelCompressor:
         self._queue: collections.deque[Future[bytes] | object] = collections.deque()
         self._closed = False
 
-    def submit(self, data: bytes | memoryview) -> list[bytes]:
-        """Queue ``data`` (not modified until its member is out) and return ready outputs."""
+    def submit(self, data) -> list[bytes]:
+        """Queue ``data`` (a buffer, or whatever ``compress`` takes; not modified until its
+        output is out) and return ready outputs."""
         self._check()
         self._queue.append(self._pool.submit(self._compress, data))
         return self._ready(block=len(self._queue) > self._depth)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import functools
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Executor
 
 import zstandard
@@ -58,15 +58,19 @@ _DICT_ID_SIZE = (0, 1, 2, 4)
 _local = threading.local()
 
 
-def zstd_frame(data: bytes | memoryview, level: int = DEFAULT_LEVEL) -> bytes:
-    """One complete zstd frame of ``data`` with its content size and checksum, as the zstd
-    CLI writes them.  libzstd releases the GIL and gives up quickly on data that does not
-    compress (raw blocks), so no test is needed before it.  One compressor per thread."""
+def zstd_frame(data: bytes | memoryview | Sequence[bytes | memoryview],
+               level: int = DEFAULT_LEVEL) -> bytes:
+    """One complete zstd frame of ``data`` (a buffer or buffers one after the other) with
+    its content size and checksum, as the zstd CLI writes them.  libzstd releases the GIL
+    and gives up quickly on data that does not compress (raw blocks), so no test is needed
+    before it.  One compressor per thread."""
     cctx = getattr(_local, "cctx", None)
     if cctx is None or _local.level != level:
         cctx = _local.cctx = zstandard.ZstdCompressor(level=level, write_checksum=True,
                                                       write_content_size=True)
         _local.level = level
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        data = b"".join(data)               # pieces of a tar stream: joined here, on a worker
     return cctx.compress(data)
 
 

@@ -253,3 +253,19 @@ def test_only_data_that_does_not_compress_is_stored():
     # level 0 means isal's own fast level, never the store test; small pieces are deflated
     assert not incompressible(noise[:1000])
     assert gzip.decompress(gzip_member(noise, level=0)) == noise
+
+
+@pytest.mark.parametrize("cuts", [[], [1], [65535], [65534, 65536, 65537], [5000, 5000 + 131070],
+                                  list(range(1, 300_000, 4099))])
+def test_members_framed_from_pieces_equal_members_of_the_joined_bytes(cuts):
+    data = os.urandom(300_000) + b"text that compresses " * 20000
+    noise = data[:300_000]
+    for whole in (noise, data):
+        bounds = [0, *[c for c in cuts if c < len(whole)], len(whole)]
+        pieces = [whole[a:b] for a, b in zip(bounds, bounds[1:])]
+        views = [memoryview(p) for p in pieces] + [b""]
+        assert stored_member(views) == stored_member(whole)
+        assert incompressible(views) == incompressible(whole)
+        assert gzip_member(views) == gzip_member(whole)
+        assert gzip.decompress(gzip_member(views)) == whole
+    assert stored_member([]) == stored_member(b"") and gzip.decompress(stored_member([])) == b""
