@@ -271,7 +271,8 @@ def run_dense(b: Bench, data: bytes, repeat: int) -> dict:
     for _ in range(repeat):
         r: dict = {}
         for key, cmd in (("cat", f"cat {q} > /dev/null"),
-                         ("isal", f"{shlex.quote(sys.executable)} -m isal.igzip -1 -c {q} > /dev/null"),
+                         ("isal", f"{shlex.quote(sys.executable)} -m isal.igzip -1 -c {q}"
+                                  " > /dev/null"),
                          ("zstd", f"zstd -q -3 -T1 -c {q} > /dev/null"),
                          ("dd", f"dd if={q} of={floor} bs=1M conv=fsync status=none")):
             warm()
@@ -312,8 +313,9 @@ def _med(rounds: list[dict], key: str, field: str | None = None) -> float:
 
 
 def report_dense(dense: dict[str, dict], size: int) -> None:
-    print(f"\n== dense {size / GiB:g} GiB disks (median of {len(next(iter(dense.values()))['rounds'])} "
-          "rounds; anchors in the same rounds) ==")
+    rounds = len(next(iter(dense.values()))["rounds"])
+    print(f"\n== dense {size / GiB:g} GiB disks (median of {rounds} rounds; anchors in the "
+          "same rounds) ==")
     for kind, res in dense.items():
         rounds = res["rounds"]
         a = {k: _med(rounds, k) for k in ("cat", "isal", "zstd", "dd", "xe_start")}

@@ -65,12 +65,12 @@ def _blocks(pieces: Iterator[tuple[int, bytes]], size: int
 
 
 class BlockWriter:
-    """Stream an XVA in xapi's block layout.  ``stream(disks)`` takes ``(ref_id, size,
-    pieces)`` triples (pieces: ``(offset, bytes)`` in increasing order, gaps are zeros) and
-    yields bytes-like pieces (a block's data as it was read: bytes or a view).
-    ``compression="gzip"`` makes the whole stream gzip members, ``"zstd"`` zstd frames,
-    each of about MEMBER_SIZE of tar, compressed on ``threads`` threads.  ``level`` defaults to each one's own.  Close the generator to
-    cancel."""
+    """Stream an XVA in xapi's block layout. ``stream(disks)`` takes ``(ref_id, size, pieces)``
+    triples (pieces: ``(offset, bytes)`` in increasing order, gaps are zeros) and yields
+    bytes-like pieces (a block's data as it was read: bytes or a view). ``compression="gzip"``
+    makes the whole stream gzip members, ``"zstd"`` zstd frames, each of about MEMBER_SIZE of
+    tar, compressed on ``threads`` threads. ``level`` defaults to each one's own. Close the
+    generator to cancel."""
 
     def __init__(self, ova_xml: bytes, *, checksum: str = "xxhash",
                  compression: str | None = None, level: int | None = None, threads: int = 2,

@@ -3,12 +3,13 @@
 The loop owns the request: it reads the body up to :data:`AHEAD` bytes ahead of the worker
 (:func:`read_ahead`: beyond that it stops reading, aiohttp's StreamReader pauses the socket at
 its high-water mark, and a slow disk slows the client), runs the metadata step itself, and
-hands what arrived meanwhile, as one batch, to a worker of the transfer pool, where the
-sans-IO XVA reader inflates it and a :class:`~xva.files.DiskApplier` writes it.  So the socket
-keeps flowing while a worker writes, and a batch costs one thread hop, not one per chunk.  Every step handed to a
-thread is joined before these functions return or raise, cancelled or not, so whoever rolls
-back afterwards never races a write still in flight.  Nothing here reads task state: the caller
-cancels the coroutine (``TaskManager.race_cancel``) and the joins do the rest.
+hands what arrived meanwhile, as one batch, to a worker of the transfer pool, where the sans-IO
+XVA reader inflates it and a :class:`~xva.files.DiskApplier` writes it. So the socket keeps
+flowing while a worker writes, and a batch costs one thread hop, not one per chunk. Every step
+handed to a thread is joined before these functions return or raise, cancelled or not, so
+whoever rolls back afterwards never races a write still in flight. Nothing here reads task
+state: the caller cancels the coroutine (``TaskManager.race_cancel``) and the joins do the
+rest.
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ from .qcow2 import check_qcow2, from_qcow2
 from .sidefile import SideFile
 from .vhd import VhdApplier
 
-__all__ = ["AHEAD", "joined", "read_ahead", "import_xva", "RawWriter", "import_raw", "import_vhd", "import_qcow2"]
+__all__ = ["AHEAD", "joined", "read_ahead", "import_xva", "RawWriter", "import_raw", "import_vhd",
+           "import_qcow2"]
 
 T = TypeVar("T")
 Offload = Callable[..., Awaitable]

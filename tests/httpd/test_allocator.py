@@ -1,8 +1,8 @@
-"""The allocator keeps transfer-sized buffers (httpd.allocator): with the tuning, a 16 MiB
-buffer comes from the heap, not from a mapping of its own (no new line in /proc/self/maps),
-and once freed it is reused as it is, without the kernel faulting in and zeroing its pages again.  glibc's default does the
-opposite on the first buffers, and later decides by timing (a dense 1 GiB export here: 190k
-minor faults by default, 16k tuned)."""
+"""The allocator keeps transfer-sized buffers (httpd.allocator): with the tuning, a 16 MiB buffer
+comes from the heap, not from a mapping of its own (no new line in /proc/self/maps), and once
+freed it is reused as it is, without the kernel faulting in and zeroing its pages again.
+glibc's default does the opposite on the first buffers, and later decides by timing (a dense 1
+GiB export here: 190k minor faults by default, 16k tuned)."""
 
 import subprocess
 import sys
