@@ -70,14 +70,17 @@ def nic_id(device: str) -> str:
     return "nic-" + _SAFE_ID.sub("_", device)
 
 
-def disk_args(disk: DiskSpec) -> tuple[dict, dict]:
+def disk_args(disk: DiskSpec) -> tuple[dict | None, dict]:
     """(blockdev-add arguments, device_add arguments) of one disk: a raw node on the VDI's
-    file, and a virtio disk on it (an IDE CD-ROM for a CD)."""
+    file, and a virtio disk on it (an IDE CD-ROM for a CD).  An empty CD drive (no path)
+    has no node: (None, a drive with no medium until one is put in)."""
     node = disk_id(disk.device)
+    driver = "ide-cd" if disk.cdrom else "virtio-blk-pci"
+    if not disk.path:
+        return None, {"driver": driver, "id": node}
     ro = disk.read_only or disk.cdrom
     blockdev = {"driver": "raw", "node-name": node, "read-only": ro,
                 "file": {"driver": "file", "filename": disk.path, "read-only": ro}}
-    driver = "ide-cd" if disk.cdrom else "virtio-blk-pci"
     return blockdev, {"driver": driver, "id": node, "drive": node}
 
 
@@ -130,10 +133,8 @@ def argv(config: DomainConfig, run: RunDir, *, accel: str, qemu: str = "qemu-sys
         cmd += ["-boot", f"order={_opt(config.boot_order)}"]
     for disk in config.disks:
         blockdev, device = disk_args(disk)
-        if disk.path:
+        if blockdev is not None:
             cmd += ["-blockdev", json.dumps(blockdev)]
-        else:                             # an empty CD drive: no medium until one is put in
-            del device["drive"]
         cmd += ["-device", json.dumps(device)]
     for nic in config.nics:
         netdev, device = nic_args(nic)

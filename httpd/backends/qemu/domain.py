@@ -262,8 +262,7 @@ class QemuDomain(Domain):
 
     async def plug_disk(self, disk: DiskSpec) -> None:
         blockdev, device = disk_args(disk)
-        if not disk.path:                 # an empty CD drive
-            del device["drive"]
+        if blockdev is None:              # an empty CD drive
             await self._qmp("device_add", **device)
             self.disks[disk.device] = disk
             return
