@@ -13,7 +13,6 @@ in use at most the trim threshold per arena is kept, with the threads sharing tw
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 
 __all__ = ["keep_big_buffers"]
 
@@ -29,8 +28,8 @@ def keep_big_buffers(mmap_threshold: int = MMAP_THRESHOLD,
                      trim_threshold: int = TRIM_THRESHOLD, arenas: int = ARENA_MAX) -> bool:
     """Tune malloc for this process; False where the C library has no mallopt (not glibc)."""
     try:
-        mallopt = ctypes.CDLL(ctypes.util.find_library("c")).mallopt
-    except (OSError, AttributeError, TypeError):
+        mallopt = ctypes.CDLL(None).mallopt     # the C library the process runs on
+    except (OSError, AttributeError):
         return False
     mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
     return bool(mallopt(_M_ARENA_MAX, arenas) and mallopt(_M_MMAP_THRESHOLD, mmap_threshold)

@@ -15,7 +15,6 @@ import shlex
 import sys
 from typing import Sequence
 
-from ..allocator import keep_big_buffers
 from .client import ApiFailure, Endpoint, XeError, read_rc
 from .core import COMMANDS, Command, Ctx, UsageError, class_of
 from .errors import describe
@@ -161,7 +160,6 @@ def run(argv: Sequence[str], out=None, err=None) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
-    keep_big_buffers()          # vm-export/vm-import reuse their MiB buffers
     try:
         status = run(args)
         sys.stdout.flush()

@@ -20,6 +20,7 @@ from urllib.parse import urlencode
 from xva.errors import XVAError
 from xva.tar import TAR_END, safe_name, tar_header, tar_padding
 
+from ..allocator import keep_big_buffers
 from ..wire.xmlrpc import XMLRPCParseError, parse_value_text
 from .client import ApiFailure, Session, XeError
 from .core import Ctx, UsageError, command
@@ -214,6 +215,7 @@ def _http_error(resp: http.client.HTTPResponse, body: bytes) -> XeError:
          reqd=("filename",), optn=("compress", "format", "preserve-power-state"),
          selector="VM", flags=("multiple",))
 def vm_export(ctx: Ctx) -> int:
+    keep_big_buffers()              # the copy loop reuses its MiB buffers
     filename = ctx.need("filename")
     ref, rec = select_one(ctx, "VM", ("filename", "compress", "format", "preserve-power-state"))
     compress = (ctx.get("compress") or "false").lower()
@@ -306,6 +308,7 @@ def _send(conn: http.client.HTTPConnection, chunks: Iterator[bytes], chunked: bo
          "prints the new VM uuid(s).", reqd=("filename",),
          optn=("sr-uuid", "preserve", "force"), flags=("force",))
 def vm_import(ctx: Ctx) -> int:
+    keep_big_buffers()
     filename = ctx.need("filename")
     chunked = False
     if filename == "-":
