@@ -17,7 +17,7 @@ import collections
 import functools
 import struct
 from collections.abc import Iterator, Sequence
-from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 
 from isal import isal_zlib
 
@@ -186,11 +186,9 @@ class ParallelGzip(ParallelCompressor):
     """Gzip members (:func:`gzip_member`) made on a thread pool, in order; see
     :class:`~xva.parallel.ParallelCompressor`."""
 
-    def __init__(self, level: int = DEFAULT_LEVEL, threads: int = 2,
-                 executor: Executor | None = None, depth: int | None = None) -> None:
-        super().__init__(functools.partial(gzip_member, level=level), threads, executor,
-                         depth, name="xva-gzip")
-        self.level = level
+    unit = staticmethod(gzip_member)
+    default_level = DEFAULT_LEVEL
+    name = "xva-gzip"
 
 
 class GzipInflater:

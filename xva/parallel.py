@@ -14,27 +14,31 @@ __all__ = ["ParallelCompressor"]
 
 
 class ParallelCompressor:
-    """Compress pieces with ``compress`` (a function that releases the GIL: isal, libzstd)
-    on a thread pool; outputs come back in order.
+    """Compress pieces into units (:meth:`unit`: a function that releases the GIL, as isal's
+    and libzstd's do) on a thread pool; outputs come back in order.  A subclass names the
+    unit, its default level and its threads' name.
 
     At most ``depth`` pieces are in flight, which bounds memory: :meth:`submit` blocks on the
     oldest piece when the window is full.  :meth:`close` cancels what is queued."""
 
-    def __init__(self, compress: Callable[..., bytes], threads: int = 2,
-                 executor: Executor | None = None, depth: int | None = None,
-                 name: str = "xva-compress") -> None:
-        self._compress = compress
+    unit: Callable[..., bytes]          # (data, level) -> one unit
+    default_level = 0
+    name = "xva-compress"
+
+    def __init__(self, level: int | None = None, threads: int = 2,
+                 executor: Executor | None = None, depth: int | None = None) -> None:
+        self.level = self.default_level if level is None else level
         self._own = executor is None
-        self._pool = executor or ThreadPoolExecutor(threads, thread_name_prefix=name)
+        self._pool = executor or ThreadPoolExecutor(threads, thread_name_prefix=self.name)
         self._depth = depth or 2 * threads + 2
         self._queue: collections.deque[Future[bytes] | object] = collections.deque()
         self._closed = False
 
     def submit(self, data) -> list[bytes]:
-        """Queue ``data`` (a buffer, or whatever ``compress`` takes; not modified until its
+        """Queue ``data`` (a buffer, or whatever :meth:`unit` takes; not modified until its
         output is out) and return ready outputs."""
         self._check()
-        self._queue.append(self._pool.submit(self._compress, data))
+        self._queue.append(self._pool.submit(type(self).unit, data, self.level))
         return self._ready(block=len(self._queue) > self._depth)
 
     def submit_ready(self, member: object) -> list:

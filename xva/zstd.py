@@ -11,10 +11,8 @@ gets at most ``step // 128 KiB`` blocks per call, and no block inflates to more 
 
 from __future__ import annotations
 
-import functools
 import threading
 from collections.abc import Iterator, Sequence
-from concurrent.futures import Executor
 
 import zstandard
 
@@ -78,11 +76,9 @@ class ParallelZstd(ParallelCompressor):
     """Zstd frames (:func:`zstd_frame`) made on a thread pool, in order: a stream of
     concatenated frames, which ``zstd -d``, xapi and :class:`ZstdInflater` all read."""
 
-    def __init__(self, level: int = DEFAULT_LEVEL, threads: int = 2,
-                 executor: Executor | None = None, depth: int | None = None) -> None:
-        super().__init__(functools.partial(zstd_frame, level=level), threads, executor,
-                         depth, name="xva-zstd")
-        self.level = level
+    unit = staticmethod(zstd_frame)
+    default_level = DEFAULT_LEVEL
+    name = "xva-zstd"
 
 
 class ZstdInflater:
