@@ -95,11 +95,13 @@ class Export:
     def __iter__(self) -> Iterator[bytes]:
         try:
             for data in self._stream:
-                view = memoryview(data) if len(data) > OUT_PIECE else data
-                for i in range(0, len(data), OUT_PIECE):
+                pieces = [data]
+                if len(data) > OUT_PIECE:
+                    view = memoryview(data)
+                    pieces = [view[i:i + OUT_PIECE] for i in range(0, len(view), OUT_PIECE)]
+                for piece in pieces:
                     if self._cancelled.is_set():
                         raise XVACancelled("export cancelled")
-                    piece = view[i:i + OUT_PIECE] if view is not data else data
                     self.bytes_out += len(piece)
                     yield piece
         finally:

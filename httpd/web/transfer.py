@@ -206,7 +206,7 @@ async def _pump(request: web.Request, resp: web.StreamResponse, ctx: Ctx,
     finally:
         if not ahead.done():
             await joined(asyncio.wait([ahead]))
-        if ahead.done() and not ahead.cancelled():
+        if not ahead.cancelled():
             ahead.exception()           # retrieved: a failure after the one raised is moot
 
 
