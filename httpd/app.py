@@ -40,6 +40,7 @@ from .core.passwords import load_or_init
 from .core.sessions import SessionManager
 from .core.tasks import TaskManager
 from .core.vdis import Vdis
+from .datadir import lock_data_dir
 from .model.events import EventHub
 from .model.store import Store
 from .stats.service import StatsService
@@ -66,6 +67,7 @@ async def open_services(config: Config) -> AsyncIterator[tuple[Services, Console
         stack.callback(executors.shutdown)
         config.data_dir.mkdir(parents=True, exist_ok=True)
         config.data_dir.chmod(0o700)      # the password hash and the disks: owner only
+        stack.callback(lock_data_dir(config.data_dir).close)   # one agent per data directory
         _, first_password = load_or_init(str(config.password_path), config.root_password)
 
         events = EventHub(queue_size=config.event_queue_size)

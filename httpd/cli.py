@@ -7,6 +7,7 @@ import asyncio
 import dataclasses
 import getpass
 import logging
+import logging.handlers
 import sys
 from pathlib import Path
 
@@ -19,21 +20,28 @@ __all__ = ["main"]
 _CONFIG_DEFAULTS = {f.name: f.default for f in dataclasses.fields(Config)}
 # Config fields with a `--<name>` flag of their own (default and type come from Config).
 _TUNING: dict[str, dict] = {
-    "session_limit": {},
-    "session_idle_timeout": {},
-    "login_fail_delay": {},
-    "event_queue_size": {},
-    "janitor_interval": {},
-    "clean_shutdown_timeout": {"help": "seconds a QEMU guest has to power off (or reboot) "
-                                       "when asked, before the call fails"},
+    "session_limit": {"help": "sessions held at once; past it the least recently active goes"},
+    "session_idle_timeout": {"metavar": "SECONDS",
+                             "help": "a session unused this long expires"},
+    "login_fail_delay": {"metavar": "SECONDS",
+                         "help": "the first wait after a failed login from an address "
+                                 "(doubled by each further failure, up to 8 s)"},
+    "event_queue_size": {"help": "events kept per event.register queue (then EVENTS_LOST)"},
+    "janitor_interval": {"metavar": "SECONDS",
+                         "help": "how often expired sessions and old tasks are removed"},
+    "clean_shutdown_timeout": {"metavar": "SECONDS",
+                               "help": "a QEMU guest's time to power off (or reboot) when "
+                                       "asked, before the call fails"},
     "console_vm_limit": {"help": "console tunnels per VM (0: no limit; beyond it: 503)"},
     "console_idle_timeout": {"metavar": "SECONDS",
                              "help": "close a console (CONNECT or WebSocket) after this long "
                                      "without key or pointer input (0: never)"},
     "console_rfb_version": {"choices": ["3.3", "3.7", "3.8"],
                             "help": "the RFB version the text consoles announce"},
-    "stats_interval": {"help": "seconds between statistics collections (RRD step stays 5 s)"},
-    "stats_save_interval": {"help": "seconds between periodic saves of the RRD files"},
+    "stats_interval": {"metavar": "SECONDS",
+                       "help": "time between statistics collections (the RRD step stays 5 s)"},
+    "stats_save_interval": {"metavar": "SECONDS",
+                            "help": "time between periodic saves of the RRD files"},
     "max_connections": {"help": "connections held at once (0: a third of the descriptor "
                                 "limit); past it a new one gets 503"},
     "db_synchronous": {"choices": ["FULL", "NORMAL"],
@@ -44,14 +52,27 @@ _TUNING: dict[str, dict] = {
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="xcp-httpd", description="XenAPI host agent")
     sub = p.add_subparsers(dest="command", required=True)
-    s = sub.add_parser("serve", help="run the agent",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    s.add_argument("--data-dir", default="./var", type=Path)
-    s.add_argument("--listen", action="append", help="HOST:PORT for HTTP (default 127.0.0.1:8080)")
-    s.add_argument("--https-listen", action="append", default=[], help="HOST:PORT for HTTPS")
-    s.add_argument("--unix-socket", action="append", default=[], help="PATH of a local socket")
-    s.add_argument("--public-address", help="the address clients use (console locations)")
-    s.add_argument("--log-level", default="INFO")
+    s = sub.add_parser("serve", help="run the agent", description="Run the XenAPI host agent "
+                       "until SIGINT or SIGTERM.")
+    s.add_argument("--data-dir", default="./var", type=Path, metavar="DIR",
+                   help="the database, disks, statistics and sockets (default: %(default)s); "
+                        "one agent at a time")
+    s.add_argument("--listen", action="append", metavar="HOST:PORT",
+                   help="HTTP address, repeatable (default: 127.0.0.1:8080)")
+    s.add_argument("--https-listen", action="append", default=[], metavar="HOST:PORT",
+                   help="HTTPS address with a self-signed certificate, repeatable (default: none)")
+    s.add_argument("--unix-socket", action="append", default=[], metavar="PATH",
+                   help="a local socket whose logins are root, repeatable (default: none)")
+    s.add_argument("--public-address", metavar="ADDRESS",
+                   help="the address clients use (host.address, console locations; default: "
+                        "the one address listened on, else this host's)")
+    s.add_argument("--log-level", default="INFO", type=str.upper,
+                   choices=["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"],
+                   help="INFO: an access line per request and every error (default: "
+                        "%(default)s); WARNING: errors only")
+    s.add_argument("--log-file", type=Path, metavar="FILE",
+                   help="append the log to FILE (reopened when logrotate moves it) instead "
+                        "of writing it to stderr")
     s.add_argument("--no-demo", action="store_true", help="no demo VM on first start")
     s.add_argument("--host-power-command", metavar="CMD",
                    help="host.reboot and host.shutdown run `CMD reboot` / `CMD poweroff` once "
@@ -59,19 +80,22 @@ def _parser() -> argparse.ArgumentParser:
                         "the agent and host.shutdown stops it")
     s.add_argument("--backend", choices=["auto", "qemu", "simulated"], default="auto",
                    help="qemu: real VMs (QEMU/KVM); simulated: simulated domains; auto: qemu "
-                        "when qemu-system-x86_64 is installed")
+                        "when qemu-system-x86_64 is installed (default: auto)")
     s.add_argument("--accel", choices=["auto", "kvm", "tcg"], default="auto",
                    help="QEMU's accelerator: auto uses KVM only when a probe guest runs under "
-                        "it, else TCG")
+                        "it, else TCG (default: auto)")
     s.add_argument("--guest-network", choices=["auto", "bridge", "user"], default="auto",
                    help="QEMU guests' NICs: bridge: a Linux bridge per network (not connected "
                         "to any physical NIC) with DHCP, a tap per VIF; user: QEMU's user-mode "
-                        "network per NIC; auto: bridge when root with dnsmasq installed")
+                        "network per NIC; auto: bridge when root with dnsmasq installed "
+                        "(default: auto)")
     tune = s.add_argument_group("tuning (defaults follow the SDK guide)")
     for name, kw in _TUNING.items():
         default = _CONFIG_DEFAULTS[name]
         tune.add_argument("--" + name.replace("_", "-"), dest=name, default=default,
-                          type=type(default), **{"help": f"Config.{name}", **kw})
+                          type=type(default),
+                          **{"metavar": None if "choices" in kw else "N", **kw,
+                             "help": f"{kw['help']} (default: {default})"})
     pw = sub.add_parser("passwd", help="change root's password")
     pw.add_argument("--data-dir", default="./var", type=Path)
     pw.add_argument("--stdin", action="store_true", help="read the new password from stdin")
@@ -87,6 +111,13 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("--session", help="an existing session ref instead of a login")
     f.add_argument("--no-verify", action="store_true", help="accept any HTTPS certificate")
     return p
+
+
+def _log_to(path: Path | None, level: str) -> None:
+    handler: logging.Handler = (logging.StreamHandler() if path is None
+                                else logging.handlers.WatchedFileHandler(path))
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=level, handlers=[handler])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -111,8 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         write_hash(str(args.data_dir / "root.passwd"), new)
         print("root password changed (a running service applies it at the next login)")
         return 0
-    logging.basicConfig(level=args.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    _log_to(args.log_file, args.log_level)
     keep_big_buffers()              # transfers reuse their MiB buffers (httpd.allocator)
     config = Config(data_dir=args.data_dir.resolve(),
                     listen=tuple(args.listen or ["127.0.0.1:8080"]),

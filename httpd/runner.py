@@ -9,6 +9,7 @@ aiohttp unchanged.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import resource
@@ -19,7 +20,7 @@ import ssl
 import subprocess
 import sys
 from concurrent.futures import Executor
-from typing import Callable
+from typing import Callable, Iterator
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
@@ -28,6 +29,8 @@ from console_proxy.frontend import Listeners, RefusalLog
 
 from .app import FIRST_PASSWORD, build_app
 from .config import Config, parse_hostport
+from .datadir import DataDirInUse
+from .web.access import ACCESS_LOGGER, AccessLog
 from .web.console import front_end
 from .web.appkeys import SERVICES
 
@@ -64,24 +67,38 @@ async def start_sites(listeners: Listeners, app: web.Application, config: Config
     the services (console locations name them)."""
     urls = []
     for spec in config.listen:
-        host, port = await listeners.tcp(*parse_hostport(spec, 80))
+        with _listening(spec):
+            host, port = await listeners.tcp(*parse_hostport(spec, 80))
         urls.append(f"http://{host}:{port}")
     if config.https_listen:
         ctx = await tls_context(config, app[SERVICES].executors.disk)
         for spec in config.https_listen:
-            host, port = await listeners.tcp(*parse_hostport(spec, 443), ssl=ctx)
+            with _listening(spec):
+                host, port = await listeners.tcp(*parse_hostport(spec, 443), ssl=ctx)
             urls.append(f"https://{host}:{port}")
     for path in config.unix_socket:
-        if os.path.exists(path):
-            os.unlink(path)
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        await listeners.unix(path)
+        with _listening(path):
+            if os.path.exists(path):
+                os.unlink(path)
+            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+            await listeners.unix(path)
         os.chmod(path, 0o600)   # local logins are root: only root may connect
         urls.append(f"unix:{path}")
     services = app[SERVICES]
     services.locations.bind(urls)
     await services.store.sync()
     return urls
+
+
+@contextlib.contextmanager
+def _listening(where: str) -> Iterator[None]:
+    """An address that cannot be bound is one line naming it: `cannot listen on
+    127.0.0.1:8080: address already in use`."""
+    try:
+        yield
+    except OSError as e:
+        reason = os.strerror(e.errno).lower() if e.errno else str(e)
+        raise StartupFailed(f"cannot listen on {where}: {reason}") from e
 
 
 class BadRequestLogFilter(logging.Filter):
@@ -135,7 +152,8 @@ async def serve(config: Config, *, announce: Callable[[str], None] = print) -> s
     app = build_app(config)
     # handler_cancellation: a handler ends when its client goes away (an abandoned long poll,
     # an export nobody reads); RPC calls shield themselves and run to their end (web.rpc)
-    runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=5.0,
+    runner = web.AppRunner(app, handle_signals=False, access_log=ACCESS_LOGGER,
+                           access_log_class=AccessLog, shutdown_timeout=5.0,
                            handler_cancellation=True, keepalive_timeout=15.0)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -145,13 +163,12 @@ async def serve(config: Config, *, announce: Callable[[str], None] = print) -> s
     try:
         try:
             await runner.setup()
+        except DataDirInUse as e:
+            raise StartupFailed(str(e)) from e
         except Exception as e:  # noqa: BLE001 - said in one line; the services unwound
             raise StartupFailed(f"cannot start on {config.data_dir}: {_reason(e)}") from e
         async with Listeners(runner, front_end(app)) as listeners:
-            try:
-                urls = await start_sites(listeners, app, config)
-            except OSError as e:
-                raise StartupFailed(f"cannot listen: {_reason(e)}") from e
+            urls = await start_sites(listeners, app, config)
             for url in urls:
                 announce(f"xcp-httpd listening on {url}")
             if app[FIRST_PASSWORD] is not None:

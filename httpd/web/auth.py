@@ -38,9 +38,13 @@ def is_local(request: web.Request) -> bool:
                            if request.transport else None)
 
 
-def unauthorized(realm: str) -> web.HTTPUnauthorized:
-    return web.HTTPUnauthorized(headers={"WWW-Authenticate": f'Basic realm="{realm}"'},
-                                text="Unauthorized\n")
+def unauthorized(realm: str, code: str | None = None) -> web.HTTPUnauthorized:
+    """401 asking for Basic auth; `code` (the XenAPI error the credentials met) goes in
+    `X-XenAPI-Error`, as other failures' codes do (the access log shows it)."""
+    headers = {"WWW-Authenticate": f'Basic realm="{realm}"'}
+    if code:
+        headers["X-XenAPI-Error"] = code
+    return web.HTTPUnauthorized(headers=headers, text="Unauthorized\n")
 
 
 @dataclass(frozen=True)
@@ -79,7 +83,7 @@ async def credentials_session(sessions: SessionManager, creds: Credentials,
     sid = creds.cookie or creds.query
     if sid:
         if not sessions.valid(sid):
-            raise unauthorized(realm)
+            raise unauthorized(realm, "SESSION_INVALID")
         sessions.check(sid)
         yield sid
         return
@@ -89,8 +93,8 @@ async def credentials_session(sessions: SessionManager, creds: Credentials,
     if not creds.local:
         try:
             await sessions.authenticate(*basic, source=creds.source)
-        except XenAPIError:
-            raise unauthorized(realm) from None
+        except XenAPIError as e:
+            raise unauthorized(realm, e.code) from None
     temp = sessions.open_session(basic[0] if basic else "root", originator="http-basic")
     try:
         yield temp

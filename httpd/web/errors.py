@@ -49,4 +49,5 @@ async def errors_middleware(request: web.Request,
         raise
     except Exception:  # noqa: BLE001 - logged, never a traceback to the client
         log.exception("%s %s failed", request.method, request.path)
-        return web.Response(status=500, text="Internal error\n")
+        return web.Response(status=500, text="Internal error\n",
+                            headers={"X-XenAPI-Error": "INTERNAL_ERROR"})

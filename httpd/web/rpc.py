@@ -29,6 +29,7 @@ from ..core.context import Services
 from ..model.errors import XenAPIError
 from ..model.xtypes import all_text, format_datetime
 from ..wire.xmlrpc import XMLRPCParseError, dumps_response, failure, parse_call, success
+from .access import note_failure
 from .appkeys import SERVICES
 from .auth import is_local
 
@@ -90,13 +91,17 @@ async def _run(request: web.Request, method: str, params: list) -> Any:
     services = request.app[SERVICES]
     call = calls.call(services, method, params, local=is_local(request),
                       source=request.remote or "")
-    if method in LONG_POLLS:
-        return await call
-    task = asyncio.ensure_future(call)
     try:
-        return await asyncio.shield(task)
-    except asyncio.CancelledError:
-        task.add_done_callback(_unread)     # it runs to its end; nobody reads the answer
+        if method in LONG_POLLS:
+            return await call
+        task = asyncio.ensure_future(call)
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            task.add_done_callback(_unread)     # it runs to its end; nobody reads the answer
+            raise
+    except XenAPIError as e:
+        note_failure(request, method, e.code)  # the access log names it
         raise
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import os
 from pathlib import Path
 from contextlib import asynccontextmanager
 from typing import AsyncIterator, Callable, Iterator, Mapping, TypeVar
@@ -403,6 +404,8 @@ async def export_raw_vdi(request: web.Request) -> web.StreamResponse:
             async with _task(request, ctx, f"Export of VDI {vdi}") as task:
                 rec = ctx.store.get("VDI", vdi)
                 size, path = rec["virtual_size"], str(ctx.vdis.path(vdi))
+                if not os.path.exists(path):          # said before any byte goes out
+                    raise XenAPIError("VDI_MISSING", rec["SR"], vdi)
                 if fmt == "vhd":
                     out = await _opened(ctx, functools.partial(
                         vhd_out, path, size,
