@@ -15,6 +15,7 @@ import base64
 import logging
 import re
 import ssl as ssl_module
+from typing import Awaitable, Callable
 
 from yarl import URL
 
@@ -160,13 +161,22 @@ class _Viewer(asyncio.Protocol):
 
 
 class ConsoleForwarder:
-    """Forward local viewers on 127.0.0.1:`port` to the console at `url` (its `location`)."""
+    """Forward local viewers on 127.0.0.1:`port` to the console at `url` (its `location`),
+    or, with `resolve`, to the (URL, session id) it answers for each viewer: a caller that
+    looks the console up again each time follows a VM across reboots (a new console) and
+    agent restarts (a new session). `resolve` raises ForwardError when there is none."""
 
-    def __init__(self, url: str, *, session_id: str | None = None, username: str | None = None,
-                 password: str | None = None, ssl_context: ssl_module.SSLContext | None = None,
+    def __init__(self, url: str | None = None, *, session_id: str | None = None,
+                 username: str | None = None, password: str | None = None,
+                 ssl_context: ssl_module.SSLContext | None = None,
                  host_header: str | None = None, listen_host: str = "127.0.0.1", port: int = 0,
-                 connect_timeout: float = 10.0) -> None:
-        self.url = URL(url)
+                 connect_timeout: float = 10.0,
+                 resolve: Callable[[], Awaitable[tuple[URL, str | None]]] | None = None
+                 ) -> None:
+        if (url is None) == (resolve is None):
+            raise ValueError("give the console's url or a resolve function, not both")
+        self.url = URL(url) if url is not None else None
+        self._resolve = resolve
         self._auth = dict(session_id=session_id, username=username, password=password,
                           ssl_context=ssl_context, host_header=host_header, timeout=connect_timeout)
         self.listen_host = listen_host
@@ -188,7 +198,12 @@ class ConsoleForwarder:
 
     async def _forward(self, viewer: _Viewer) -> None:
         try:
-            agent, _, leftover = await connect_console(self.url, **self._auth)
+            if self._resolve is None:
+                agent, _, leftover = await connect_console(self.url, **self._auth)
+            else:
+                url, session_id = await self._resolve()
+                agent, _, leftover = await connect_console(
+                    url, **{**self._auth, "session_id": session_id})
         except ForwardError as exc:
             log.warning("console forward failed: %s", exc)
             self.failures = (self.failures + [exc])[-16:]

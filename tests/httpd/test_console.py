@@ -7,6 +7,7 @@ import asyncio
 import base64
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -16,9 +17,10 @@ import aiohttp
 import pytest
 
 from console_proxy import ConsoleForwarder
+from tests.server import Server
 
 from .test_console_screens import (  # noqa: F401 - vnc_api is a fixture
-    connect_raw, login_and_echo, rfb_handshake, vnc_api, vnc_connect,
+    capture_until, connect_raw, login_and_echo, rfb_handshake, vnc_api, vnc_connect, vnc_type,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -286,3 +288,55 @@ async def test_vm_stop_closes_its_tunnels(server, sdk):
     code, _, _, writer = await connect_raw(server.port, f"/console?uuid={uuid}", cookie(sdk))
     writer.close()
     assert code == 500
+
+
+async def test_console_forward_follows_a_reboot_and_an_agent_restart(tmp_path, vnc_api):
+    """The forwarder looks the console up for each viewer: after `VM.clean_reboot` (a new
+    console) and an agent restart (sessions may be gone: it logs in again) viewers still get
+    the guest's screen, with no restart of the forwarder."""
+    with socket.socket() as s:           # a fixed port the forwarder keeps across the restart
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    srv = Server(tmp_path / "var", "--listen", f"127.0.0.1:{port}").start()
+    name = "console-follow"
+    pw = tmp_path / "pw"
+    pw.write_text(srv.password + "\n")
+    proc = None
+    try:
+        x = srv.session().xenapi
+        vm, _ = start_vm(x, name)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "httpd.cli", "console-forward", name, "--port", "0",
+             "--url", f"http://127.0.0.1:{port}", "--password-file", str(pw)],
+            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        line = await asyncio.wait_for(asyncio.to_thread(proc.stdout.readline), 20)
+        assert line.startswith("console-forward: VM "), line + proc.stderr.read()
+        local = int(line.split("(vncviewer 127.0.0.1::")[1].split(")")[0])
+
+        async def viewer(word: str, *, logged_in: bool = False) -> None:
+            client = await asyncio.to_thread(vnc_connect, vnc_api, local)
+            try:
+                if not logged_in:
+                    await login_and_echo(client, name, word)
+                    return
+                # the guest kept running through the agent's restart: still logged in
+                await capture_until(client, lambda ls: f"root@{name}:~#" in ls)
+                await vnc_type(client, f"echo {word}\r")
+                await capture_until(client, lambda ls: word in ls)
+            finally:
+                await asyncio.to_thread(client.disconnect)
+
+        await viewer("before")
+        first = x.VM.get_consoles(vm)
+        x.VM.clean_reboot(vm)
+        assert x.VM.get_consoles(vm) != first          # the reboot made a new console
+        await viewer("rebooted")
+        srv.restart()
+        assert srv.session().xenapi.VM.get_power_state(vm) == "Running"
+        await viewer("restarted", logged_in=True)
+    finally:
+        if proc is not None:
+            proc.send_signal(signal.SIGINT)
+            await asyncio.to_thread(proc.wait, 10)
+        srv.stop()
+    assert proc.returncode == 0, proc.stderr.read()
