@@ -8,7 +8,8 @@ LISTEN    ?= 127.0.0.1:8080
 # networks' bridges (iproute2) and DHCP (dnsmasq-base)
 APT_RUN   := qemu-system-x86 qemu-utils busybox-static cpio e2fsprogs iproute2 dnsmasq-base
 # Real clients the tests drive (and the benchmarks' anchors).
-APT_TEST  := $(APT_RUN) curl wget tar gzip rrdtool xva-img socat pigz openssl zstd iproute2 util-linux
+APT_TEST  := $(APT_RUN) curl wget tar gzip rrdtool xva-img socat pigz openssl zstd iproute2 util-linux \
+             tmux
 # Xen Orchestra's XenAPI client (npm), run by node from Debian
 XO_CLIENT := tests/clients/xo/node_modules/.installed
 # Ansible (bundles community.general's XenServer modules), in a venv of its own

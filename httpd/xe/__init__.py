@@ -32,7 +32,7 @@ def _load() -> None:
     global _loaded
     if _loaded:
         return
-    from . import console, transfer, vm  # noqa: F401 - they register their commands
+    from . import console, devices, storage, transfer, vm  # noqa: F401 - they register
     from .generic import register_all
     register_all()
     _loaded = True
@@ -131,7 +131,8 @@ def run(argv: Sequence[str], out=None, err=None) -> int:
     err = err or sys.stderr
     _load()
     if len(argv) >= 1 and argv[0] == "complete":
-        out.write("".join(c + "\n" for c in complete(argv[1] if len(argv) > 1 else "")))
+        line = argv[1] if len(argv) > 1 else ""
+        out.write("".join(c + "\n" for c in for_readline(line, complete(line))))
         return 0
     inv = parse_argv(argv)
     if inv.command is None:
@@ -222,6 +223,52 @@ def complete(line: str) -> list[str]:
     return out
 
 
+_SHELL_SPECIAL = set(" \t'\"\\$`!&;|<>()*?[]{}#~")
+
+
+def _word_starts(line: str) -> tuple[int, int]:
+    """(where the last shell word of `line` starts, where the word readline replaces starts:
+    after the last unquoted space, '=' or ':', which bash's COMP_WORDBREAKS hold)."""
+    word = rl = i = 0
+    quote = None
+    while i < len(line):
+        ch = line[i]
+        if quote:
+            if ch == quote:
+                quote = None
+            elif ch == "\\" and quote == '"':
+                i += 1
+        elif ch == "\\":
+            i += 1
+        elif ch in "'\"":
+            quote = ch
+        elif ch in " \t\n":
+            word = rl = i + 1
+        elif ch in "=:":
+            rl = i + 1
+        i += 1
+    return word, rl
+
+
+def for_readline(line: str, candidates: list[str]) -> list[str]:
+    """Candidates (whole words, as `complete` gives them) as readline inserts them: only the
+    part after the last '=' or ':' of the word (`uuid=<Tab>` must not become `uuid==`), with
+    spaces and shell characters escaped (a VM name with spaces stays one word)."""
+    word, rl = _word_starts(line)
+    typed = line[word:rl]
+    try:
+        prefix = "".join(shlex.split(typed)) if typed else ""
+    except ValueError:
+        prefix = typed
+    quoted = any(q in line[word:] for q in "'\"")
+    out = []
+    for c in candidates:
+        tail = c[len(prefix):] if c.startswith(prefix) else c
+        out.append(tail if quoted else "".join("\\" + ch if ch in _SHELL_SPECIAL else ch
+                                               for ch in tail))
+    return out
+
+
 def _values(cmd: Command, cls: str | None, key: str, part: str, inv: Invocation) -> list[str]:
     if key == "class":
         from ..model.datamodel import CLASSES
@@ -236,6 +283,12 @@ def _values(cmd: Command, cls: str | None, key: str, part: str, inv: Invocation)
     if key in ("force", "minimal", "multiple", "paused", "preserve", "bootable", "sharable",
                "read-only", "compress"):
         return ["true", "false"] + (["gzip", "zstd"] if key == "compress" else [])
+    if key == "name-label" and cls and "name_label" in _classes()[cls].by_name:
+        recs = _records(inv, cls)
+        if cls == "VM":           # VMs or templates, as the command works on
+            templates = cmd.name.startswith("template")
+            recs = [r for r in recs if bool(r.get("is_a_template")) == templates]
+        return sorted({r["name_label"] for r in recs})
     target = None
     if key == "uuid" and cls:
         target = cls
@@ -252,22 +305,31 @@ def _values(cmd: Command, cls: str | None, key: str, part: str, inv: Invocation)
             if p is not None and p.spec.xtype is BOOL:
                 return ["true", "false"]
         return []
+    recs = _records(inv, target)
+    vals = [r["uuid"] for r in recs]
+    if key in ("vm", "template") and "name_label" in _classes()[target].by_name:
+        vals += [r["name_label"] for r in recs
+                 if bool(r.get("is_a_template")) == (key == "template")]
+    return vals
+
+
+def _classes():
+    from ..model.datamodel import CLASSES
+    return CLASSES
+
+
+def _records(inv: Invocation, cls: str) -> list[dict]:
+    """Every record of `cls` on the server the command line names ([] if it cannot say)."""
     try:
         from .client import Session
-        from ..model.datamodel import CLASSES
         ep = Endpoint.from_options(inv.opts, read_rc())
         ep.timeout = 3.0
         if ep.password is None and not ep.is_local:
             return []
         s = Session(ep).login()
         try:
-            recs = dict(s.call(f"{target}.get_all_records"))  # type: ignore[arg-type]
+            return list(dict(s.call(f"{cls}.get_all_records")).values())  # type: ignore
         finally:
             s.logout()
     except (XeError, ApiFailure, OSError):
         return []
-    vals = [r["uuid"] for r in recs.values()]
-    if key in ("vm", "template") and "name_label" in CLASSES[target].by_name:
-        vals += [r["name_label"] for r in recs.values()
-                 if bool(r.get("is_a_template")) == (key == "template")]
-    return vals

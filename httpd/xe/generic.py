@@ -236,15 +236,20 @@ def register_all() -> None:
              f"parameter of a {x}.", cls, reqd=("uuid", "param-name"))
         if spec.destroyable:
             _add(f"{x}-destroy", _bind(destroy, cls), f"Destroy a {x}.", cls, reqd=("uuid",))
-    # Templates are VMs with is-a-template=true.
-    _add("template-list", _bind(run_list, "VM", {"is-a-template": "true"}),
-         "List the templates (VMs with is-a-template=true).", "VM", free=True,
+    # Templates are VMs with is-a-template=true; snapshots are templates with is-a-snapshot.
+    _add("template-list", _bind(run_list, "VM", {"is-a-template": "true",
+                                                 "is-a-snapshot": "false"}),
+         "List the templates (VMs with is-a-template=true, snapshots aside).", "VM", free=True,
+         optn=("params",), flags=("minimal",))
+    _add("snapshot-list", _bind(run_list, "VM", {"is-a-snapshot": "true"}),
+         "List the snapshots (filter with snapshot-of=<VM uuid>, ...).", "VM", free=True,
          optn=("params",), flags=("minimal",))
     for suffix in ("param-list", "param-get", "param-set", "param-add", "param-remove",
                    "param-clear"):
         base = COMMANDS[f"vm-{suffix}"]
-        _add(f"template-{suffix}", base.run, base.help.replace("a vm", "a template"), "VM",
-             reqd=base.reqd, optn=base.optn, free=base.free)
+        for kind in ("template", "snapshot"):
+            _add(f"{kind}-{suffix}", base.run, base.help.replace("a vm", f"a {kind}"), "VM",
+                 reqd=base.reqd, optn=base.optn, free=base.free)
     # vm-list leaves templates out unless asked about them, like xe.
     vm_list = COMMANDS["vm-list"]
     vm_list.run = lambda ctx: run_list(ctx, "VM", {} if any(

@@ -8,13 +8,15 @@ the new VM refs. Ctrl-C cancels the task on the server (task.cancel) and exits n
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import os
 import stat
 import sys
+import threading
 import time
 from pathlib import Path
-from typing import BinaryIO, Iterator, TextIO
+from typing import BinaryIO, Callable, Iterator, TextIO
 from urllib.parse import urlencode
 
 from xva.errors import XVAError
@@ -45,7 +47,12 @@ def _clock(s: float) -> str:
 
 
 class Progress:
-    """`label [####------] 42% 1.2 GiB/2.9 GiB 85.3 MiB/s ETA 0:00:21` on a terminal only."""
+    """`label [####------] 42% 1.2 GiB/2.9 GiB 85.3 MiB/s ETA 0:00:21` on a terminal only.
+
+    The share done is the bytes moved over `total` when it is known, else the server task's
+    own progress (`fraction`, polled by `ticking`), which is right however much compression
+    shrinks the stream. `ticking` also keeps the clock moving while the server prepares and
+    no byte moves yet, so a long preparation does not look like a hang."""
 
     def __init__(self, label: str, total: int | None, stream: TextIO | None = None,
                  enabled: bool | None = None, width: int = 30) -> None:
@@ -53,34 +60,79 @@ class Progress:
         self.enabled = self.stream.isatty() if enabled is None else enabled
         self.label, self.total, self.width = label, total, width
         self.done = 0
+        self.fraction: float | None = None
         self.start = time.monotonic()
         self._last = 0.0
+        self._lock = threading.Lock()
+
+    def share(self) -> float | None:
+        if self.total:
+            return min(self.done / self.total, 1.0)
+        return self.fraction
 
     def line(self) -> str:
         elapsed = max(time.monotonic() - self.start, 1e-6)
         rate = self.done / elapsed
-        if self.total:
-            frac = min(self.done / self.total, 1.0)
-            bar = "#" * int(frac * self.width)
-            eta = _clock((self.total - self.done) / rate) if rate > 0 else "--:--:--"
-            return (f"{self.label} [{bar.ljust(self.width, '-')}] {frac * 100:3.0f}% "
-                    f"{_human(self.done)}/{_human(self.total)} {_human(rate)}/s ETA {eta}")
-        return f"{self.label} {_human(self.done)} {_human(rate)}/s {_clock(elapsed)}"
+        frac = self.share()
+        if frac is None:
+            return f"{self.label} {_human(self.done)} {_human(rate)}/s {_clock(elapsed)}"
+        bar = "#" * int(frac * self.width)
+        eta = _clock(elapsed * (1 - frac) / frac) if frac > 0 else "--:--:--"
+        size = f"{_human(self.done)}/{_human(self.total)}" if self.total else _human(self.done)
+        return (f"{self.label} [{bar.ljust(self.width, '-')}] {frac * 100:3.0f}% "
+                f"{size} {_human(rate)}/s ETA {eta}")
+
+    def _paint(self, force: bool = False) -> None:
+        now = time.monotonic()
+        with self._lock:
+            if force or now - self._last >= 0.1:
+                self._last = now
+                self.stream.write("\r" + self.line() + "\x1b[K")
+                self.stream.flush()
 
     def update(self, n: int) -> None:
         self.done += n
-        if not self.enabled:
-            return
-        now = time.monotonic()
-        if now - self._last >= 0.1:
-            self._last = now
-            self.stream.write("\r" + self.line() + "\x1b[K")
-            self.stream.flush()
-
-    def finish(self) -> None:
         if self.enabled:
-            self.stream.write("\r" + self.line() + "\x1b[K\n")
-            self.stream.flush()
+            self._paint()
+
+    @contextlib.contextmanager
+    def ticking(self, poll: Callable[[], float] | None = None,
+                every: float = 0.5) -> Iterator[None]:
+        """Repaint every `every` s, taking the share done from `poll` (the task's progress)
+        when the total is unknown; `poll` runs in the painting thread."""
+        if not self.enabled:
+            yield
+            return
+        stop = threading.Event()
+
+        def tick() -> None:
+            while not stop.wait(every):
+                if poll is not None and not self.total:
+                    with contextlib.suppress(Exception):
+                        self.fraction = min(float(poll()), 1.0)
+                self._paint(force=True)
+
+        painter = threading.Thread(target=tick, name="xe-progress", daemon=True)
+        painter.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            painter.join()
+
+    def finish(self, summary: str | None = None) -> None:
+        """The bar at 100%, and `summary` (what was done) on a line of its own."""
+        if self.enabled:
+            self.fraction = 1.0
+            if self.total is not None and self.done != self.total:
+                self.total = None
+            with self._lock:
+                self.stream.write("\r" + self.line() + "\x1b[K\n")
+                if summary:
+                    elapsed = time.monotonic() - self.start
+                    self.stream.write(f"{summary}: {_human(self.done)} in {_clock(elapsed)} "
+                                      f"({_human(self.done / max(elapsed, 1e-6))}/s)\n")
+                self.stream.flush()
 
 
 # --- an XVA directory as a tar stream, made on the fly ------------------------------------------
@@ -209,7 +261,90 @@ def _http_error(resp: http.client.HTTPResponse, body: bytes) -> XeError:
                    f"{': ' + text if text else ''}")
 
 
-# --- vm-export -----------------------------------------------------------------------------------
+# --- downloads: vm-export, vdi-export ----------------------------------------------------------
+
+class _TaskProgress:
+    """The task's progress, read over a connection of its own (the transfer holds one)."""
+
+    def __init__(self, ctx: Ctx, task: str) -> None:
+        self.ctx, self.task = ctx, task
+        self.session: Session | None = None
+
+    def __call__(self) -> float:
+        if self.session is None:
+            self.session = Session(self.ctx.endpoint, ref=self.ctx.session.ref)
+        return float(self.session.call("task.get_progress", self.task))  # type: ignore
+
+    def close(self) -> None:
+        if self.session is not None:
+            self.session.close()
+
+
+def _writable(filename: str) -> None:
+    if filename != "-" and os.path.isdir(filename):
+        raise XeError(f"Error: {filename} is a directory")
+
+
+def _download(ctx: Ctx, task: str, path: str, query: dict[str, str], filename: str,
+              label: str, what: str) -> int:
+    """GET `path` into `filename` (- for stdout) and wait for `task`; the file is removed
+    unless it all went well. Ctrl-C cancels the task on the server."""
+    to_stdout = filename == "-"
+    conn = ctx.endpoint.connection()
+    out: BinaryIO | None = None
+    ok = False
+    progress = Progress(label, None)
+    try:
+        with contextlib.closing(_TaskProgress(ctx, task)) as poll, progress.ticking(poll):
+            try:
+                conn.request("GET", f"{path}?{urlencode(query)}", headers={"User-Agent": "xe"})
+                resp = conn.getresponse()
+            except (OSError, http.client.HTTPException) as e:
+                raise ctx.endpoint.explain(e) from None
+            if resp.status != 200:
+                body = resp.read()
+                failure = _settled_failure(ctx, task)
+                if failure:
+                    raise failure
+                raise _http_error(resp, body)
+            length = resp.getheader("Content-Length")
+            progress.total = int(length) if length and length.isdigit() else None
+            out = sys.stdout.buffer if to_stdout else open(filename, "wb")
+            try:
+                while True:
+                    block = resp.read1(CHUNK) if hasattr(resp, "read1") else resp.read(CHUNK)
+                    if not block:
+                        break
+                    out.write(block)
+                    progress.update(len(block))
+                out.flush()
+            except (OSError, http.client.HTTPException) as e:
+                if isinstance(e, BrokenPipeError) and to_stdout:
+                    _cancel(ctx, task)
+                    raise XeError("Error: the output pipe closed; export cancelled") from None
+                failure = _settled_failure(ctx, task)
+                if failure:
+                    raise failure from None
+                raise ctx.endpoint.explain(e) from None
+            failure = _task_failed(_wait_task(ctx, task))
+        if failure:
+            raise failure
+        progress.finish(f"Exported {what} to {'stdout' if to_stdout else filename}")
+        ok = True
+    except KeyboardInterrupt:
+        _cancel(ctx, task)
+        ctx.err.write("\nExport cancelled: the task was cancelled on the server\n")
+        return 130
+    finally:
+        conn.close()
+        if out is not None and not to_stdout:
+            out.close()
+            if not ok:
+                with contextlib.suppress(OSError):
+                    os.unlink(filename)
+        _destroy(ctx, task)
+    return 0
+
 
 @command("vm-export", "Export a VM to a file (filename=- for stdout) as XVA.",
          reqd=("filename",), optn=("compress", "format", "preserve-power-state"),
@@ -221,9 +356,7 @@ def vm_export(ctx: Ctx) -> int:
     compress = (ctx.get("compress") or "false").lower()
     if compress not in ("true", "false", "gzip", "zstd"):
         raise UsageError("compress= takes true, false, gzip or zstd", ctx.cmd.name)
-    to_stdout = filename == "-"
-    if not to_stdout and os.path.isdir(filename):
-        raise XeError(f"Error: {filename} is a directory")
+    _writable(filename)
     task = str(ctx.call("task.create", f"Export of VM: {rec['uuid']}", "xe vm-export"))
     query = {"uuid": rec["uuid"], "session_id": ctx.session.ref, "task_id": task,
              "use_compression": compress}
@@ -231,64 +364,37 @@ def vm_export(ctx: Ctx) -> int:
         query["format"] = ctx.params["format"]
     if ctx.get("preserve-power-state"):
         query["preserve_power_state"] = ctx.params["preserve-power-state"]
-    conn = ctx.endpoint.connection()
-    out: BinaryIO | None = None
-    ok = False
-    try:
-        try:
-            conn.request("GET", "/export?" + urlencode(query), headers={"User-Agent": "xe"})
-            resp = conn.getresponse()
-        except (OSError, http.client.HTTPException) as e:
-            raise ctx.endpoint.explain(e) from None
-        if resp.status != 200:
-            body = resp.read()
-            failure = _settled_failure(ctx, task)
-            if failure:
-                raise failure
-            raise _http_error(resp, body)
-        length = resp.getheader("Content-Length")
-        progress = Progress(f"Exporting {rec['name_label']}",
-                            int(length) if length and length.isdigit() else None)
-        out = sys.stdout.buffer if to_stdout else open(filename, "wb")
-        try:
-            while True:
-                block = resp.read1(CHUNK) if hasattr(resp, "read1") else resp.read(CHUNK)
-                if not block:
-                    break
-                out.write(block)
-                progress.update(len(block))
-            out.flush()
-        except (OSError, http.client.HTTPException) as e:
-            if isinstance(e, BrokenPipeError) and to_stdout:
-                _cancel(ctx, task)
-                raise XeError("Error: the output pipe closed; export cancelled") from None
-            failure = _settled_failure(ctx, task)
-            if failure:
-                raise failure from None
-            raise ctx.endpoint.explain(e) from None
-        progress.finish()
-        failure = _task_failed(_wait_task(ctx, task))
-        if failure:
-            raise failure
-        ok = True
-    except KeyboardInterrupt:
-        _cancel(ctx, task)
-        ctx.err.write("\nExport cancelled: the task was cancelled on the server\n")
-        return 130
-    finally:
-        conn.close()
-        if out is not None and not to_stdout:
-            out.close()
-            if not ok:
-                try:
-                    os.unlink(filename)
-                except OSError:
-                    pass
-        _destroy(ctx, task)
-    return 0
+    return _download(ctx, task, "/export", query, filename, f"Exporting {rec['name_label']}",
+                     f"VM {rec['name_label']}")
 
 
-# --- vm-import -----------------------------------------------------------------------------------
+def _disk_format(ctx: Ctx) -> str:
+    fmt = (ctx.get("format") or "raw").lower()
+    if fmt not in ("raw", "vhd"):
+        raise UsageError("format= takes raw or vhd", ctx.cmd.name)
+    return fmt
+
+
+@command("vdi-export", "Export a VDI to a file (filename=- for stdout): format=raw (the whole "
+         "disk) or vhd (a dynamic VHD of its allocated blocks; base=<VDI uuid> for only the "
+         "blocks that differ from it).", reqd=("uuid", "filename"), optn=("format", "base"))
+def vdi_export(ctx: Ctx) -> int:
+    keep_big_buffers()
+    filename = ctx.need("filename")
+    vdi = ctx.by_uuid("VDI", ctx.need("uuid"))
+    fmt = _disk_format(ctx)
+    _writable(filename)
+    name = str(ctx.call("VDI.get_name_label", vdi))
+    task = str(ctx.call("task.create", f"Export of VDI: {ctx.params['uuid']}", "xe vdi-export"))
+    query = {"vdi": ctx.params["uuid"], "format": fmt, "session_id": ctx.session.ref,
+             "task_id": task}
+    if ctx.get("base"):
+        query["base"] = ctx.params["base"]
+    return _download(ctx, task, "/export_raw_vdi", query, filename, f"Exporting {name}",
+                     f"VDI {name}")
+
+
+# --- uploads: vm-import, vdi-import -------------------------------------------------------------
 
 def _send(conn: http.client.HTTPConnection, chunks: Iterator[bytes], chunked: bool,
           progress: Progress) -> None:
@@ -304,31 +410,82 @@ def _send(conn: http.client.HTTPConnection, chunks: Iterator[bytes], chunked: bo
         conn.send(b"0\r\n\r\n")
 
 
+def _source(filename: str, *, xva_dirs: bool) -> tuple[Iterator[bytes], int | None, str]:
+    """(the chunks, their total size if known, the progress label) of what to upload."""
+    if filename == "-":
+        return _file_chunks(sys.stdin.buffer), None, "Importing from stdin"
+    path = Path(filename)
+    if path.is_dir() and xva_dirs:
+        if not (path / "ova.xml").is_file():
+            raise XeError(f"Error: {filename} is a directory without ova.xml: not an XVA")
+        return tar_stream(path), tar_size(path), f"Importing {path.name}"
+    if path.is_file():
+        return _file_chunks(open(path, "rb")), path.stat().st_size, f"Importing {path.name}"
+    if path.is_dir():
+        raise XeError(f"Error: {filename} is a directory")
+    raise XeError(f"Error: cannot read {filename}: no such file or directory")
+
+
+def _upload(ctx: Ctx, task: str, path: str, query: dict[str, str], filename: str, *,
+            xva_dirs: bool = False) -> dict | None:
+    """PUT `filename` (- for stdin: chunked) to `path` and wait for `task`: its record, or
+    None after Ctrl-C (the task cancelled on the server)."""
+    chunks, size, label = _source(filename, xva_dirs=xva_dirs)
+    conn = ctx.endpoint.connection()
+    progress = Progress(label, size)
+    try:
+        with progress.ticking():
+            try:
+                conn.putrequest("PUT", f"{path}?{urlencode(query)}", skip_accept_encoding=True)
+                conn.putheader("User-Agent", "xe")
+                conn.putheader("Content-Type", "application/octet-stream")
+                if size is None:
+                    conn.putheader("Transfer-Encoding", "chunked")
+                else:
+                    conn.putheader("Content-Length", str(size))
+                conn.endheaders()
+            except (OSError, http.client.HTTPException) as e:
+                raise ctx.endpoint.explain(e) from None
+            send_error: BaseException | None = None
+            try:
+                _send(conn, chunks, size is None, progress)
+            except (BrokenPipeError, ConnectionResetError) as e:
+                send_error = e     # the server stopped reading: its answer says why
+            try:
+                resp = conn.getresponse()
+                body = resp.read()
+            except (OSError, http.client.HTTPException) as e:
+                resp, body = None, b""
+                send_error = send_error or e
+            if resp is None or resp.status != 200:
+                failure = _settled_failure(ctx, task)
+                if failure:
+                    raise failure
+                if resp is not None:
+                    raise _http_error(resp, body)
+                raise ctx.endpoint.explain(send_error)  # type: ignore[arg-type]
+            rec = _wait_task(ctx, task)
+        failure = _task_failed(rec)
+        if failure:
+            raise failure
+        progress.finish(f"Imported {'stdin' if filename == '-' else filename}")
+        return rec
+    except KeyboardInterrupt:
+        _cancel(ctx, task)
+        ctx.err.write("\nImport cancelled: the task was cancelled on the server\n")
+        return None
+    finally:
+        conn.close()
+        _destroy(ctx, task)
+
+
 @command("vm-import", "Import a VM from an XVA file (filename=- for stdin) or an XVA directory; "
          "prints the new VM uuid(s).", reqd=("filename",),
          optn=("sr-uuid", "preserve", "force"), flags=("force",))
 def vm_import(ctx: Ctx) -> int:
     keep_big_buffers()
     filename = ctx.need("filename")
-    chunked = False
-    if filename == "-":
-        chunks: Iterator[bytes] = _file_chunks(sys.stdin.buffer)
-        size: int | None = None
-        chunked = True
-        label = "Importing from stdin"
-    else:
-        path = Path(filename)
-        if path.is_dir():
-            if not (path / "ova.xml").is_file():
-                raise XeError(f"Error: {filename} is a directory without ova.xml: not an XVA")
-            size = tar_size(path)
-            chunks = tar_stream(path)
-        elif path.is_file():
-            size = path.stat().st_size
-            chunks = _file_chunks(open(path, "rb"))
-        else:
-            raise XeError(f"Error: cannot read {filename}: no such file or directory")
-        label = f"Importing {path.name}"
+    _source(filename, xva_dirs=True)       # a missing file fails before any task exists
     sr_uuid = ctx.get("sr-uuid")
     if sr_uuid:
         ctx.by_uuid("SR", sr_uuid)   # a bad uuid fails here, clearly, before any upload
@@ -338,54 +495,34 @@ def vm_import(ctx: Ctx) -> int:
              "force": "true" if ctx.flag("force") else "false"}
     if sr_uuid:
         query["sr_uuid"] = sr_uuid
-    conn = ctx.endpoint.connection()
-    progress = Progress(label, size)
-    try:
-        try:
-            conn.putrequest("PUT", "/import?" + urlencode(query), skip_accept_encoding=True)
-            conn.putheader("User-Agent", "xe")
-            conn.putheader("Content-Type", "application/octet-stream")
-            if chunked:
-                conn.putheader("Transfer-Encoding", "chunked")
-            else:
-                conn.putheader("Content-Length", str(size))
-            conn.endheaders()
-        except (OSError, http.client.HTTPException) as e:
-            raise ctx.endpoint.explain(e) from None
-        send_error: BaseException | None = None
-        try:
-            _send(conn, chunks, chunked, progress)
-        except (BrokenPipeError, ConnectionResetError) as e:
-            send_error = e     # the server stopped reading: its answer says why
-        progress.finish()
-        try:
-            resp = conn.getresponse()
-            body = resp.read()
-        except (OSError, http.client.HTTPException) as e:
-            resp, body = None, b""
-            send_error = send_error or e
-        if resp is None or resp.status != 200:
-            failure = _settled_failure(ctx, task)
-            if failure:
-                raise failure
-            if resp is not None:
-                raise _http_error(resp, body)
-            raise ctx.endpoint.explain(send_error)  # type: ignore[arg-type]
-        rec = _wait_task(ctx, task)
-        failure = _task_failed(rec)
-        if failure:
-            raise failure
-        refs = _result_refs(str(rec.get("result", "")))
-        uuids = [str(ctx.call("VM.get_uuid", r)) for r in refs]
-        ctx.out.write(",".join(uuids) + "\n")
-    except KeyboardInterrupt:
-        _cancel(ctx, task)
-        ctx.err.write("\nImport cancelled: the task was cancelled on the server\n")
+    rec = _upload(ctx, task, "/import", query, filename, xva_dirs=True)
+    if rec is None:
         return 130
-    finally:
-        conn.close()
-        _destroy(ctx, task)
+    refs = _result_refs(str(rec.get("result", "")))
+    ctx.out.write(",".join(str(ctx.call("VM.get_uuid", r)) for r in refs) + "\n")
     return 0
+
+
+@command("vdi-import", "Write a file (filename=- for stdin) into an existing VDI: format=raw "
+         "(the whole disk) or vhd (its blocks only); the VDI changes only if all of it arrived.",
+         reqd=("uuid", "filename"), optn=("format",))
+def vdi_import(ctx: Ctx) -> int:
+    keep_big_buffers()
+    filename = ctx.need("filename")
+    _source(filename, xva_dirs=False)
+    ctx.by_uuid("VDI", ctx.need("uuid"))
+    fmt = _disk_format(ctx)
+    task = str(ctx.call("task.create", f"Import into VDI: {ctx.params['uuid']}",
+                        "xe vdi-import"))
+    query = {"vdi": ctx.params["uuid"], "format": fmt, "session_id": ctx.session.ref,
+             "task_id": task}
+    return 0 if _upload(ctx, task, "/import_raw_vdi", query, filename) is not None else 130
+
+
+@command("task-cancel", "Cancel a pending task (an export, an import, an Async call).",
+         reqd=("uuid",))
+def task_cancel(ctx: Ctx) -> None:
+    ctx.call("task.cancel", ctx.by_uuid("task", ctx.need("uuid")))
 
 
 def _result_refs(text: str) -> list[str]:

@@ -126,6 +126,16 @@ def vm_resume(ctx: Ctx) -> None:
     _each(ctx, lambda ref, rec: ctx.call("VM.resume", ref, paused, force))
 
 
+@_vm_cmd("vm-pause", "Pause the selected running VM(s).")
+def vm_pause(ctx: Ctx) -> None:
+    _each(ctx, lambda ref, rec: ctx.call("VM.pause", ref))
+
+
+@_vm_cmd("vm-unpause", "Unpause the selected paused VM(s).")
+def vm_unpause(ctx: Ctx) -> None:
+    _each(ctx, lambda ref, rec: ctx.call("VM.unpause", ref))
+
+
 @_vm_cmd("vm-destroy", "Destroy the selected VM record(s), leaving their disks.")
 def vm_destroy(ctx: Ctx) -> None:
     _each(ctx, lambda ref, rec: ctx.call("VM.destroy", ref))
@@ -135,32 +145,37 @@ def vm_destroy(ctx: Ctx) -> None:
          "(asks first on a terminal unless --force).", flags=("force",))
 def vm_uninstall(ctx: Ctx) -> None:
     for ref, rec in select(ctx, "VM", ()):
-        vdis = []
-        for vbd in rec.get("VBDs", []):
-            vb = ctx.lookup("VBD", vbd)
-            if not vb or vb.get("empty") or vb.get("type") != "Disk" or vb["VDI"] == NULL_REF:
-                continue
-            vdi = ctx.lookup("VDI", vb["VDI"])
-            if vdi is None:
-                continue
-            users = {ctx.lookup("VBD", b)["VM"] for b in vdi.get("VBDs", [])  # type: ignore
-                     if ctx.lookup("VBD", b)}
-            if users <= {ref}:
-                vdis.append((vb["VDI"], vdi))
-        if sys.stdin.isatty() and not ctx.flag("force"):
-            ctx.out.write(f"The following items are about to be destroyed\n"
-                          f"VM : {rec['uuid']} ({rec['name_label']})\n")
-            for _, vdi in vdis:
-                ctx.out.write(f"VDI: {vdi['uuid']} ({vdi['name_label']})\n")
-            ctx.out.write("Type 'yes' to continue\n")
-            ctx.out.flush()
-            if sys.stdin.readline().strip() != "yes":
-                raise XeError("Aborted", status=1)
-        if rec.get("power_state") not in ("Halted", None):
-            ctx.call("VM.hard_shutdown", ref)
-        ctx.call("VM.destroy", ref)
-        for vref, _ in vdis:
-            ctx.call("VDI.destroy", vref)
+        _uninstall(ctx, ref, rec)
+
+
+def _uninstall(ctx: Ctx, ref: str, rec: dict) -> None:
+    """Destroy VM (or snapshot) `ref` and the disks no other VM uses."""
+    vdis = []
+    for vbd in rec.get("VBDs", []):
+        vb = ctx.lookup("VBD", vbd)
+        if not vb or vb.get("empty") or vb.get("type") != "Disk" or vb["VDI"] == NULL_REF:
+            continue
+        vdi = ctx.lookup("VDI", vb["VDI"])
+        if vdi is None:
+            continue
+        users = {ctx.lookup("VBD", b)["VM"] for b in vdi.get("VBDs", [])  # type: ignore
+                 if ctx.lookup("VBD", b)}
+        if users <= {ref}:
+            vdis.append((vb["VDI"], vdi))
+    if sys.stdin.isatty() and not ctx.flag("force"):
+        ctx.out.write(f"The following items are about to be destroyed\n"
+                      f"VM : {rec['uuid']} ({rec['name_label']})\n")
+        for _, vdi in vdis:
+            ctx.out.write(f"VDI: {vdi['uuid']} ({vdi['name_label']})\n")
+        ctx.out.write("Type 'yes' to continue\n")
+        ctx.out.flush()
+        if sys.stdin.readline().strip() != "yes":
+            raise XeError("Aborted", status=1)
+    if rec.get("power_state") not in ("Halted", None):
+        ctx.call("VM.hard_shutdown", ref)
+    ctx.call("VM.destroy", ref)
+    for vref, _ in vdis:
+        ctx.call("VDI.destroy", vref)
 
 
 def _uuid_of(ctx: Ctx, cls: str, ref: str) -> str:
@@ -239,6 +254,35 @@ def vm_snapshot(ctx: Ctx) -> None:
     _new_from(ctx, "VM.snapshot")
 
 
+def _snapshot(ctx: Ctx) -> tuple[str, dict]:
+    ref = ctx.resolve("VM", ctx.get("snapshot-uuid") or ctx.need("uuid"))
+    rec = dict(ctx.call("VM.get_record", ref))  # type: ignore[arg-type]
+    if not rec.get("is_a_snapshot"):
+        raise XeError(f"Error: {rec['uuid']} is not a snapshot (see 'xe snapshot-list')")
+    return ref, rec
+
+
+@command("snapshot-revert", "Revert a VM to one of its snapshots (its disks and settings); the "
+         "VM ends up halted, or suspended for a checkpoint.", optn=("snapshot-uuid", "uuid"))
+def snapshot_revert(ctx: Ctx) -> None:
+    ref, _ = _snapshot(ctx)
+    ctx.call("VM.revert", ref)
+
+
+@command("snapshot-destroy", "Destroy a snapshot's record, leaving its disks (see "
+         "snapshot-uninstall).", optn=("snapshot-uuid", "uuid"))
+def snapshot_destroy(ctx: Ctx) -> None:
+    ref, _ = _snapshot(ctx)
+    ctx.call("VM.destroy", ref)
+
+
+@command("snapshot-uninstall", "Destroy a snapshot and the disks only it uses (asks first on a "
+         "terminal unless --force).", optn=("snapshot-uuid", "uuid"), flags=("force",))
+def snapshot_uninstall(ctx: Ctx) -> None:
+    ref, rec = _snapshot(ctx)
+    _uninstall(ctx, ref, rec)
+
+
 @_vm_cmd("vm-copy", "Copy a VM with full copies of its disks (to sr-uuid= if given); prints "
          "the new uuid.", optn=("new-name-label", "new-name-description", "sr-uuid"))
 def vm_copy(ctx: Ctx) -> None:
@@ -271,7 +315,8 @@ def _free_device(ctx: Ctx, cls: str, refs: list[str], field: str) -> str:
     return str(n)
 
 
-@_vm_cmd("vm-disk-add", "Add a new disk to a VM; prints the new VDI's uuid.",
+@_vm_cmd("vm-disk-add", "Add a new disk to a VM (plugged at once if it runs); prints the new "
+         "VDI's uuid.",
          optn=("disk-size", "device", "sr-uuid", "sr-name-label", "name-label", "bootable"))
 def vm_disk_add(ctx: Ctx) -> None:
     size = parse_size(ctx.need("disk-size"))
@@ -281,7 +326,11 @@ def vm_disk_add(ctx: Ctx) -> None:
     name = ctx.get("name-label") or f"{rec['name_label']} {device}"
     vdi = str(ctx.call("VDI.create", _vdi_record(ctx, sr, name, size)))
     with _destroyed_on_error(ctx, "VDI.destroy", vdi):
-        ctx.call("VBD.create", _vbd_record(ref, vdi, device, bootable=ctx.flag("bootable")))
+        vbd = str(ctx.call("VBD.create", _vbd_record(ref, vdi, device,
+                                                     bootable=ctx.flag("bootable"))))
+        with _destroyed_on_error(ctx, "VBD.destroy", vbd):
+            if rec.get("power_state") == "Running":      # as xe does: plugged at once
+                ctx.call("VBD.plug", vbd)
     ctx.out.write(_uuid_of(ctx, "VDI", vdi) + "\n")
 
 
