@@ -40,11 +40,15 @@ class ImportJob:
     ctx: Ctx
     sr: str
     restore: bool = False
+    force: bool = False
     metadata_only: bool = False
     dry_run: bool = False
     vms: list[str] = field(default_factory=list)
     vdis: list[str] = field(default_factory=list)
     paths: dict[str, str] = field(default_factory=dict)     # disk id in the XVA -> file
+    # restore=true of a VM whose uuid is taken: new VM -> (the VM it replaces, the uuid),
+    # swapped in by commit() only, so a failed import leaves the old VM as it was
+    replaces: dict[str, tuple[str, str]] = field(default_factory=dict)
 
     async def _new_vdi(self, disk_id: str, size: int, fields: dict) -> str:
         vdi = await self.ctx.vdis.create(self.sr, size, fields, unfinished=self.ctx.task or "")
@@ -89,6 +93,8 @@ class ImportJob:
         vms = [o for o in objects if o.cls == "VM" and not o.snapshot.get("is_a_snapshot")]
         if not vms:
             raise XenAPIError("IMPORT_ERROR", "ova.xml has no VM")
+        for o in vms:
+            self._check_restore(o.snapshot)
         wanted: dict[str, int] = {}
         vdi_map: dict[str, str] = {}
         for o in objects:
@@ -115,6 +121,24 @@ class ImportJob:
                 self._vm_from_object(vm_obj, by_id, vdi_map)
         return wanted
 
+    def _check_restore(self, snap: dict) -> None:
+        """restore=true keeps the VM's uuid; where a VM has it already, as xapi: a halted one
+        is replaced if the import's `version` is newer (or force=true), else
+        VM_TO_IMPORT_IS_NOT_NEWER_VERSION; one that is not halted fails the import with
+        VM_BAD_POWER_STATE (xapi skips it under force=true; here force does not: a skipped
+        VM's disks would still be in the stream)."""
+        uuid = snap.get("uuid")
+        if not self.restore or not uuid or not _taken(self.ctx.store, "VM", uuid):
+            return
+        old = self.ctx.store.ref_of_uuid("VM", uuid)
+        rec = self.ctx.store.get("VM", old)
+        if rec["power_state"] != "Halted":
+            raise XenAPIError("VM_BAD_POWER_STATE", old, "halted", rec["power_state"].lower())
+        theirs = int(snap.get("version", 0) or 0)
+        if rec["version"] >= theirs and not self.force:
+            raise XenAPIError("VM_TO_IMPORT_IS_NOT_NEWER_VERSION", old, str(rec["version"]),
+                              str(theirs))
+
     @staticmethod
     def _used_vdi(vdi: ExportObject, objects: list[ExportObject]) -> bool:
         return any(o.cls == "VBD" and o.snapshot.get("VDI") == vdi.id for o in objects)
@@ -134,9 +158,13 @@ class ImportJob:
                                          ("is_a_template", "blobs")) and not f.reverse}
         for name in ("affinity", "suspend_VDI", "resident_on", "metrics", "guest_metrics"):
             fields.pop(name, None)
-        if self.restore and snap.get("uuid") and not _taken(store, "VM", snap["uuid"]):
-            fields["uuid"] = snap["uuid"]
+        restored = snap.get("uuid") if self.restore else None
+        if restored and not _taken(store, "VM", restored):
+            fields["uuid"] = restored
+            restored = None
         vm = self._create_vm(fields)
+        if restored:          # its uuid is another VM's until commit() replaces that one
+            self.replaces[vm] = (store.ref_of_uuid("VM", restored), restored)
         for vbd_id in snap.get("VBDs", []):
             b = by_id.get(vbd_id)
             if b is None or b.cls != "VBD":
@@ -195,6 +223,9 @@ class ImportJob:
         """Success: unmark everything, so a later sweep leaves it alone."""
         store = self.ctx.store
         with store.transaction():
+            for new, (old, uuid) in self.replaces.items():
+                _destroy_vm_records(store, old)        # its disks stay, as xapi leaves them
+                store.update("VM", new, {"uuid": uuid})
             for cls, refs in (("VM", self.vms), ("VDI", self.vdis)):
                 for ref in refs:
                     if store.find(cls, ref) is not None:
@@ -215,12 +246,7 @@ async def remove_created(store: Store, disks: Vdis, vms: list[str], vdis: list[s
         if rec is None:
             continue
         with store.transaction():
-            for cls, fname in (("VBD", "VBDs"), ("VIF", "VIFs"), ("console", "consoles")):
-                for ref in rec[fname]:
-                    store.destroy(cls, ref)
-            if rec["metrics"] != NULL_REF and store.find("VM_metrics", rec["metrics"]):
-                store.destroy("VM_metrics", rec["metrics"])
-            store.destroy("VM", vm)
+            _destroy_vm_records(store, vm)
             clear(store, [vm])
     for vdi in vdis:
         if store.find("VDI", vdi) is not None:
@@ -228,6 +254,17 @@ async def remove_created(store: Store, disks: Vdis, vms: list[str], vdis: list[s
                 await disks.destroy(vdi)
             except XenAPIError:
                 log.exception("could not remove VDI %s of a failed import", vdi)
+
+
+def _destroy_vm_records(store: Store, vm: str) -> None:
+    """The VM's record with its VBDs, VIFs, consoles and metrics (not its VDIs)."""
+    rec = store.get("VM", vm)
+    for cls, fname in (("VBD", "VBDs"), ("VIF", "VIFs"), ("console", "consoles")):
+        for ref in rec[fname]:
+            store.destroy(cls, ref)
+    if rec["metrics"] != NULL_REF and store.find("VM_metrics", rec["metrics"]):
+        store.destroy("VM_metrics", rec["metrics"])
+    store.destroy("VM", vm)
 
 
 def _taken(store, cls: str, uuid: str) -> bool:

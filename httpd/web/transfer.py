@@ -327,9 +327,9 @@ async def _import(request: web.Request, *, metadata_only: bool) -> web.StreamRes
             sr = _lookup(ctx, "SR", request, "sr_id", "sr_uuid")
         else:
             sr = ctx.vdis.default_sr()
-        job = ImportJob(ctx, sr, restore=_flag(request, "restore"),
-                        metadata_only=metadata_only, dry_run=_flag(request, "dry_run"))
         force = _flag(request, "force")
+        job = ImportJob(ctx, sr, restore=_flag(request, "restore"), force=force,
+                        metadata_only=metadata_only, dry_run=_flag(request, "dry_run"))
 
         async def on_metadata(meta: Metadata) -> Mapping[str, int] | None:
             if meta.layout == LAYOUT_APPLIANCE:

@@ -42,6 +42,10 @@ _MESSAGES: dict[str, tuple[str, tuple[str, ...]]] = {
                                    "reached prematurely.", ()),
     "IMPORT_INCOMPATIBLE_VERSION": ("The import failed because this export has been created "
                                     "by a different (incompatible) product version.", ()),
+    "VM_TO_IMPORT_IS_NOT_NEWER_VERSION": ("A VM with this uuid exists and the import is no "
+                                          "newer: add force=true to replace it (its disks "
+                                          "stay), or import without restore.",
+                                          ("vm", "existing version", "version to import")),
     "VDI_IO_ERROR": ("Reading or writing the disk's data failed.", ("reason",)),
     "VDI_MISSING": ("The disk's data is not there: its file in the SR is gone.",
                     ("sr", "vdi")),

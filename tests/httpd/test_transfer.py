@@ -149,14 +149,23 @@ def test_export_reimport_gives_identical_disks(server, source_vm, tmp_path, quer
 
 def test_restore_keeps_macs_and_chunked_upload(server, source_vm, tmp_path):
     x = server.session().xenapi
-    uuid = x.VM.get_uuid(source_vm)
+    # a copy of the source whose record is gone when it comes back (restore keeps its uuid)
+    gone = x.VM.create({"name_label": "restore-me", "memory_static_max": str(2**28),
+                        "VCPUs_max": "1"})
+    x.VIF.create({"VM": gone, "network": x.network.get_all()[0], "device": "0",
+                  "MAC": "02:11:22:33:44:55"})
+    uuid = x.VM.get_uuid(gone)
     xva = tmp_path / "vm.xva"
     _curl(_url(server, f"/export?uuid={uuid}&format=xapi"), "-o", str(xva))
+    for vif in x.VM.get_VIFs(gone):
+        x.VIF.destroy(vif)
+    x.VM.destroy(gone)
     # chunked transfer: curl -T - reads stdin
     r = subprocess.run(f"cat {xva} | curl -sS -T - -D - '{_url(server, '/import?restore=true')}'",
                        shell=True, capture_output=True, check=True)
     new = r.stdout.decode().strip().splitlines()[-1]
     assert x.VIF.get_MAC(x.VM.get_VIFs(new)[0]) == "02:11:22:33:44:55"
+    assert x.VM.get_uuid(new) == uuid
     x.VM.destroy(new)
 
 
