@@ -479,18 +479,19 @@ class RRDStore:
         return float(rows[0, i])
 
     def xport(self, rrd_ids: Iterable[str], start: int, interval: int = 0,
-              cf: CF | None = None) -> Xport:
+              cf: CF | None = None, now: int = 0) -> Xport:
         """Choose the archive level for /rrd_updates and gather its rows.
 
         The level is the first one (archive order, after the ``cf`` filter)
         with ``pdp_per_row >= interval/step`` whose span reaches back to
         ``start``, else the coarsest.  A negative ``start`` is relative to the
-        newest last update.  Legend: per RRD, per archive of that level
-        (AVERAGE, MIN, MAX), per data source.
+        newest last update (``now``, the caller's clock, when no RRD is
+        selected).  Legend: per RRD, per archive of that level (AVERAGE, MIN,
+        MAX), per data source.
         """
         rrds = [self._get(i) for i in rrd_ids]
         lasts = [self.last_update(r.rrd_id) for r in rrds]
-        last = max(lasts, default=0)
+        last = max(lasts, default=now)
         if start < 0:
             start = last + start
         step = rrds[0].group.layout.step if rrds else STEP

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from pathlib import Path
 from typing import Iterable
 
@@ -121,7 +122,9 @@ class RRDSet:
     # -- reading --
     def xport(self, rids: list[str], start: int, interval: int, cf: CF | None
               ) -> tuple[Xport, list[Segment]]:
-        x = self.store.xport(rids, start, interval, cf)
+        """Rows of `rids` since `start` (negative: that many seconds before the newest
+        update, or before now when nothing is selected, such as a halted VM)."""
+        x = self.store.xport(rids, start, interval, cf, now=int(time.time()))
         segments: list[Segment] = []
         lo = 0
         for rid, cfname, n in x.parts:

@@ -304,8 +304,11 @@ def test_json_by_key_presence_as_xapi(stats_server, env, flag):
 def test_vm_and_sr_filters_keep_only_what_they_name(stats_server, env, query):
     """As xapi: `none`, garbage or an unknown uuid filter to no columns (200), which is how Xen
     Orchestra asks for the host alone; without a filter every VM and SR is there."""
-    _, legend, _ = _updates(stats_server, f"start=-60&{query}")
+    doc, legend, _ = _updates(stats_server, f"start=-60&{query}")
     assert legend == []
+    # a relative start is resolved even with nothing selected (a halted VM): to now - 60
+    start, end = int(doc.findtext("meta/start")), int(doc.findtext("meta/end"))
+    assert end - start == 60 and abs(end - time.time()) < 30, (start, end)
     _, legend, _ = _updates(stats_server, f"start=-60&host=true&{query}")
     assert legend and all(e.split(":")[1] == "host" for e in legend)
     _, legend, _ = _updates(stats_server, "start=-60")
