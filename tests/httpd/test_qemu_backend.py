@@ -173,6 +173,11 @@ def test_the_walk_through_on_real_guests(qemu, api, tmp_path):
     assert x.VM.get_power_state(vm) == "Halted"
     assert qemu.qemu_pids() == {}
     assert not (qemu.data_dir / "vm" / uuid).exists()
+    # a clean shutdown right after the start, while the guest still boots (no acpid yet to
+    # hear the first press of the power button): the button is pressed again until it halts
+    x.VM.start(vm, False, False)
+    x.VM.clean_shutdown(vm)
+    assert x.VM.get_power_state(vm) == "Halted" and qemu.qemu_pids() == {}
 
 
 def test_guest_poweroff_and_reboot_are_seen(qemu, api, tmp_path):

@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 MIGRATION_MAGIC = b"QEVM"      # the first bytes of a QEMU migration stream
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
 _RESET_ECHO = 1.0             # seconds: a RESET this soon after one is the firmware's own
+_PRESS_AGAIN = 5.0            # seconds between presses of the power button of a clean shutdown
 
 
 class DomainHost(Protocol):
@@ -201,13 +202,22 @@ class QemuDomain(Domain):
     async def shutdown(self, clean: bool) -> None:
         if clean and not self._stopping and self.qmp is not None and self.qmp.closed is None:
             self._stopping = True
-            await self._qmp("system_powerdown")
-            try:
-                async with asyncio.timeout(self.backend.clean_timeout):
-                    await self.qmp.wait_closed()
-            except TimeoutError:
-                self._stopping = False
-                raise XenAPIError("VM_FAILED_SHUTDOWN_ACKNOWLEDGMENT", self.uuid) from None
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + self.backend.clean_timeout
+            # the button again every few seconds: a guest still booting (no acpid yet) drops
+            # a press, as a person pressing it would find, and presses again
+            while True:
+                await self._qmp("system_powerdown")
+                left = deadline - loop.time()
+                try:
+                    async with asyncio.timeout(min(_PRESS_AGAIN, max(left, 0.0))):
+                        await self.qmp.wait_closed()
+                    break
+                except TimeoutError:
+                    if loop.time() < deadline:
+                        continue
+                    self._stopping = False
+                    raise XenAPIError("VM_FAILED_SHUTDOWN_ACKNOWLEDGMENT", self.uuid) from None
         await self._end(clean=False)
 
     async def reboot(self, clean: bool) -> None:
