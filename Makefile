@@ -4,9 +4,11 @@ PY        := $(VENV)/bin/python
 DATA_DIR  ?= ./var
 LISTEN    ?= 127.0.0.1:8080
 # What running needs: QEMU for real VMs, what the agent builds the guest from (busybox,
-# e2fsprogs for mkfs.ext4 -d and pygrub's debugfs, cpio for the initramfs), and the guest
-# networks' bridges (iproute2) and DHCP (dnsmasq-base)
-APT_RUN   := qemu-system-x86 qemu-utils busybox-static cpio e2fsprogs iproute2 dnsmasq-base
+# e2fsprogs for mkfs.ext4 -d and pygrub's debugfs, cpio for the initramfs), the guest
+# networks' bridges (iproute2) and DHCP (dnsmasq-base), and the clients the README's
+# examples use (curl, wget, tar, zstd, socat; qemu-img is in qemu-utils)
+APT_RUN   := qemu-system-x86 qemu-utils busybox-static cpio e2fsprogs iproute2 dnsmasq-base \
+             curl wget tar zstd socat
 # Real clients the tests drive (and the benchmarks' anchors).
 APT_TEST  := $(APT_RUN) curl wget tar gzip rrdtool xva-img socat pigz openssl zstd iproute2 util-linux \
              tmux
@@ -18,13 +20,21 @@ ANSIBLE_VERSION := 12.3.0
 
 .PHONY: run test apt-run apt-test node clean
 
+# make run installs what running needs (and the SDK the README's examples use); make test
+# adds the test tools. Each stamp says which set is in the venv.
+$(VENV)/.installed-run: pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[sdk]'
+	touch $@
+
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test]'
-	touch $@
+	touch $@ $(VENV)/.installed-run
 
-run: $(VENV)/.installed apt-run
+run: $(VENV)/.installed-run apt-run
 	$(VENV)/bin/xcp-httpd serve --data-dir $(DATA_DIR) --listen $(LISTEN) \
 		--unix-socket $(DATA_DIR)/xapi.sock
 
