@@ -1,12 +1,12 @@
-"""A VM's disks, CD drive and NICs: vm-disk-list, vm-vif-list, vm-cd-insert/eject, vbd-plug/
-unplug and vbd-eject/insert, on the standard XenAPI calls."""
+"""A VM's disks, CD drives and NICs: vm-disk-list/-remove, vm-vif-list, vm-cd-add/-remove/
+-insert/-eject/-list, vbd-plug/-unplug/-insert/-eject, on the standard XenAPI calls."""
 
 from __future__ import annotations
 
 from ..model.xtypes import NULL_REF
 from .client import XeError
 from .core import Ctx, UsageError, command, format_record, list_params
-from .vm import select_one
+from .vm import select_one, vbd_record
 
 __all__: list[str] = []
 
@@ -117,3 +117,39 @@ def vm_cd_list(ctx: Ctx) -> None:
         vdi = ctx.lookup("VDI", vbd["VDI"]) if not vbd["empty"] else None
         if vdi is not None:
             _block(ctx, f"CD {n} VDI", "VDI", vdi, None, ("name-label", "sr-name-label"))
+
+
+@command("vm-disk-remove", "Remove the VM's disk at device= and destroy it (its VDI too).",
+         reqd=("device",), selector="VM", flags=("multiple",))
+def vm_disk_remove(ctx: Ctx) -> None:
+    _, rec = select_one(ctx, "VM", ("device",))
+    found = [(r, v) for r, v in _vbds(ctx, rec, "Disk") if v["userdevice"] == ctx.need("device")]
+    if not found:
+        raise XeError(f"Error: VM {rec['name_label']} has no disk at device {ctx.params['device']}"
+                      f" (see 'xe vm-disk-list uuid={rec['uuid']}')")
+    vbd, vb = found[0]
+    if vb.get("currently_attached"):
+        ctx.call("VBD.unplug", vbd)
+    ctx.call("VBD.destroy", vbd)
+    if vb["VDI"] != NULL_REF:
+        ctx.call("VDI.destroy", vb["VDI"])
+
+
+@command("vm-cd-add", "Add a CD drive at device= holding cd-name= (an ISO VDI's name or uuid).",
+         reqd=("cd-name", "device"), selector="VM", flags=("multiple",))
+def vm_cd_add(ctx: Ctx) -> None:
+    ref, _ = select_one(ctx, "VM", ("cd-name", "device"))
+    vdi = ctx.resolve("VDI", ctx.need("cd-name"))
+    ctx.call("VBD.create", vbd_record(ref, vdi, ctx.need("device"), mode="RO", vtype="CD"))
+
+
+@command("vm-cd-remove", "Remove the CD drive that holds cd-name= (the disc's VDI stays).",
+         reqd=("cd-name",), selector="VM", flags=("multiple",))
+def vm_cd_remove(ctx: Ctx) -> None:
+    _, rec = select_one(ctx, "VM", ("cd-name",))
+    vdi = ctx.resolve("VDI", ctx.need("cd-name"))
+    drives = [r for r, v in _vbds(ctx, rec, "CD") if v["VDI"] == vdi]
+    if not drives:
+        raise XeError(f"Error: no CD drive of VM {rec['name_label']} holds {ctx.params['cd-name']}")
+    for vbd in drives:
+        ctx.call("VBD.destroy", vbd)

@@ -1,4 +1,5 @@
-"""SRs and VDIs: sr-scan, vdi-resize, vdi-copy, vdi-clone, on the standard XenAPI calls."""
+"""SRs, VDIs, networks and the host: sr-scan, vdi-resize/-copy/-clone, network-create,
+host-enable/-disable, on the standard XenAPI calls."""
 
 from __future__ import annotations
 
@@ -44,3 +45,30 @@ def vdi_clone(ctx: Ctx) -> None:
     if ctx.get("new-name-description") is not None:
         ctx.call("VDI.set_name_description", new, ctx.params["new-name-description"])
     _uuid(ctx, "VDI", new)
+
+
+@command("network-create", "Create a network (a bridge of its own); prints its uuid.",
+         reqd=("name-label",), optn=("name-description", "MTU", "bridge"))
+def network_create(ctx: Ctx) -> None:
+    rec = {"name_label": ctx.need("name-label"),
+           "name_description": ctx.get("name-description") or "",
+           "MTU": int(ctx.get("MTU") or 1500), "other_config": {}}
+    if ctx.get("bridge"):
+        rec["bridge"] = ctx.params["bridge"]
+    _uuid(ctx, "network", ctx.call("network.create", rec))
+
+
+def _host(ctx: Ctx) -> object:
+    return (ctx.resolve("host", ctx.params["host"]) if ctx.get("host")
+            else list(ctx.call("host.get_all"))[0])  # type: ignore[call-overload]
+
+
+@command("host-disable", "Disable the host: it starts no more VMs (HOST_DISABLED).",
+         optn=("host",))
+def host_disable(ctx: Ctx) -> None:
+    ctx.call("host.disable", _host(ctx))
+
+
+@command("host-enable", "Enable the host again.", optn=("host",))
+def host_enable(ctx: Ctx) -> None:
+    ctx.call("host.enable", _host(ctx))

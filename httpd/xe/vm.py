@@ -16,7 +16,7 @@ from .core import UUID_RE, Ctx, UsageError, class_of, command, format_record
 from .fields import find_param, matches
 from .generic import filter_records
 
-__all__ = ["select", "select_one", "parse_size"]
+__all__ = ["select", "select_one", "parse_size", "vbd_record"]
 
 _OWN = {"uuid", "vm", "multiple", "force", "minimal"}
 
@@ -283,6 +283,29 @@ def snapshot_uninstall(ctx: Ctx) -> None:
     _uninstall(ctx, ref, rec)
 
 
+@_vm_cmd("vm-checkpoint", "Snapshot a running VM with its memory (reverting resumes it); "
+         "prints the checkpoint's uuid.", optn=("new-name-label", "new-name-description"))
+def vm_checkpoint(ctx: Ctx) -> None:
+    _new_from(ctx, "VM.checkpoint")
+
+
+@_vm_cmd("vm-memory-limits-set", "Set a VM's four memory limits (bytes, or 512MiB...).",
+         optn=("static-min", "static-max", "dynamic-min", "dynamic-max"))
+def vm_memory_limits_set(ctx: Ctx) -> None:
+    sizes = [parse_size(ctx.need(k)) for k in ("static-min", "static-max", "dynamic-min",
+                                               "dynamic-max")]
+    _each(ctx, lambda ref, rec: ctx.call("VM.set_memory_limits", ref, *sizes))
+
+
+@_vm_cmd("vm-memory-set", "Give a halted VM memory= (static and dynamic maximum, dynamic "
+         "minimum).", optn=("memory",))
+def vm_memory_set(ctx: Ctx) -> None:
+    size = parse_size(ctx.need("memory"))
+    _each(ctx, lambda ref, rec: ctx.call("VM.set_memory_limits", ref,
+                                         min(int(rec["memory_static_min"]), size),
+                                         size, size, size))
+
+
 @_vm_cmd("vm-copy", "Copy a VM with full copies of its disks (to sr-uuid= if given); prints "
          "the new uuid.", optn=("new-name-label", "new-name-description", "sr-uuid"))
 def vm_copy(ctx: Ctx) -> None:
@@ -300,7 +323,7 @@ def _vdi_record(ctx: Ctx, sr: str, name: str, size: int, vtype: str = "user") ->
             "other_config": {}, "xenstore_data": {}, "sm_config": {}, "tags": []}
 
 
-def _vbd_record(vm: str, vdi: str, device: str, *, bootable=False, mode="RW", vtype="Disk",
+def vbd_record(vm: str, vdi: str, device: str, *, bootable=False, mode="RW", vtype="Disk",
                 empty=False, unpluggable=True) -> dict:
     return {"VM": vm, "VDI": vdi, "userdevice": device, "bootable": bootable, "mode": mode,
             "type": vtype, "empty": empty, "unpluggable": unpluggable, "other_config": {},
@@ -326,7 +349,7 @@ def vm_disk_add(ctx: Ctx) -> None:
     name = ctx.get("name-label") or f"{rec['name_label']} {device}"
     vdi = str(ctx.call("VDI.create", _vdi_record(ctx, sr, name, size)))
     with _destroyed_on_error(ctx, "VDI.destroy", vdi):
-        vbd = str(ctx.call("VBD.create", _vbd_record(ref, vdi, device,
+        vbd = str(ctx.call("VBD.create", vbd_record(ref, vdi, device,
                                                      bootable=ctx.flag("bootable"))))
         with _destroyed_on_error(ctx, "VBD.destroy", vbd):
             if rec.get("power_state") == "Running":      # as xe does: plugged at once
@@ -375,7 +398,7 @@ def vbd_create(ctx: Ctx) -> None:
     vm = ctx.by_uuid("VM", ctx.need("vm-uuid"))
     vdi = ctx.by_uuid("VDI", ctx.params["vdi-uuid"]) if ctx.get("vdi-uuid") else NULL_REF
     vtype = (ctx.get("type") or "Disk").capitalize().replace("Cd", "CD")
-    rec = _vbd_record(vm, vdi, ctx.need("device"), bootable=ctx.flag("bootable"),
+    rec = vbd_record(vm, vdi, ctx.need("device"), bootable=ctx.flag("bootable"),
                       mode=(ctx.get("mode") or "RW").upper(), vtype=vtype,
                       empty=vdi == NULL_REF,
                       unpluggable=(ctx.get("unpluggable") or "true").lower() == "true")

@@ -120,6 +120,16 @@ def test_cd_insert_eject(xe, xenapi, vm, tmp_path):
         assert "already holds a disc" in r.stderr
         xe("vm-cd-eject", f"uuid={vm}")
         assert "empty ( RO): true" in xe.out("vm-cd-list", f"uuid={vm}")
+        xe("vm-cd-add", f"uuid={vm}", "cd-name=tools.iso", "device=4")
+        assert "CD 4 VDI:" in xe.out("vm-cd-list", f"uuid={vm}")
+        xe("vm-cd-remove", f"uuid={vm}", "cd-name=tools.iso")
+        assert "CD 4" not in xe.out("vm-cd-list", f"uuid={vm}")
+        drive = xe.out("vbd-list", f"vm-uuid={vm}", "type=CD", "params=uuid", "--minimal")
+        iso = xe.out("vdi-list", "name-label=tools.iso", "params=uuid", "--minimal")
+        xe("vbd-insert", f"uuid={drive}", f"vdi-uuid={iso}")
+        assert xe.out("vbd-param-get", f"uuid={drive}", "param-name=vdi-uuid") == iso
+        xe("vbd-eject", f"uuid={drive}")
+        assert xe.out("vbd-param-get", f"uuid={drive}", "param-name=empty") == "true"
     finally:
         for vbd in x.VM.get_VBDs(xe_vm := x.VM.get_by_uuid(vm)):
             if x.VBD.get_type(vbd) == "CD":
@@ -208,3 +218,40 @@ def test_export_cancelled_with_task_cancel(xe, xenapi, vm, tmp_path):
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
+
+
+def test_checkpoint_memory_and_disk_remove(xe, vm):
+    xe("vm-memory-set", f"uuid={vm}", "memory=512MiB")
+    assert xe.out("vm-param-get", f"uuid={vm}", "param-name=memory-static-max") == str(2**29)
+    assert xe.out("vm-param-get", f"uuid={vm}", "param-name=memory-dynamic-min") == str(2**29)
+    xe("vm-memory-limits-set", f"uuid={vm}", "static-min=64MiB", "static-max=512MiB",
+       "dynamic-min=256MiB", "dynamic-max=512MiB")
+    assert xe.out("vm-param-get", f"uuid={vm}", "param-name=memory-dynamic-min") == str(2**28)
+    r = xe("vm-memory-limits-set", f"uuid={vm}", "static-min=1GiB", "static-max=512MiB",
+           "dynamic-min=256MiB", "dynamic-max=512MiB", check=False)
+    assert r.returncode != 0 and "static_min <= dynamic_min" in r.stderr
+    vdi = _small_disk(xe, vm)
+    xe("vm-disk-remove", f"uuid={vm}", "device=1")
+    assert xe.out("vdi-list", f"uuid={vdi}", "--minimal") == ""
+    assert "Disk 1" not in xe.out("vm-disk-list", f"uuid={vm}")
+    r = xe("vm-disk-remove", f"uuid={vm}", "device=1", check=False)
+    assert r.returncode != 0 and "has no disk at device 1" in r.stderr
+    xe("vm-start", f"uuid={vm}")
+    cp = xe.out("vm-checkpoint", f"uuid={vm}", "new-name-label=live")
+    assert xe.out("snapshot-param-get", f"uuid={cp}", "param-name=power-state") == "suspended"
+    xe("snapshot-uninstall", f"uuid={cp}", "--force")
+    xe("vm-shutdown", f"uuid={vm}", "--force")
+
+
+def test_network_create_and_host_disable(xe, vm):
+    net = xe.out("network-create", "name-label=backend", "MTU=9000")
+    assert xe.out("network-param-get", f"uuid={net}", "param-name=MTU") == "9000"
+    xe("network-destroy", f"uuid={net}")
+    xe("host-disable")
+    try:
+        r = xe("vm-start", f"uuid={vm}", check=False)
+        assert r.returncode != 0 and "The host is disabled" in r.stderr, r.stderr
+    finally:
+        xe("host-enable")
+    xe("vm-start", f"uuid={vm}")
+    xe("vm-shutdown", f"uuid={vm}", "--force")
