@@ -59,12 +59,18 @@ def read_rc(path: Path | None = None) -> dict[str, str]:
 
 
 def default_socket() -> str:
-    """$XE_SOCKET, else ./var/xapi.sock (a development checkout), else /var/lib/xcp/xapi."""
+    """$XE_SOCKET, else ./var/xapi.sock (in the checkout), else the var/xapi.sock of the
+    checkout whose .venv runs this xe (`make run`'s agent, from any directory), else
+    /var/lib/xcp/xapi."""
     env = os.environ.get("XE_SOCKET")
     if env:
         return env
     if os.path.exists("var/xapi.sock"):
         return os.path.abspath("var/xapi.sock")
+    if sys.prefix != sys.base_prefix:                # in a venv: <checkout>/.venv
+        beside = Path(sys.prefix).parent / "var" / "xapi.sock"
+        if beside.exists():
+            return str(beside)
     return "/var/lib/xcp/xapi"
 
 

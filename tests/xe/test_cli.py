@@ -336,3 +336,26 @@ def test_console_connects(xe):
     returns when stdin ends."""
     r = xe("console", input="", check=False, timeout=20)
     assert r.returncode == 0, r.stderr
+
+
+def test_default_socket_is_found_beside_the_venv(tmp_path, monkeypatch):
+    """`.venv/bin/xe` run from any directory finds `make run`'s agent: the var/xapi.sock of
+    the checkout that holds its venv."""
+    import sys
+
+    from httpd.xe.client import default_socket
+    checkout = tmp_path / "checkout"
+    (checkout / "var").mkdir(parents=True)
+    (checkout / "var" / "xapi.sock").touch()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    monkeypatch.delenv("XE_SOCKET", raising=False)
+    monkeypatch.setattr(sys, "prefix", str(checkout / ".venv"))
+    monkeypatch.setattr(sys, "base_prefix", "/usr")
+    assert default_socket() == str(checkout / "var" / "xapi.sock")
+    monkeypatch.setenv("XE_SOCKET", "/run/other.sock")
+    assert default_socket() == "/run/other.sock"
+    monkeypatch.delenv("XE_SOCKET")
+    monkeypatch.setattr(sys, "base_prefix", str(checkout / ".venv"))      # not in a venv
+    assert default_socket() == "/var/lib/xcp/xapi"
