@@ -203,7 +203,7 @@ def test_a_failed_qcow2_export_leaves_no_spool_file(server, xenapi):
     r = subprocess.run(["curl", "-s", "-w", "\n%{http_code}",
                         _url(server, f"/export_raw_vdi?vdi={vdi}&format=qcow2")],
                        capture_output=True)
-    assert not r.stdout.endswith(b"200") and b"VDI_IO_ERROR" in r.stdout, r.stdout
+    assert not r.stdout.endswith(b"200") and b"VDI_MISSING" in r.stdout, r.stdout
     spool = os.path.join(os.path.dirname(server.socket_path), "spool")
     assert not os.path.isdir(spool) or os.listdir(spool) == []
 
