@@ -26,6 +26,7 @@ from ..model.identity import ThisHost
 from .devices import vbd_device
 from ..jobs import Jobs
 from .locations import Locations
+from .messages import VM_CRASHED, post
 from .nic_settings import effective_mtu, nic_settings
 from .operations import refresh_allowed
 from .power import LIVE, STATES
@@ -411,9 +412,13 @@ class Lifecycle:
                     dom = await self.domains.resume(self.domain_config(vm), str(path),
                                                     state == "Paused")
             except Exception as e:  # noqa: BLE001 - recorded as Halted, not left lying
-                log.warning("VM %s could not be %s (%s): marked Halted", rec["uuid"],
-                            "found again" if self.domains.domains_outlive_agent else "resumed", e)
-                self.enter(vm, "Halted")
+                how = "found again" if self.domains.domains_outlive_agent else "resumed"
+                log.warning("VM %s could not be %s (%s): marked Halted", rec["uuid"], how, e)
+                with self.store.transaction():
+                    self.enter(vm, "Halted")
+                    post(self.store, *VM_CRASHED, "VM", rec["uuid"],
+                         f"The VM was {state} when the agent stopped, and could not be {how} "
+                         f"at its start ({e}): it is Halted now.")
             else:
                 self.enter(vm, state, dom=dom)
             finally:

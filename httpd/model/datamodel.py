@@ -20,7 +20,7 @@ from .schema import refs as _refs, str_map as _str_map
 from .xtypes import BOOL, DATETIME, FLOAT, INT, STRING, Enum, MapOf, Ref, SetOf
 
 __all__ = ["FieldSpec", "ClassSpec", "CLASSES", "INTERNAL", "STORED", "class_spec", "RW", "RO",
-           "SRO", "POWER_STATE"]
+           "SRO", "POWER_STATE", "MESSAGE_CLS"]
 
 
 POWER_STATE = Enum("vm_power_state", "Halted", "Paused", "Running", "Suspended")
@@ -491,6 +491,22 @@ class VUSB:
     USB_group: Any = f(Ref("USB_group"), RO)
     other_config: Any = _str_map()
     currently_attached: Any = f(BOOL, RO)
+
+
+MESSAGE_CLS = Enum("cls", "VM", "Host", "SR", "Pool", "VMPP", "VMSS", "PVS_proxy", "VDI",
+                   "Certificate")
+
+
+@xapi_class()
+class message:
+    """An alert about an object, for people (Xen Orchestra lists them): what happened, how
+    urgent (priority 1 is the most, 5 is information), when."""
+    name: Any = f(STRING, RO)
+    priority: Any = f(INT, RO)
+    cls: Any = f(MESSAGE_CLS, RO)
+    obj_uuid: Any = f(STRING, RO)
+    timestamp: Any = f(DATETIME, RO)
+    body: Any = f(STRING, RO)
 
 
 @xapi_class(creatable=True, destroyable=True)

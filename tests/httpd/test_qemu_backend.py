@@ -288,6 +288,10 @@ def test_a_guest_whose_qemu_died_while_the_agent_was_down_comes_back_halted(qemu
     s = qemu.session()
     try:
         assert s.xenapi.VM.get_power_state(vm) == "Halted"
+        # and says so where people look: a VM_CRASHED message (priority 2, as xapi's)
+        said = s.xenapi.message.get("VM", s.xenapi.VM.get_uuid(vm), "19700101T00:00:00Z")
+        assert [(m["name"], m["priority"]) for m in said.values()] == [("VM_CRASHED", "2")]
+        assert "could not be found again" in next(iter(said.values()))["body"]
     finally:
         s.xenapi.session.logout()
 
