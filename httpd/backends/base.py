@@ -51,6 +51,7 @@ class DomainConfig:
     kernel_args: str = ""
     boot_order: str = ""          # HVM_boot_params order= ("dc": CD, then disk) via the BIOS
     hvm: bool = False             # HVM_boot_policy "BIOS order"
+    platform: tuple[tuple[str, str], ...] = ()      # VM.platform (acpi, vga, cores-per-socket..)
 
 
 @dataclass(frozen=True)

@@ -152,7 +152,8 @@ class Lifecycle:
             bootloader="" if hvm else rec["PV_bootloader"],
             kernel="" if hvm else rec["PV_kernel"], ramdisk="" if hvm else rec["PV_ramdisk"],
             kernel_args=rec["PV_args"], hvm=hvm,
-            boot_order=rec["HVM_boot_params"].get("order", "cd") if hvm else "")
+            boot_order=rec["HVM_boot_params"].get("order", "cd") if hvm else "",
+            platform=tuple(sorted(rec["platform"].items())))
 
     def domain(self, rec: dict) -> Domain:
         dom = self.domains.get(rec["uuid"])

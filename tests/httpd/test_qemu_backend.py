@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import XenAPI
 
 from console_proxy import ConsoleForwarder
 from httpd.backends.qemu.guest import fetch_kernel
@@ -440,9 +441,10 @@ def test_a_disc_inserted_into_a_running_guests_cd_drive_is_read_and_ejected(
 _MBR_CODE = bytes.fromhex("31c08ed8be167cbaf803ac84c07403eeebf8faf4ebfe") + b"HVM-BOOT-OK\0"
 
 
-def test_an_hvm_guest_boots_from_its_disk_through_the_bios(qemu, api, tmp_path):
-    x = api.xenapi
-    vm = x.VM.clone(x.VM.get_by_name_label("Other install media")[0], "hvm")
+def _mbr_vm(x, srv: Server, tmp_path: Path, name: str) -> str:
+    """An HVM VM whose disk holds _MBR_CODE: it prints HVM-BOOT-OK and halts (and so ignores
+    the ACPI power button: there is no OS to hear it)."""
+    vm = x.VM.clone(x.VM.get_by_name_label("Other install media")[0], name)
     x.VM.set_is_a_template(vm, False)
     assert x.VM.get_HVM_boot_policy(vm) == "BIOS order"
     sr = x.SR.get_by_name_label("Local storage")[0]
@@ -451,11 +453,17 @@ def test_an_hvm_guest_boots_from_its_disk_through_the_bios(qemu, api, tmp_path):
     vdi = x.VDI.create({"SR": sr, "virtual_size": str(2**20), "type": "system",
                         "sharable": False, "read_only": False, "other_config": {},
                         "name_label": "boot sector"})
-    subprocess.run(["curl", "-sf", "-u", f"root:{qemu.password}", "-T", str(disk),
-                    f"{qemu.url}/import_raw_vdi?vdi={vdi}&format=raw"], check=True, timeout=60)
+    subprocess.run(["curl", "-sf", "-u", f"root:{srv.password}", "-T", str(disk),
+                    f"{srv.url}/import_raw_vdi?vdi={vdi}&format=raw"], check=True, timeout=60)
     x.VBD.create({"VM": vm, "VDI": vdi, "userdevice": "0", "bootable": True, "mode": "RW",
                   "type": "Disk", "empty": False, "other_config": {}, "qos_algorithm_type": "",
                   "qos_algorithm_params": {}})
+    return vm
+
+
+def test_an_hvm_guest_boots_from_its_disk_through_the_bios(qemu, api, tmp_path):
+    x = api.xenapi
+    vm = _mbr_vm(x, qemu, tmp_path, "hvm")
     x.VM.start(vm, False, False)
     con = SerialConsole(qemu, tmp_path / "home", "hvm")
     try:
@@ -514,3 +522,61 @@ async def test_a_failed_suspend_leaves_the_guest_running():
         finally:
             await dom.shutdown(clean=False)
             await backend.close()
+
+
+def test_a_guest_that_ignores_the_power_button_fails_the_clean_shutdown_in_time(
+        tmp_path, tmp_path_factory):
+    """--clean-shutdown-timeout: a guest that never powers off (here a boot sector that
+    halts) fails VM.clean_shutdown with VM_FAILED_SHUTDOWN_ACKNOWLEDGMENT once the time is
+    up, still running; a hard shutdown then stops it."""
+    data = tmp_path_factory.mktemp("d")            # short: QEMU's socket paths must fit
+    (data / "guest").mkdir()
+    fetch_kernel(CACHE)
+    shutil.copytree(CACHE, data / "guest" / "kernel")
+    srv = Server(data, "--backend", "qemu", "--accel", "tcg", "--no-demo",
+                 "--guest-network", "user", "--clean-shutdown-timeout", "6").start(timeout=120)
+    try:
+        x = srv.session().xenapi
+        vm = _mbr_vm(x, srv, tmp_path, "deaf")
+        x.VM.start(vm, False, False)
+        con = SerialConsole(srv, tmp_path / "home", "deaf")
+        try:
+            con.expect(rb"HVM-BOOT-OK", BOOT)          # it is in its hlt loop now
+        finally:
+            con.close()
+        with pytest.raises(XenAPI.Failure) as e:
+            x.VM.clean_shutdown(vm)
+        assert e.value.details[0] == "VM_FAILED_SHUTDOWN_ACKNOWLEDGMENT"
+        assert x.VM.get_power_state(vm) == "Running" and srv.qemu_pids()
+        x.VM.hard_shutdown(vm)
+        assert x.VM.get_power_state(vm) == "Halted" and srv.qemu_pids() == {}
+    finally:
+        srv.kill_domains()
+        srv.stop()
+
+
+def test_platform_flags_reach_the_guest(qemu, api, tmp_path):
+    """VM.platform's cores-per-socket is the guest's CPU topology; vga, videoram, usb_tablet
+    and hpet go to QEMU (which accepts them: the guest boots to its login)."""
+    x = api.xenapi
+    vm = provision(x, "plat")
+    x.VM.set_VCPUs_max(vm, "2")
+    x.VM.set_VCPUs_at_startup(vm, "2")
+    x.VM.set_platform(vm, {"cores-per-socket": "2", "vga": "cirrus", "videoram": "8",
+                           "usb_tablet": "1", "hpet": "0"})
+    x.VM.start(vm, False, False)
+    try:
+        pid = qemu.qemu_pids()[x.VM.get_uuid(vm)]
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        assert b"cirrus" in cmdline and b"usb-tablet" in cmdline
+        assert b"2,sockets=1,cores=2" in cmdline
+        con = SerialConsole(qemu, tmp_path / "home", "plat")
+        try:
+            con.login()
+            assert con.run("grep -c ^processor /proc/cpuinfo", "cpus").strip() == "2"
+            cores = con.run("grep -m1 'cpu cores' /proc/cpuinfo", "cores")
+            assert cores.split(":")[-1].strip() == "2", cores
+        finally:
+            con.close()
+    finally:
+        x.VM.hard_shutdown(vm)

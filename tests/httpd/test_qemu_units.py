@@ -12,7 +12,7 @@ import pytest
 from httpd.backends.base import DiskSpec, DomainConfig, NicSpec
 from httpd.backends.qemu import pygrub
 from httpd.backends.qemu.channels import GuestReports
-from httpd.backends.qemu.cmdline import RunDir, argv
+from httpd.backends.qemu.cmdline import RunDir, argv, platform_args
 from httpd.backends.qemu.guest import build_rootfs
 
 
@@ -119,6 +119,26 @@ def test_the_command_line_keeps_every_socket_in_the_run_directory(tmp_path):
     assert blockdevs[1]["read-only"] is True                         # a CD is read-only
     assert "restrict=on" in cmd[cmd.index("-netdev") + 1]
     assert Path(cmd[cmd.index("-pidfile") + 1]).parent == run.path
+
+
+def test_platform_flags_with_a_qemu_equivalent():
+    assert platform_args({}, 2) == ("", "2", ["-vga", "std"])
+    machine, smp, extra = platform_args(
+        {"acpi": "0", "hpet": "false", "cores-per-socket": "2", "vga": "cirrus",
+         "videoram": "8", "nx": "false", "pae": "true", "usb": "true", "usb_tablet": "1",
+         "viridian": "true", "timeoffset": "3600"}, 4)
+    assert machine == ",acpi=off,hpet=off"
+    assert smp == "4,sockets=2,cores=2"
+    assert extra == ["-vga", "cirrus", "-global", "cirrus-vga.vgamem_mb=8", "-cpu", "qemu64,-nx",
+                     "-usb", "-device", "usb-tablet"]
+    # a topology that does not divide the vCPUs, a silly videoram: left as QEMU's defaults
+    assert platform_args({"cores-per-socket": "3", "videoram": "999", "acpi": "1"}, 4) == \
+        ("", "4", ["-vga", "std"])
+    cfg = DomainConfig(uuid="u", name="p", vcpus=4, platform=(("cores-per-socket", "2"),
+                                                               ("acpi", "0")))
+    cmd = argv(cfg, RunDir(Path("/nonexistent")), accel="tcg")
+    assert cmd[cmd.index("-machine") + 1] == "pc,accel=tcg,acpi=off"
+    assert cmd[cmd.index("-smp") + 1] == "4,sockets=2,cores=2"
 
 
 def test_a_hostile_guest_cannot_grow_a_report_without_end():

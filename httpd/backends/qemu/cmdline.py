@@ -107,13 +107,44 @@ def _netdev_opts(netdev: dict) -> str:
     return ",".join(parts)
 
 
+_ON = {"1", "true", "on", "yes"}
+_OFF = {"0", "false", "off", "no"}
+
+
+def platform_args(platform: dict[str, str], vcpus: int) -> tuple[str, str, list[str]]:
+    """VM.platform's flags that QEMU has, as (machine options, -smp, further arguments):
+    acpi and hpet (machine options; off only when asked), cores-per-socket (the -smp
+    topology, when it divides the vCPUs), nx, pae and apic set false (CPU flags taken off),
+    vga (std or cirrus) and videoram (MiB), usb and usb_tablet. Other keys (viridian,
+    timeoffset, device_id, ...) have no QEMU meaning here and are left in the record."""
+    get = {k.lower(): v.strip().lower() for k, v in platform.items()}.get
+    machine = "".join(f",{k}=off" for k in ("acpi", "hpet") if get(k, "") in _OFF)
+    smp = str(vcpus)
+    cores = get("cores-per-socket", "")
+    if cores.isdigit() and 0 < int(cores) <= vcpus and vcpus % int(cores) == 0:
+        smp = f"{vcpus},sockets={vcpus // int(cores)},cores={int(cores)}"
+    vga = "cirrus" if get("vga", "") == "cirrus" else "std"
+    extra = ["-vga", vga]
+    vram = get("videoram", "")
+    if vram.isdigit() and 1 <= int(vram) <= 256:
+        extra += ["-global", f"{'cirrus-vga' if vga == 'cirrus' else 'VGA'}.vgamem_mb={vram}"]
+    off = [f"-{flag}" for flag in ("nx", "pae", "apic") if get(flag, "") in _OFF]
+    if off:
+        extra += ["-cpu", ",".join(["qemu64", *off])]
+    tablet = get("usb_tablet", "") in _ON
+    if tablet or get("usb", "") in _ON:
+        extra += ["-usb", *(["-device", "usb-tablet"] if tablet else [])]
+    return machine, smp, extra
+
+
 def argv(config: DomainConfig, run: RunDir, *, accel: str, qemu: str = "qemu-system-x86_64",
          incoming: bool = False) -> list[str]:
     mib = max(16, -(-config.memory // 2**20))
+    machine, smp, platform = platform_args(dict(config.platform), max(1, config.vcpus))
     cmd = [qemu, "-name", f"guest={_opt(config.name or config.uuid)},debug-threads=on",
-           "-uuid", config.uuid, "-machine", f"{MACHINE},accel={accel}",
-           "-smp", str(max(1, config.vcpus)), "-m", f"{mib}M",
-           "-nodefaults", "-no-user-config", "-display", "none", "-vga", "std",
+           "-uuid", config.uuid, "-machine", f"{MACHINE},accel={accel}{machine}",
+           "-smp", smp, "-m", f"{mib}M",
+           "-nodefaults", "-no-user-config", "-display", "none", *platform,
            "-qmp", f"unix:{_opt(str(run.qmp))},server=on,wait=off",
            "-chardev", f"socket,id=serial0,path={_opt(str(run.serial))},server=on,wait=off",
            "-serial", "chardev:serial0",
