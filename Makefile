@@ -11,7 +11,7 @@ APT_RUN   := qemu-system-x86 qemu-utils busybox-static cpio e2fsprogs iproute2 d
              curl wget tar zstd socat
 # Real clients the tests drive (and the benchmarks' anchors).
 APT_TEST  := $(APT_RUN) curl wget tar gzip rrdtool xva-img socat pigz openssl zstd iproute2 util-linux \
-             tmux
+             tmux xorriso
 # Xen Orchestra's XenAPI client (npm), run by node from Debian
 XO_CLIENT := tests/clients/xo/node_modules/.installed
 # Ansible (bundles community.general's XenServer modules), in a venv of its own

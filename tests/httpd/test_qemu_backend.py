@@ -580,3 +580,42 @@ def test_platform_flags_reach_the_guest(qemu, api, tmp_path):
             con.close()
     finally:
         x.VM.hard_shutdown(vm)
+
+
+def test_an_hvm_guest_boots_from_its_cd_through_the_bios(qemu, api, tmp_path):
+    """HVM_boot_params order=d: the BIOS boots the ISO in the CD drive (an El Torito image
+    made by xorriso, holding the boot sector of the disk test)."""
+    if shutil.which("xorriso") is None:
+        pytest.fail("xorriso is not installed (make test installs it)")
+    x = api.xenapi
+    isos = tmp_path / "isos"
+    tree = tmp_path / "tree"
+    isos.mkdir()
+    tree.mkdir()
+    (tree / "boot.img").write_bytes(_MBR_CODE.ljust(2048, b"\0"))
+    subprocess.run(["xorriso", "-as", "mkisofs", "-quiet", "-o", str(isos / "boot.iso"),
+                    "-b", "boot.img", "-no-emul-boot", "-boot-load-size", "4", str(tree)],
+                   check=True, timeout=60, capture_output=True)
+    host = x.host.get_all()[0]
+    sr = x.SR.create(host, {"path": str(isos)}, "0", "boot ISOs", "", "iso", "iso", False, {})
+    vm = x.VM.clone(x.VM.get_by_name_label("Other install media")[0], "hvm-cd")
+    try:
+        x.SR.scan(sr)
+        iso = x.VDI.get_by_name_label("boot.iso")[0]
+        x.VM.set_is_a_template(vm, False)
+        x.VM.set_HVM_boot_params(vm, {"order": "d"})
+        x.VBD.create({"VM": vm, "VDI": iso, "userdevice": "3", "bootable": True, "mode": "RO",
+                      "type": "CD", "empty": False, "other_config": {},
+                      "qos_algorithm_type": "", "qos_algorithm_params": {}})
+        x.VM.start(vm, False, False)
+        con = SerialConsole(qemu, tmp_path / "home", "hvm-cd")
+        try:
+            con.expect(rb"HVM-BOOT-OK", BOOT)
+        finally:
+            con.close()
+            x.VM.hard_shutdown(vm)
+    finally:
+        for vbd in x.VM.get_VBDs(vm):
+            x.VBD.destroy(vbd)
+        x.VM.destroy(vm)
+        x.SR.forget(sr)
