@@ -4,6 +4,7 @@ report parser, the command line (issue 16). No QEMU runs here."""
 from __future__ import annotations
 
 import json
+import struct
 import subprocess
 from pathlib import Path
 
@@ -83,6 +84,31 @@ def test_extract_reads_the_kernel_from_a_real_file_system(tmp_path):
     subprocess.run(["truncate", "-s", "8M", str(blank)], check=True)
     with pytest.raises(pygrub.BootError, match="no ext2/3/4 file system"):
         pygrub.extract(str(blank), out)
+
+
+def test_extract_finds_the_file_system_in_a_partition(tmp_path):
+    """A disk with a partition table (here an MBR whose bootable partition starts at 1 MiB):
+    pygrub reads the boot configuration and the kernel from that partition."""
+    tree = tmp_path / "tree"
+    (tree / "boot" / "grub").mkdir(parents=True)
+    (tree / "boot" / "vmlinuz-7").write_bytes(b"partitioned kernel" * 500)
+    (tree / "boot" / "grub" / "grub.cfg").write_text(
+        "menuentry 'Partitioned' {\n  linux /boot/vmlinuz-7 root=/dev/vda1 quiet\n}\n")
+    image = tmp_path / "disk.img"
+    subprocess.run(["truncate", "-s", "64M", str(image)], check=True)
+    mbr = bytearray(512)                 # one bootable Linux partition: sectors 2048..end
+    mbr[446:462] = struct.pack("<B3sB3sII", 0x80, bytes(3), 0x83, bytes(3), 2048,
+                               64 * 2048 - 2048)
+    mbr[510:512] = b"\x55\xaa"
+    with open(image, "r+b") as fh:
+        fh.write(mbr)
+    subprocess.run(["mkfs.ext4", "-q", "-F", "-d", str(tree), "-E", f"offset={2**20}",
+                    str(image), "60M"], check=True, capture_output=True)
+    out = tmp_path / "out"
+    out.mkdir()
+    kernel, initrd, args = pygrub.extract(str(image), out)
+    assert kernel.read_bytes() == (tree / "boot" / "vmlinuz-7").read_bytes()
+    assert initrd is None and args == "root=/dev/vda1 quiet"
 
 
 def test_guest_reports_are_parsed_whole_and_bounded():

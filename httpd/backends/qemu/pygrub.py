@@ -3,8 +3,8 @@
 As Xen's pygrub does, the agent looks into the guest's file system (never mounting it: `debugfs`
 from e2fsprogs reads an ext2/3/4 image as a file) for a GRUB 2 `grub.cfg`, a GRUB legacy
 `menu.lst`, or an `extlinux.conf`, takes the default entry's kernel, initrd and arguments, and
-copies those two files out for QEMU's direct kernel boot. The file system must fill the disk
-(no partition table), as a provisioned guest's does.
+copies those two files out for QEMU's direct kernel boot. The file system fills the disk (as a
+provisioned guest's does) or is in one of its partitions (MBR or GPT, read by `partx`).
 
 `parse` is pure (text in, BootEntry out); `extract` runs debugfs (blocking: for a worker).
 """
@@ -146,26 +146,60 @@ def _debugfs(image: str, request: str) -> subprocess.CompletedProcess:
         raise BootError("debugfs did not finish reading the disk") from None
 
 
+class _NoFileSystem(BootError):
+    """debugfs found no ext2/3/4 file system where it looked."""
+
+
 def _read(image: str, path: str) -> str | None:
     done = _debugfs(image, f"cat {shlex.quote(path)}")
     err = done.stderr.decode(errors="replace")
     if "Bad magic number" in err or "Couldn't find valid filesystem" in err:
-        raise BootError("the disk holds no ext2/3/4 file system")
+        raise _NoFileSystem("the disk holds no ext2/3/4 file system")
     if done.returncode or "not found" in err or "File not found" in err:
         return None
     return done.stdout.decode(errors="replace")
 
 
+def _partitions(image: str) -> list[int]:
+    """Byte offsets of the disk's partitions (an MBR or GPT table, as util-linux's partx
+    reads it), the one flagged bootable first; [] for a disk without a table."""
+    try:
+        done = subprocess.run(["partx", "--show", "-g", "-o", "START,FLAGS", image],
+                              capture_output=True, timeout=30)
+    except (FileNotFoundError, subprocess.TimeoutExpired):
+        return []
+    if done.returncode:
+        return []
+    rows = [line.split() for line in done.stdout.decode(errors="replace").splitlines()]
+    parts = [(int(r[0]), r[1] if len(r) > 1 else "") for r in rows if r and r[0].isdigit()]
+    parts.sort(key=lambda p: p[1] != "0x80")
+    return [start * 512 for start, _ in parts]
+
+
+def _locate(image: str) -> tuple[str, BootEntry]:
+    """(debugfs's name for the file system that holds the boot configuration, its default
+    entry): the whole disk, else each partition (`image?offset=N`, e2fsprogs' own syntax)."""
+    found_fs = False
+    for spec in [image, *(f"{image}?offset={off}" for off in _partitions(image))]:
+        try:
+            for config in CONFIGS:
+                text = _read(spec, config)
+                if text is not None:
+                    return spec, parse(config, text)
+        except _NoFileSystem:
+            continue                       # no file system here: the next partition
+        found_fs = True
+    if not found_fs:
+        raise BootError("the disk holds no ext2/3/4 file system (on the whole disk or in a "
+                        "partition)")
+    raise BootError("no boot configuration (grub.cfg, menu.lst, extlinux.conf) on the disk")
+
+
 def extract(image: str, dest: Path) -> tuple[Path, Path | None, str]:
     """(kernel file, initrd file or None, kernel arguments): the default entry's kernel and
-    initrd copied from the disk image into `dest`. BootError if there is none."""
-    for config in CONFIGS:
-        text = _read(image, config)
-        if text is not None:
-            entry = parse(config, text)
-            break
-    else:
-        raise BootError("no boot configuration (grub.cfg, menu.lst, extlinux.conf) on the disk")
+    initrd copied from the disk image (its whole-disk file system, or a partition's) into
+    `dest`. BootError if there is none."""
+    image, entry = _locate(image)
     kernel = dest / "kernel"
     initrd = dest / "initrd" if entry.initrd else None
     for src, out in ((entry.kernel, kernel), (entry.initrd, initrd)):
