@@ -619,3 +619,29 @@ def test_an_hvm_guest_boots_from_its_cd_through_the_bios(qemu, api, tmp_path):
             x.VBD.destroy(vbd)
         x.VM.destroy(vm)
         x.SR.forget(sr)
+
+
+def test_the_balloon_reports_the_guests_free_memory(qemu, api, tmp_path):
+    """With the guest agent stopped, the VM's memory_internal_free still follows the guest:
+    its virtio balloon driver reports free memory to QEMU, which the agent reads."""
+    x = api.xenapi
+    vm = provision(x, "balloon")
+    x.VM.start(vm, False, False)
+
+    def free_kib() -> float:
+        return float(x.VM.query_data_source(vm, "memory_internal_free"))
+
+    con = SerialConsole(qemu, tmp_path / "home", "balloon")
+    try:
+        con.login()
+        assert "virtio" in con.run("ls /sys/bus/virtio/drivers/virtio_balloon", "drv")
+        con.run("killall xcp-guest-agent; mkdir -p /mnt/t; mount -t tmpfs -o size=128m t /mnt/t",
+                "quiet")
+        until(lambda: free_kib() > 0, 60, "a first free-memory figure")
+        before = free_kib()
+        con.run("dd if=/dev/zero of=/mnt/t/fill bs=1M count=64 2>/dev/null", "fill")
+        until(lambda: free_kib() < before - 48 * 1024, 60,
+              "the balloon's free memory to drop by the 64 MiB written to tmpfs")
+    finally:
+        con.close()
+        x.VM.hard_shutdown(vm)

@@ -19,6 +19,8 @@ from ..base import DiskSpec, DomainConfig, NicSpec
 __all__ = ["RunDir", "argv", "disk_id", "disk_args", "nic_id", "nic_args", "MACHINE"]
 
 GUEST_PORT = "org.xcp-httpd.guest.0"   # the in-guest agent's virtio-serial port
+BALLOON_PATH = "/machine/peripheral/balloon0"   # its QOM path (the device's id: balloon0)
+BALLOON_POLL = 5       # seconds between the guest driver's memory reports
 MACHINE = "pc"         # i440fx: ACPI PCI hot plug of virtio devices on the root bus
 _SAFE_ID = re.compile(r"[^A-Za-z0-9_-]")
 
@@ -150,6 +152,7 @@ def argv(config: DomainConfig, run: RunDir, *, accel: str, qemu: str = "qemu-sys
            "-serial", "chardev:serial0",
            "-chardev", f"socket,id=guest0,path={_opt(str(run.guest))},server=on,wait=off",
            "-device", "virtio-serial-pci,id=vser0",
+           "-device", "virtio-balloon-pci,id=balloon0",
            "-device", f"virtserialport,bus=vser0.0,chardev=guest0,name={GUEST_PORT}",
            "-pidfile", str(run.pidfile), "-D", str(run.log), "-daemonize", "-S"]
     if config.vnc:

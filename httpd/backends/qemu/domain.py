@@ -24,7 +24,7 @@ from typing import Callable, ContextManager, Protocol
 from ...model.errors import XenAPIError
 from ..base import DiskSpec, Domain, DomainConfig, DomainCounters, GuestEvent, NicSpec
 from .channels import GuestChannel, SerialRelay
-from .cmdline import RunDir, disk_args, disk_id, nic_args, nic_id
+from .cmdline import BALLOON_PATH, BALLOON_POLL, RunDir, disk_args, disk_id, nic_args, nic_id
 from .qmp import QmpError, QmpEvent
 from .qmp_client import QmpClient
 
@@ -78,6 +78,7 @@ class QemuDomain(Domain):
         self._last_reset = float("-inf")
         self._vcpu_threads: list[int] = []
         self._blockstats: dict[str, tuple[int, int]] = {}
+        self._balloon: tuple[int, int] | None = None     # (size, guest's free bytes or -1)
         self._tasks: set[asyncio.Task] = set()
 
     # --- connections ---------------------------------------------------------------------
@@ -88,6 +89,10 @@ class QemuDomain(Domain):
         self.paused = not status.get("running", False)
         cpus = await self.qmp.execute("query-cpus-fast")
         self._vcpu_threads = [int(c.get("thread-id", 0)) for c in cpus]
+        with contextlib.suppress(QmpError):      # a QEMU started before it had a balloon
+            await self.qmp.execute("qom-set", path=BALLOON_PATH,
+                                   property="guest-stats-polling-interval",
+                                   value=BALLOON_POLL)
         await self.serial.start(str(self.backend.socket_dir / f"{self.uuid}.vt100"))
         await self.guest.start()
         for sock in (self.run.qmp, self.run.vnc, self.run.serial, self.run.guest):
@@ -325,7 +330,21 @@ class QemuDomain(Domain):
             self.backend.drop_tap(nic)
 
     # --- counters and the guest agent ------------------------------------------------------
+    async def _refresh_balloon(self) -> None:
+        """The balloon's size and the free memory its guest driver reports (-1, or no
+        device: unknown; the guest agent's figure stands)."""
+        assert self.qmp is not None
+        try:
+            actual = int((await self.qmp.execute("query-balloon")).get("actual", 0))
+            got = await self.qmp.execute("qom-get", path=BALLOON_PATH, property="guest-stats")
+        except (QmpError, ValueError, TypeError):
+            self._balloon = None
+            return
+        free = int((got.get("stats") or {}).get("stat-free-memory", -1))
+        self._balloon = (actual, free if free >= 0 and got.get("last-update") else -1)
+
     async def refresh_counters(self) -> None:
+        await self._refresh_balloon()
         stats = await self._qmp("query-blockstats")
         found = {}
         for entry in stats:
@@ -352,10 +371,16 @@ class QemuDomain(Domain):
         report = self.guest.latest or {}
         free = int(report.get("memfree", "0") or 0) if str(report.get("memfree", "0")).isdigit() \
             else 0
+        target = mem
+        if self._balloon is not None:          # the balloon driver's figures, where present
+            actual, balloon_free = self._balloon
+            target = actual or mem
+            if balloon_free >= 0:
+                free = balloon_free // 1024
         vif = {}
         for dev, nic in self.nics.items():
             vif[dev] = self.backend.tap_counters(nic)
-        return DomainCounters(cpu_seconds=self._cpu_seconds(), memory=mem, memory_target=mem,
+        return DomainCounters(cpu_seconds=self._cpu_seconds(), memory=mem, memory_target=target,
                               memory_internal_free=free, vif=vif,
                               vbd={d: v for d, v in self._blockstats.items() if d in self.disks})
 

@@ -146,8 +146,8 @@ def kernel_package() -> str:
     raise GuestError(f"apt-cache knows no kernel that {KERNEL_META} depends on")
 
 
-WANTED = ("virtio_pci", "virtio_blk", "virtio_net", "virtio_console", "button", "evdev",
-          "ata_piix", "sr_mod")
+WANTED = ("virtio_pci", "virtio_blk", "virtio_net", "virtio_console", "virtio_balloon",
+          "button", "evdev", "ata_piix", "sr_mod")
 _DEPENDS = re.compile(rb"(?:^|\0)depends=([^\0]*)\0")
 
 
