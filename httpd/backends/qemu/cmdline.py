@@ -152,7 +152,6 @@ def argv(config: DomainConfig, run: RunDir, *, accel: str, qemu: str = "qemu-sys
            "-serial", "chardev:serial0",
            "-chardev", f"socket,id=guest0,path={_opt(str(run.guest))},server=on,wait=off",
            "-device", "virtio-serial-pci,id=vser0",
-           "-device", "virtio-balloon-pci,id=balloon0",
            "-device", f"virtserialport,bus=vser0.0,chardev=guest0,name={GUEST_PORT}",
            "-pidfile", str(run.pidfile), "-D", str(run.log), "-daemonize", "-S"]
     if config.vnc:
@@ -173,6 +172,9 @@ def argv(config: DomainConfig, run: RunDir, *, accel: str, qemu: str = "qemu-sys
     for nic in config.nics:
         netdev, device = nic_args(nic)
         cmd += ["-netdev", _netdev_opts(netdev), "-device", json.dumps(device)]
+    # last: the devices before it keep the PCI slots they had before guests got a balloon,
+    # so a suspend image written then still finds them where it left them
+    cmd += ["-device", "virtio-balloon-pci,id=balloon0"]
     if incoming:
         cmd += ["-incoming", "defer"]
     return cmd
