@@ -27,17 +27,20 @@ _SHOWN = 3                            # failed calls of a batch named in one lin
 
 
 def note_failure(request: web.Request, method: str, code: str) -> None:
-    """An RPC call of `request` failed with `code` (for its access-log line)."""
-    request.setdefault(_FAILURES, []).append(f"{method}:{code}")
+    """An RPC call of `request` failed with `code` (for its access-log line). The method is
+    the client's text: quoted and cut, so it cannot forge a line of the log."""
+    request.setdefault(_FAILURES, []).append(f"{quote(method[:80], safe='._')}:{code}")
 
 
 def logged_path(request: web.BaseRequest) -> str:
-    """The path and query, with secrets masked."""
+    """The path (as sent, still percent-encoded: a %0A stays three characters, never a new
+    line of the log) and the query, with secrets masked."""
+    path = request.rel_url.raw_path
     if not request.query_string:
-        return request.path
+        return path
     parts = [f"{quote(k, safe='')}={'***' if k.lower() in _SECRET else quote(v, safe=':-')}"
              for k, v in request.query.items()]
-    return request.path + "?" + "&".join(parts)
+    return path + "?" + "&".join(parts)
 
 
 def _error(request: web.BaseRequest, response: web.StreamResponse) -> str:

@@ -97,6 +97,12 @@ def test_access_log_names_status_error_and_task_but_no_secret(tmp_path):
         assert _status(f"{base}/export_raw_vdi?session_id={sid}&vdi={vdi}&format=raw") == 500
         task = s.xenapi.task.create("polled", "")
         assert _status(f"{base}/rrd_updates?session_id={sid}&start=0&task_id={task}") == 200
+        assert _status(f"{base}/no%0Afake%20line") == 404       # a newline in the path
+        forged = {"jsonrpc": "2.0", "method": "x\n127.0.0.1 GET /forged 200", "params": [],
+                  "id": 2}
+        req = urllib.request.Request(f"{base}/jsonrpc", json.dumps(forged).encode(),
+                                     {"Content-Type": "application/json"})
+        urllib.request.urlopen(req, timeout=30).read()
         call = {"jsonrpc": "2.0", "method": "VM.start",
                 "params": [sid, "OpaqueRef:nope", False, False], "id": 1}
         req = urllib.request.Request(f"{base}/jsonrpc", json.dumps(call).encode(),
@@ -121,6 +127,9 @@ def test_access_log_names_status_error_and_task_but_no_secret(tmp_path):
                for a in access), access
     assert any(a.startswith("127.0.0.1 POST /jsonrpc 200 ")
                and a.endswith("error=VM.start:HANDLE_INVALID") for a in access), access
+    assert "127.0.0.1 GET /no%0Afake%20line 404 " in "\n".join(access)
+    assert not any(a.startswith("127.0.0.1 GET /forged") for a in access)      # no forged line
+    assert all(ln.startswith("20") for ln in text.splitlines()), "a line without a timestamp"
     assert sid not in text and PASSWORD not in text
     assert "Traceback" not in text
 
