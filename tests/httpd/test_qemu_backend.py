@@ -38,15 +38,20 @@ pytestmark = pytest.mark.skipif(shutil.which("qemu-system-x86_64") is None,
                                 reason="qemu-system-x86 is not installed")
 
 
-@pytest.fixture(scope="module")
-def qemu(tmp_path_factory):
-    data = tmp_path_factory.mktemp("q")
+def qemu_server(data: Path, clean_timeout: int = 60) -> Server:
+    """A started QEMU agent on `data` (a short path: QEMU's socket paths must fit), with the
+    guest kernel `serve` would fetch itself copied from the tests' cache."""
     (data / "guest").mkdir()
     fetch_kernel(CACHE)
-    shutil.copytree(CACHE, data / "guest" / "kernel")     # what `serve` would fetch itself
-    srv = Server(data, "--backend", "qemu", "--accel", "tcg", "--no-demo",
-                 "--guest-network", "user",        # no bridge in the host's namespace
-                 "--clean-shutdown-timeout", "60").start(timeout=120)
+    shutil.copytree(CACHE, data / "guest" / "kernel")
+    return Server(data, "--backend", "qemu", "--accel", "tcg", "--no-demo",
+                  "--guest-network", "user",        # no bridge in the host's namespace
+                  "--clean-shutdown-timeout", str(clean_timeout)).start(timeout=120)
+
+
+@pytest.fixture(scope="module")
+def qemu(tmp_path_factory):
+    srv = qemu_server(tmp_path_factory.mktemp("q"))
     try:
         yield srv
     finally:
@@ -461,16 +466,20 @@ def _mbr_vm(x, srv: Server, tmp_path: Path, name: str) -> str:
     return vm
 
 
-def test_an_hvm_guest_boots_from_its_disk_through_the_bios(qemu, api, tmp_path):
-    x = api.xenapi
-    vm = _mbr_vm(x, qemu, tmp_path, "hvm")
+def _boots_the_sector(x, srv: Server, tmp_path: Path, vm: str, name: str) -> None:
+    """Start `vm`, see _MBR_CODE's HVM-BOOT-OK on its serial console, stop it."""
     x.VM.start(vm, False, False)
-    con = SerialConsole(qemu, tmp_path / "home", "hvm")
+    con = SerialConsole(srv, tmp_path / "home", name)
     try:
         con.expect(rb"HVM-BOOT-OK", BOOT)
     finally:
         con.close()
         x.VM.hard_shutdown(vm)
+
+
+def test_an_hvm_guest_boots_from_its_disk_through_the_bios(qemu, api, tmp_path):
+    x = api.xenapi
+    _boots_the_sector(x, qemu, tmp_path, _mbr_vm(x, qemu, tmp_path, "hvm"), "hvm")
 
 
 def test_the_small_busybox_template_provisions_a_bootable_guest(qemu, api, tmp_path):
@@ -529,12 +538,7 @@ def test_a_guest_that_ignores_the_power_button_fails_the_clean_shutdown_in_time(
     """--clean-shutdown-timeout: a guest that never powers off (here a boot sector that
     halts) fails VM.clean_shutdown with VM_FAILED_SHUTDOWN_ACKNOWLEDGMENT once the time is
     up, still running; a hard shutdown then stops it."""
-    data = tmp_path_factory.mktemp("d")            # short: QEMU's socket paths must fit
-    (data / "guest").mkdir()
-    fetch_kernel(CACHE)
-    shutil.copytree(CACHE, data / "guest" / "kernel")
-    srv = Server(data, "--backend", "qemu", "--accel", "tcg", "--no-demo",
-                 "--guest-network", "user", "--clean-shutdown-timeout", "6").start(timeout=120)
+    srv = qemu_server(tmp_path_factory.mktemp("d"), clean_timeout=6)
     try:
         x = srv.session().xenapi
         vm = _mbr_vm(x, srv, tmp_path, "deaf")
@@ -607,13 +611,7 @@ def test_an_hvm_guest_boots_from_its_cd_through_the_bios(qemu, api, tmp_path):
         x.VBD.create({"VM": vm, "VDI": iso, "userdevice": "3", "bootable": True, "mode": "RO",
                       "type": "CD", "empty": False, "other_config": {},
                       "qos_algorithm_type": "", "qos_algorithm_params": {}})
-        x.VM.start(vm, False, False)
-        con = SerialConsole(qemu, tmp_path / "home", "hvm-cd")
-        try:
-            con.expect(rb"HVM-BOOT-OK", BOOT)
-        finally:
-            con.close()
-            x.VM.hard_shutdown(vm)
+        _boots_the_sector(x, qemu, tmp_path, vm, "hvm-cd")
     finally:
         for vbd in x.VM.get_VBDs(vm):
             x.VBD.destroy(vbd)
