@@ -627,7 +627,12 @@ def test_the_balloon_reports_the_guests_free_memory(qemu, api, tmp_path):
     x.VM.start(vm, False, False)
 
     def free_kib() -> float:
-        return float(x.VM.query_data_source(vm, "memory_internal_free"))
+        try:
+            return float(x.VM.query_data_source(vm, "memory_internal_free"))
+        except XenAPI.Failure as e:     # as xapi: no such data source before its first figure
+            if "Invalid_data_source" not in str(e.details):
+                raise
+            return 0.0
 
     con = SerialConsole(qemu, tmp_path / "home", "balloon")
     try:

@@ -154,7 +154,9 @@ async def test_ctrl_c_cancels_the_task(tmp_path):
         proc = await asyncio.create_subprocess_exec(
             *XE, *d.args(), "vm-export", f"uuid={VM_UUID}", f"filename={target}",
             env=xe_env(tmp_path), stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE)
+            stderr=asyncio.subprocess.PIPE,
+            # as a terminal's xe: a suite started in the background has SIGINT ignored
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         await asyncio.wait_for(d.export_started.wait(), 30)
         await asyncio.sleep(0.3)
         proc.send_signal(signal.SIGINT)
