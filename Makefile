@@ -6,12 +6,13 @@ LISTEN    ?= 127.0.0.1:8080
 # What running needs: QEMU for real VMs, what the agent builds the guest from (busybox,
 # e2fsprogs for mkfs.ext4 -d and pygrub's debugfs, cpio for the initramfs), the guest
 # networks' bridges (iproute2) and DHCP (dnsmasq-base), and the clients the README's
-# examples use (curl, wget, tar, zstd, socat; qemu-img is in qemu-utils)
+# examples use (curl, wget, tar, zstd, socat; qemu-img is in qemu-utils); the web page's
+# libraries: noVNC (novnc) for the console, Chart.js (libjs-chart.js) for the graphs
 APT_RUN   := qemu-system-x86 qemu-utils busybox-static cpio e2fsprogs iproute2 dnsmasq-base \
-             curl wget tar zstd socat
+             curl wget tar zstd socat novnc libjs-chart.js
 # Real clients the tests drive (and the benchmarks' anchors).
 APT_TEST  := $(APT_RUN) curl wget tar gzip rrdtool xva-img socat pigz openssl zstd iproute2 util-linux \
-             tmux xorriso
+             tmux xorriso chromium chromium-driver
 # Xen Orchestra's XenAPI client (npm), run by node from Debian
 XO_CLIENT := tests/clients/xo/node_modules/.installed
 # Ansible (bundles community.general's XenServer modules), in a venv of its own

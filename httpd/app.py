@@ -45,7 +45,7 @@ from .model.events import EventHub
 from .model.store import Store
 from .stats.service import StatsService
 from .transfer.importer import sweep_unfinished
-from .web import console, rpc, stats, transfer
+from .web import console, rpc, stats, transfer, ui
 from .web.console import CONSOLES, Consoles
 from .web.errors import errors_middleware
 from .web.tasks import tasks_middleware
@@ -208,4 +208,5 @@ def build_app(config: Config) -> web.Application:
     app.add_routes(transfer.routes())
     app.add_routes(stats.routes())
     console.setup(app)        # GET /console (WebSocket); the CONNECT front end is on every site
+    ui.setup(app)             # the web page at /
     return app

@@ -12,6 +12,7 @@ import datetime as _dt
 import os
 import platform
 import socket
+import time
 from pathlib import Path
 
 from ..config import Config, parse_hostport
@@ -95,6 +96,22 @@ def _software_version(hostname: str) -> dict[str, str]:
             "linux": platform.release()}
 
 
+def _boot_time() -> float:
+    try:
+        for line in Path("/proc/stat").read_text().splitlines():
+            if line.startswith("btime "):
+                return float(line.split()[1])
+    except OSError:
+        pass
+    return time.time() - time.monotonic()
+
+
+def _start_times() -> dict[str, str]:
+    """When the machine booted and the agent started, as xapi keeps them in the host's
+    other_config (Xen Orchestra and the web page show the host's uptime from `boot_time`)."""
+    return {"boot_time": f"{_boot_time():.0f}.", "agent_start_time": f"{time.time():.0f}."}
+
+
 def ensure_host(store: Store, config: Config) -> ThisHost:
     """Create the first-start objects if missing; refresh what may have changed since."""
     hostname = socket.gethostname()
@@ -107,7 +124,8 @@ def ensure_host(store: Store, config: Config) -> ThisHost:
         store.update("host", host_ref, {
             "hostname": hostname, "address": address,
             "software_version": _software_version(hostname),
-            "API_version_major": API_VERSION[0], "API_version_minor": API_VERSION[1]})
+            "API_version_major": API_VERSION[0], "API_version_minor": API_VERSION[1],
+            "other_config": {**store.get("host", host_ref)["other_config"], **_start_times()}})
         dom0 = store.get("host", host_ref)["control_domain"]
         _refresh_pif_metrics(store, host_ref)
     return ThisHost(host_ref, next(iter(store.all("pool"))), dom0)

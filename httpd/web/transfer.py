@@ -14,6 +14,8 @@ import asyncio
 import functools
 import logging
 import os
+import re
+import urllib.parse
 from pathlib import Path
 from contextlib import asynccontextmanager
 from typing import AsyncIterator, Callable, Iterator, Mapping, TypeVar
@@ -224,6 +226,14 @@ def _stream_failed(request: web.Request, resp: web.StreamResponse | None, e: Exc
 
 
 # --- export ---------------------------------------------------------------------------------
+
+def attachment(name: str, ext: str) -> str:
+    """Content-Disposition naming the file after the VM (a browser saves it so): ASCII with
+    the unsafe characters replaced, and the name itself in RFC 6266's filename*."""
+    plain = re.sub(r"[^A-Za-z0-9._ -]+", "_", name).strip(" .") or "export"
+    return (f'attachment; filename="{plain}.{ext}"; '
+            f"filename*=UTF-8''{urllib.parse.quote(name or 'export', safe='')}.{ext}")
+
 async def export(request: web.Request) -> web.StreamResponse:
     return await _export(request, metadata_only=False)
 
@@ -274,7 +284,7 @@ async def _export(request: web.Request, *, metadata_only: bool) -> web.StreamRes
                     try:
                         resp = web.StreamResponse(headers={
                             "Content-Type": "application/octet-stream",
-                            "Content-Disposition": 'attachment; filename="export.xva"',
+                            "Content-Disposition": attachment(rec["name_label"], "xva"),
                             "task-id": task})
                         await resp.prepare(request)
                         await _pump(request, resp, ctx, iter(exp), lambda: exp.progress,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["describe"]
+__all__ = ["catalogue", "describe"]
 
 # code -> (sentence, parameter names). Codes not here print as "Error code: / Error parameters:".
 _MESSAGES: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -118,3 +118,9 @@ def describe(code: str, params: list[str]) -> str:
         lines.append(f"{name}: {value}")
     lines.append(f"(error code: {code})")
     return "\n".join(lines)
+
+
+def catalogue() -> dict[str, tuple[str, tuple[str, ...]]]:
+    """code -> (sentence, parameter names): what `describe` prints from (the web page uses it
+    to show the same words)."""
+    return dict(_MESSAGES)

@@ -537,3 +537,14 @@ def test_kill_during_import_is_swept_at_start(fresh_server, tmp_path):
     fresh_server.start()
     x = fresh_server.session().xenapi
     assert _state(x) == before
+
+
+def test_an_export_is_named_after_its_vm_for_browsers():
+    """Content-Disposition (the web page's export link saves the file so): ASCII in
+    filename, the name as it is in filename* (RFC 6266)."""
+    from httpd.web.transfer import attachment
+    assert attachment("demo", "xva") == ("attachment; filename=\"demo.xva\"; "
+                                         "filename*=UTF-8''demo.xva")
+    assert attachment('dé"mo/../x', "xva") == (
+        "attachment; filename=\"d_mo_.._x.xva\"; filename*=UTF-8''d%C3%A9%22mo%2F..%2Fx.xva")
+    assert attachment("", "xva").startswith('attachment; filename="export.xva"')
