@@ -188,6 +188,12 @@ def test_the_console_shows_the_guest_and_takes_what_is_typed(agent, page, api, t
         canvas.send_keys("echo the-page-echoes\n")
         page.wait(lambda: text_rows(page) == 3, 30, "the echoed command and its output")
         page.screenshot("05-console-typed")
+        # Ctrl-Alt-Del: the guest's init reboots it; the page opens the new console by itself
+        domid = api.VM.get_domid(vm)
+        page.click("#console-cad")
+        page.wait(lambda: api.VM.get_domid(vm) not in (domid, "-1"), BOOT, "the reboot")
+        page.wait(lambda: page.find("#console-status").get_attribute("data-state")
+                  == "connected" and lit_fraction(page) > 0, BOOT, "the console again")
     finally:
         serial.close()
 
@@ -311,6 +317,20 @@ def test_the_export_link_downloads_the_vm(page, api, downloads):
     page.screenshot("09-vm-overview")
 
 
+def test_a_failed_action_is_said_in_xes_words(page, api):
+    """The imported VM's disk is random data: its bootloader finds nothing, and the page says
+    so as xe would; the VM stays halted."""
+    vm = next(r for r, n in guests(api).items() if n == "web-src")
+    page.click('button[data-op="start"]')
+    page.wait_text("#notice", "Start web-src failed:", 60)
+    assert "bootloader found nothing to boot" in page.text("#notice")
+    assert "(error code: BOOTLOADER_FAILED)" in page.text("#notice")
+    assert api.VM.get_power_state(vm) == "Halted"
+    page.screenshot("10-failed-start")
+    page.click("#notice button.close")
+    page.wait(lambda: not page.find("#notice").is_displayed(), 10, "the notice to close")
+
+
 def test_an_expired_session_goes_back_to_the_login_form(agent, page, api):
     _, uuid = demo(api)
     page.click('a[href="#/"]')
@@ -319,7 +339,7 @@ def test_an_expired_session_goes_back_to_the_login_form(agent, page, api):
     # as the agent's idle timeout would (plain XML-RPC: the SDK logs out only its own session)
     assert xmlrpc.client.ServerProxy(agent.url).session.logout(sid)["Status"] == "Success"
     page.wait_text("#login-error", "expired", 30)
-    page.screenshot("10-expired")
+    page.screenshot("11-expired")
 
 
 def test_log_in_again_then_log_out(agent, page, api):
@@ -345,7 +365,7 @@ def test_the_page_works_over_https_with_the_self_signed_certificate(agent, page,
     page.click('a[data-tab="console"]')
     page.wait(lambda: page.find("#console-status").get_attribute("data-state")
               == "connected", 30, "the console over wss://")
-    page.screenshot("11-https-console")
+    page.screenshot("12-https-console")
 
 
 def test_the_page_reached_only_its_own_host(agent, page):

@@ -155,16 +155,21 @@ export class VmView {
       rfb.focus();
     });
     rfb.addEventListener("disconnect", (ev) => {
-      status.textContent = ev.detail.clean ? "The console closed." : "The console was cut.";
-      status.dataset.state = "disconnected";
       cad.disabled = true;
-      if (this.rfb === rfb) this.rfb = null;
+      if (this.rfb !== rfb) return;             // closed by the page itself
+      this.rfb = null;
+      // a reboot gives the VM a new console: open it again while the VM runs
+      status.textContent = `${ev.detail.clean ? "The console closed" : "The console was cut"}` +
+        "; connecting again…";
+      status.dataset.state = "disconnected";
+      this.retry = setTimeout(() => this.update(), 2000);
     });
     cad.onclick = () => rfb.sendCtrlAltDel();
     this.rfb = rfb;
   }
 
   closeConsole() {
+    clearTimeout(this.retry);
     if (this.rfb) {
       const rfb = this.rfb;
       this.rfb = null;
