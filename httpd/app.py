@@ -41,6 +41,7 @@ from .core.sessions import SessionManager
 from .core.tasks import TaskManager
 from .core.vdis import Vdis
 from .datadir import lock_data_dir
+from .model.engines import engine_for
 from .model.events import EventHub
 from .model.store import Store
 from .stats.service import StatsService
@@ -72,7 +73,8 @@ async def open_services(config: Config) -> AsyncIterator[tuple[Services, Console
 
         events = EventHub(queue_size=config.event_queue_size)
         stack.callback(events.close)
-        store = Store(str(config.db_path), events, synchronous=config.db_synchronous)
+        store = Store(engine_for(config.database, str(config.db_path),
+                                 synchronous=config.db_synchronous), events)
         store.open()
         stack.push_async_callback(store.close)
         first_start = not store.all("host")

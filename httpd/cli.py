@@ -74,6 +74,10 @@ def _parser() -> argparse.ArgumentParser:
                    help="append the log to FILE (reopened when logrotate moves it) instead "
                         "of writing it to stderr")
     s.add_argument("--no-demo", action="store_true", help="no demo VM on first start")
+    s.add_argument("--database", default="sqlite", metavar="sqlite|postgresql://...",
+                   help="where the objects live: sqlite, the file in the data directory (the "
+                        "default), or a PostgreSQL database (libpq URL, e.g. "
+                        "postgresql://xapi@db.example/xapi; needs the postgresql extra)")
     s.add_argument("--host-power-command", metavar="CMD",
                    help="host.reboot and host.shutdown run `CMD reboot` / `CMD poweroff` once "
                         "the agent stopped (e.g. systemctl); without it host.reboot restarts "
@@ -142,6 +146,11 @@ def main(argv: list[str] | None = None) -> int:
         write_hash(str(args.data_dir / "root.passwd"), new)
         print("root password changed (a running service applies it at the next login)")
         return 0
+    if args.database != "sqlite" and not args.database.startswith(("postgresql://",
+                                                                    "postgres://")):
+        print(f"xcp-httpd: --database {args.database!r}: sqlite or a postgresql:// URL",
+              file=sys.stderr)
+        return 2
     _log_to(args.log_file, args.log_level)
     keep_big_buffers()              # transfers reuse their MiB buffers (httpd.allocator)
     config = Config(data_dir=args.data_dir.resolve(),
@@ -149,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
                     https_listen=tuple(args.https_listen),
                     unix_socket=tuple(args.unix_socket),
                     public_address=args.public_address,
-                    demo=not args.no_demo,
+                    demo=not args.no_demo, database=args.database,
                     host_power_command=args.host_power_command,
                     backend=args.backend, accel=args.accel, guest_network=args.guest_network,
                     **{name: getattr(args, name) for name in _TUNING})

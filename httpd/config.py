@@ -32,6 +32,7 @@ class Config:
     event_queue_size: int = 10_000
     max_rpc_body: int = 16 * 2**20
     db_synchronous: str = "FULL"
+    database: str = "sqlite"              # or a postgresql:// URL (model/engines.py)
     janitor_interval: float = 60.0
     demo: bool = True                      # first start also makes a halted "demo" VM
     stats_interval: int = 5                # seconds between statistics collections

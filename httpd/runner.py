@@ -203,4 +203,5 @@ def after_stop(action: str | None, config: Config) -> int:
 
 
 def _reason(e: BaseException) -> str:
-    return f"{type(e).__name__}: {e}"
+    """One line, whatever the exception's text (libpq's run over several)."""
+    return f"{type(e).__name__}: {' '.join(str(e).split())}"

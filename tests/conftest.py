@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import settings
 
+from tests.postgres import PostgresCluster, postgres_installed
 from tests.server import Server
 
 # the fuzz tests (tests/test_fuzz.py) run the same examples every time: a failure reproduces
@@ -34,3 +35,15 @@ def xenapi(server):
         s.xenapi.session.logout()
     except Exception:  # noqa: BLE001 - a test may have logged out already
         pass
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """One PostgreSQL 15 cluster for the whole run (each user takes a database of its own)."""
+    if not postgres_installed():
+        pytest.skip("PostgreSQL 15 (Debian's postgresql) is not installed")
+    cluster = PostgresCluster().start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()

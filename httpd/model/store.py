@@ -1,13 +1,14 @@
 """The object store: an in-memory cache that is the source of truth for reads, written through
-to SQLite (WAL) by one writer thread.
+to a database by one writer thread (the engine: SQLite in WAL mode, the default, or PostgreSQL;
+`engines.py` is the seam).
 
 - Reads never touch SQLite or leave the event loop: records are plain dicts, replaced (never
   mutated) on change, so a record handed to a caller or an event snapshot cannot change under it.
 - Writes happen inside a transaction (`with store.transaction():`, implicit for a single call)
   that keeps an undo log: an exception anywhere inside restores the cache as it was, so a failed
   call leaves no half-made objects. On success the rows go to the writer thread, which commits
-  every batch queued since its last commit in one SQLite transaction (group commit), and the
-  events are published.
+  every batch queued since its last commit in one database transaction (group commit), and
+  the events are published.
 - `await store.sync()` is the durability barrier: the RPC layer awaits it before replying to any
   call that wrote, so an acknowledged change survives kill -9 (and power loss with
   synchronous=FULL).
@@ -21,7 +22,6 @@ import asyncio
 import contextvars
 import logging
 import queue
-import sqlite3
 import threading
 import uuid as _uuid
 from contextlib import asynccontextmanager, contextmanager
@@ -29,6 +29,7 @@ from typing import AsyncIterator, Callable, Iterator
 
 from . import bookkeeping  # noqa: F401 - registers the internal classes in STORED
 from .datamodel import CLASSES, STORED, ClassSpec, FieldSpec
+from .engines import Engine
 from .errors import XenAPIError, handle_invalid, uuid_invalid
 from .events import EventHub
 from .xtypes import NULL_REF, CachedStruct, all_text
@@ -63,20 +64,15 @@ class _Txn:
 
 
 class _Writer(threading.Thread):
-    """Owns the SQLite connection; commits queued batches and resolves their futures."""
+    """Owns the engine; commits queued batches and resolves their futures."""
 
-    def __init__(self, conn: sqlite3.Connection, loop: asyncio.AbstractEventLoop,
+    def __init__(self, engine: Engine, loop: asyncio.AbstractEventLoop,
                  done: Callable[[list, BaseException | None], None]) -> None:
         super().__init__(name="store-writer", daemon=True)
-        self.conn = conn
+        self.engine = engine
         self.loop = loop
         self.done = done          # on the loop: ([(future, undo)], error or None)
         self.q: queue.SimpleQueue = queue.SimpleQueue()
-        self.sql_put = {
-            name: 'INSERT OR REPLACE INTO "{}" (ref, {}) VALUES (?, {})'.format(
-                name, ", ".join(f'"{fs.name}"' for fs in _stored_fields(spec)),
-                ", ".join("?" for _ in _stored_fields(spec)))
-            for name, spec in STORED.items()}
 
     def run(self) -> None:
         while True:
@@ -95,13 +91,7 @@ class _Writer(threading.Thread):
                 batches.append(nxt)
             error: BaseException | None = None
             try:
-                with self.conn:
-                    for ops, _, _ in batches:
-                        for op in ops:
-                            if op[0] == "put":
-                                self.conn.execute(self.sql_put[op[1]], op[2])
-                            else:
-                                self.conn.execute(f'DELETE FROM "{op[1]}" WHERE ref = ?', (op[2],))
+                self.engine.commit(op for ops, _, _ in batches for op in ops)
             except BaseException as e:  # noqa: BLE001 - reported to every waiter
                 log.exception("database commit failed")
                 error = e
@@ -109,10 +99,9 @@ class _Writer(threading.Thread):
 
 
 class Store:
-    def __init__(self, db_path: str, events: EventHub, *, synchronous: str = "FULL") -> None:
-        self.db_path = db_path
+    def __init__(self, engine: Engine, events: EventHub) -> None:
+        self.engine = engine
         self.events = events
-        self.synchronous = synchronous
         self.tables: dict[str, dict[str, dict]] = {name: {} for name in STORED}
         self._uuids: dict[str, dict[str, str]] = {name: {} for name in STORED}
         # (member class, member field) -> (owner class, owner's reverse field)
@@ -133,21 +122,14 @@ class Store:
     # --- lifecycle -------------------------------------------------------------------------
     def open(self) -> None:
         """Create or migrate the schema and load every table (at start-up, before serving)."""
-        conn = sqlite3.connect(self.db_path, check_same_thread=False, isolation_level=None)
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute(f"PRAGMA synchronous={self.synchronous}")
-        conn.isolation_level = "DEFERRED"
+        engine = self.engine
+        # adding a field to the datamodel is a new column, nothing more
+        engine.open({name: [(fs.name, fs.xtype.sql) for fs in _stored_fields(spec)]
+                     for name, spec in STORED.items()})
         for name, spec in STORED.items():
             cols = _stored_fields(spec)
-            conn.execute(f'CREATE TABLE IF NOT EXISTS "{name}" (ref TEXT PRIMARY KEY)')
-            have = {row[1] for row in conn.execute(f'PRAGMA table_info("{name}")')}
-            for fs in cols:   # adding a field to the datamodel is a new column, nothing more
-                if fs.name not in have:
-                    conn.execute(f'ALTER TABLE "{name}" ADD COLUMN "{fs.name}" {fs.xtype.sql}')
-            conn.commit()
-            names = ", ".join(f'"{fs.name}"' for fs in cols)
             table, uuids = self.tables[name], self._uuids[name]
-            for row in conn.execute(f'SELECT ref, {names} FROM "{name}"'):
+            for row in engine.rows(name, [fs.name for fs in cols]):
                 rec = {}
                 for fs, raw in zip(cols, row[1:]):
                     rec[fs.name] = fs.make_default() if raw is None else fs.xtype.from_db(raw)
@@ -162,7 +144,7 @@ class Store:
                     owner = self.tables[owner_cls].get(rec.get(member_field, NULL_REF))
                     if owner is not None:
                         owner[owner_field].append(ref)
-        self._writer = _Writer(conn, asyncio.get_running_loop(), self._written)
+        self._writer = _Writer(engine, asyncio.get_running_loop(), self._written)
         self._writer.start()
 
     async def close(self) -> None:
@@ -172,7 +154,7 @@ class Store:
             # return, so joining it here is immediate (and borrows no pool thread)
             self._writer.q.put(None)
             self._writer.join()
-            self._writer.conn.close()
+            self._writer.engine.close()
             self._writer = None
 
     # --- reads -----------------------------------------------------------------------------

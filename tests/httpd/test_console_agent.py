@@ -18,6 +18,7 @@ from httpd.web.console import CONSOLES, ConsoleTarget, Refusal, resolve_console
 from httpd.core.calls import call_internal
 from httpd.model.events import EventHub
 from httpd.web.appkeys import SERVICES
+from httpd.model.engines import SQLiteEngine
 from httpd.model.store import Store
 from tests.in_process import running_agent
 
@@ -290,7 +291,7 @@ async def test_console_idle_timeout(tmp_path):
 # --- resolve_console on its own --------------------------------------------------------------------
 @pytest.fixture
 async def store(tmp_path):
-    s = Store(str(tmp_path / "db"), EventHub())
+    s = Store(SQLiteEngine(str(tmp_path / "db")), EventHub())
     s.open()
     yield s
     await s.close()

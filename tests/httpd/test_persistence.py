@@ -7,9 +7,21 @@ import threading
 import time
 import xmlrpc.client
 
+import pytest
 import XenAPI
 
 from tests.server import Server
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def fresh_server(request, tmp_path):
+    """A new agent on each engine: SQLite in its data directory, or a fresh PostgreSQL
+    database (`--database postgresql://...`)."""
+    extra = () if request.param == "sqlite" else (
+        "--database", request.getfixturevalue("postgres").new_database())
+    srv = Server(tmp_path / "data", *extra).start()
+    yield srv
+    srv.stop()
 
 
 def test_restart_keeps_objects_and_relations(fresh_server):
@@ -63,9 +75,10 @@ def test_kill_9_loses_nothing_acknowledged(fresh_server):
     for t in threads:
         t.join(10)
     assert len(acked) > 20
-    db = sqlite3.connect(fresh_server.data_dir / "xapi.db")
-    assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
-    db.close()
+    if "--database" not in fresh_server.extra:
+        db = sqlite3.connect(fresh_server.data_dir / "xapi.db")
+        assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        db.close()
     fresh_server.start()
     x = fresh_server.session().xenapi
     nets = {ref: rec["name_label"] for ref, rec in x.network.get_all_records().items()}

@@ -1,24 +1,39 @@
-"""Store: undo on failure, derived reverse sets, durable reload, group commit."""
+"""Store: undo on failure, derived reverse sets, durable reload, group commit — on each
+engine: SQLite (the embedded default) and PostgreSQL (a cluster the tests start)."""
 
 from __future__ import annotations
 
-import sqlite3
 
 import pytest
 
+from httpd.model.engines import engine_for
 from httpd.model.errors import XenAPIError
 from httpd.model.events import EventHub, Subscription
 from httpd.model.store import Store
 
 
-async def _open(path) -> Store:
-    store = Store(str(path), EventHub())
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database(request, tmp_path) -> str:
+    """Where a test's stores keep their rows: a SQLite file, or a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        return str(tmp_path / "db")
+    return request.getfixturevalue("postgres").new_database()
+
+
+def _engine(database: str):
+    if database.startswith("postgresql://"):
+        return engine_for(database, "")
+    return engine_for("sqlite", database)
+
+
+async def _open(database: str, events: EventHub | None = None) -> Store:
+    store = Store(_engine(database), events or EventHub())
     store.open()
     return store
 
 
-async def test_transaction_undo_leaves_nothing(tmp_path):
-    store = await _open(tmp_path / "db")
+async def test_transaction_undo_leaves_nothing(database):
+    store = await _open(database)
     vm = store.create("VM", {"name_label": "a"})
     with pytest.raises(XenAPIError):
         with store.transaction():
@@ -31,8 +46,8 @@ async def test_transaction_undo_leaves_nothing(tmp_path):
     await store.close()
 
 
-async def test_reverse_sets_follow_forward_refs_and_reload(tmp_path):
-    store = await _open(tmp_path / "db")
+async def test_reverse_sets_follow_forward_refs_and_reload(database):
+    store = await _open(database)
     vm1 = store.create("VM", {"name_label": "1"})
     vm2 = store.create("VM", {"name_label": "2"})
     vbd = store.create("VBD", {"VM": vm1})
@@ -42,24 +57,24 @@ async def test_reverse_sets_follow_forward_refs_and_reload(tmp_path):
     store.destroy("VBD", vbd)
     assert store.get("VM", vm2)["VBDs"] == [other]
     await store.close()
-    again = await _open(tmp_path / "db")
+    again = await _open(database)
     assert again.get("VM", vm2)["VBDs"] == [other]
     assert again.get("VM", vm2)["uuid"] == store.get("VM", vm2)["uuid"]
     await again.close()
 
 
-async def test_group_commit_and_sync(tmp_path):
-    store = await _open(tmp_path / "db")
+async def test_group_commit_and_sync(database):
+    store = await _open(database)
     refs = [store.create("network", {"name_label": str(i)}) for i in range(200)]
     await store.sync()
     await store.close()
-    again = await _open(tmp_path / "db")
+    again = await _open(database)
     assert set(again.all("network")) == set(refs)
     await again.close()
 
 
-async def test_records_are_never_mutated_in_place(tmp_path):
-    store = await _open(tmp_path / "db")
+async def test_records_are_never_mutated_in_place(database):
+    store = await _open(database)
     vm = store.create("VM", {"name_label": "x"})
     snapshot = store.get("VM", vm)
     store.update("VM", vm, {"name_label": "y"})
@@ -67,8 +82,8 @@ async def test_records_are_never_mutated_in_place(tmp_path):
     await store.close()
 
 
-async def test_a_value_no_row_could_hold_is_refused_and_undone(tmp_path):
-    store = await _open(tmp_path / "db")
+async def test_a_value_no_row_could_hold_is_refused_and_undone(database):
+    store = await _open(database)
     vm = store.create("VM", {"name_label": "a", "other_config": {"k": "v"}})
     for change in ({"name_description": "x\udc80"}, {"other_config": {"k": "\ud800"}},
                    {"tags": ["ok", "\udfff"]}):
@@ -84,35 +99,38 @@ async def test_a_value_no_row_could_hold_is_refused_and_undone(tmp_path):
     await store.close()
 
 
-class _FailingConnection:
-    """The database's connection, failing its next commit as a full or broken disk would."""
+class _FailingOnce:
+    """The engine, failing its next commit half-way as a full or broken disk would: the first
+    row is written, then the write fails (the engine's transaction must undo that row)."""
 
-    def __init__(self, conn) -> None:
-        self.conn = conn
+    def __init__(self, engine) -> None:
+        self.engine = engine
         self.fail = True
 
-    def __enter__(self):
-        return self.conn.__enter__()
+    def commit(self, ops):
+        if not self.fail:
+            return self.engine.commit(ops)
+        self.fail = False
 
-    def __exit__(self, *exc):
-        return self.conn.__exit__(*exc)
+        def first_then_fail():
+            for i, op in enumerate(ops):
+                if i == 1:
+                    raise OSError(5, "Input/output error")
+                yield op
+        return self.engine.commit(first_then_fail())
 
-    def execute(self, *args):
-        if self.fail:
-            self.fail = False
-            raise sqlite3.OperationalError("disk I/O error")
-        return self.conn.execute(*args)
+    def close(self):
+        self.engine.close()
 
 
-async def test_a_failed_commit_undoes_the_change_in_memory(tmp_path):
+async def test_a_failed_commit_undoes_the_change_in_memory(database):
     events = EventHub()
-    store = Store(str(tmp_path / "db"), events)
-    store.open()
+    store = await _open(database, events)
     vm = store.create("VM", {"name_label": "kept"})
     await store.sync()
     since = events.last_id
-    real = store._writer.conn
-    store._writer.conn = _FailingConnection(real)
+    real = store._writer.engine
+    store._writer.engine = _FailingOnce(real)
     store.update("VM", vm, {"name_label": "lost"})
     vbd = store.create("VBD", {"VM": vm})
     assert store.get("VM", vm)["VBDs"] == [vbd]
@@ -124,11 +142,15 @@ async def test_a_failed_commit_undoes_the_change_in_memory(tmp_path):
     # an event.from since the failed change sees the VM as it is again, the VBD never was
     assert [(c[0], c[1], c[2]) for c in events.changes_since(since, Subscription(["*"]))] == \
         [("VM", vm, "mod")]
-    store._writer.conn = real
+    store._writer.engine = real
     store.update("VM", vm, {"name_description": "later"})
     await store.sync()
     await store.close()
-    again = await _open(tmp_path / "db")
+    again = await _open(database)             # the database holds what memory says
+    assert again.get("VM", vm)["name_label"] == "kept"
+    assert again.get("VM", vm)["name_description"] == "later" and not again.all("VBD")
+    await again.close()
+    again = await _open(database)
     assert again.get("VM", vm)["name_label"] == "kept"
     assert again.get("VM", vm)["name_description"] == "later" and again.all("VBD") == {}
     await again.close()
