@@ -10,9 +10,10 @@ LISTEN    ?= 127.0.0.1:8080
 # libraries: noVNC (novnc) for the console, Chart.js (libjs-chart.js) for the graphs
 APT_RUN   := qemu-system-x86 qemu-utils busybox-static cpio e2fsprogs iproute2 dnsmasq-base \
              curl wget tar zstd socat novnc libjs-chart.js
-# Real clients the tests drive (and the benchmarks' anchors).
+# Real clients the tests drive (and the benchmarks' anchors); PostgreSQL 15 for the store on
+# PostgreSQL (the tests initdb clusters of their own).
 APT_TEST  := $(APT_RUN) curl wget tar gzip rrdtool xva-img socat pigz openssl zstd iproute2 util-linux \
-             tmux xorriso chromium chromium-driver
+             tmux xorriso chromium chromium-driver postgresql-15
 # Xen Orchestra's XenAPI client (npm), run by node from Debian
 XO_CLIENT := tests/clients/xo/node_modules/.installed
 # Ansible (bundles community.general's XenServer modules), in a venv of its own
@@ -68,8 +69,9 @@ $(ANSIBLE): Makefile
 	.venv-ansible/bin/pip install -q ansible==$(ANSIBLE_VERSION)
 	touch $@
 
+# one worker per core, a module's tests together in one worker (they share its agent)
 test: $(VENV)/.installed apt-test $(XO_CLIENT) $(ANSIBLE)
-	$(PY) -m pytest
+	$(PY) -m pytest -n auto --dist loadfile
 
 clean:
 	rm -rf $(VENV) .venv-ansible $(DATA_DIR) .pytest_cache tests/clients/xo/node_modules

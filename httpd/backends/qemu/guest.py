@@ -16,6 +16,7 @@ with the reason and leave nothing half-made.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
 import shutil
@@ -178,7 +179,15 @@ def _module_order(tree: Path, wanted: tuple[str, ...]) -> list[Path]:
 
 
 def fetch_kernel(dest: Path) -> Path:
-    """`dest/boot/vmlinuz-*` (and `dest/modules/`), fetched and unpacked first if missing."""
+    """`dest/boot/vmlinuz-*` (and `dest/modules/`), fetched and unpacked first if missing;
+    one fetch at a time per `dest` (two agents starting at once share the one download)."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with open(dest.parent / f".{dest.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _fetch_kernel(dest)
+
+
+def _fetch_kernel(dest: Path) -> Path:
     found = sorted((dest / "boot").glob("vmlinuz-*")) if (dest / "boot").is_dir() else []
     wanted = dest / "modules" / "wanted"
     if found and wanted.exists() and wanted.read_text().split() == list(WANTED):
