@@ -10,12 +10,20 @@ at start-up, and commits a batch of row writes in one transaction. Two engines:
 
 Engines are blocking and thread-confined: the store's writer thread owns one after `open()`.
 No asyncio here.
+
+Several agents may share one PostgreSQL database. Each commit then also appends what it
+touched to a change log (`xcp_changes`, ids in commit order: writers take one advisory lock per
+commit) and NOTIFYs; `follow()` LISTENs on a connection of its own and hands every other
+agent's change, with the row as the database holds it now, to the store.
 """
 
 from __future__ import annotations
 
+import logging
 import sqlite3
-from typing import Any, Iterable, Iterator, Protocol, Sequence
+import threading
+import uuid as _uuid
+from typing import Any, Callable, Iterable, Iterator, Protocol, Sequence
 
 __all__ = ["Engine", "Op", "SQLiteEngine", "PostgresEngine", "engine_for", "Column"]
 
@@ -23,6 +31,11 @@ __all__ = ["Engine", "Op", "SQLiteEngine", "PostgresEngine", "engine_for", "Colu
 Op = tuple
 # (field name, the type's SQL type as SQLite names it: TEXT, INTEGER or REAL)
 Column = tuple[str, str]
+# another agent's change: (class, ref, the row's values in column order or None (deleted),
+# the change-log id of that agent's latest change of it)
+Remote = tuple[str, str, "tuple | None", int]
+
+log = logging.getLogger(__name__)
 
 
 class Engine(Protocol):
@@ -34,10 +47,15 @@ class Engine(Protocol):
     def rows(self, table: str, columns: Sequence[str]) -> Iterator[tuple]:
         """(ref, value, ...) of every row of `table`; a column no row set reads None."""
 
-    def commit(self, ops: Iterable[Op]) -> None:
-        """Apply every op in one transaction (all or nothing)."""
+    def commit(self, ops: Iterable[Op]) -> int | None:
+        """Apply every op in one transaction (all or nothing); the change-log id it ends at
+        (None: no change log)."""
 
     def close(self) -> None: ...
+
+    def follow(self, deliver: Callable[[list[Remote]], None]) -> None:
+        """Call `deliver` (in a thread of the engine's) with the changes other agents commit
+        to this database from now on; a no-op where no other agent can write."""
 
 
 def _names(columns: Sequence[str]) -> str:
@@ -73,7 +91,7 @@ class SQLiteEngine:
     def rows(self, table: str, columns: Sequence[str]) -> Iterator[tuple]:
         yield from self.conn.execute(f'SELECT ref, {_names(columns)} FROM "{table}"')
 
-    def commit(self, ops: Iterable[Op]) -> None:
+    def commit(self, ops: Iterable[Op]) -> int | None:
         with self.conn:
             for op in ops:
                 if op[0] == "put":
@@ -85,6 +103,9 @@ class SQLiteEngine:
         if self.conn is not None:
             self.conn.close()
             self.conn = None
+
+    def follow(self, deliver: Callable[[list[Remote]], None]) -> None:
+        pass            # the data directory's lock: this agent is the file's only writer
 
 
 # SQLite's affinities as PostgreSQL types (64-bit ints, doubles)
@@ -101,10 +122,16 @@ class PostgresEngine:
 
     name = "postgresql"
 
+    KEEP_CHANGES = 100_000     # change-log rows kept for followers that lag behind
+
     def __init__(self, dsn: str) -> None:
         self.dsn = dsn
         self.conn = None
+        self.origin = str(_uuid.uuid4())        # this agent's mark in the change log
         self._put: dict[str, str] = {}
+        self._columns: dict[str, list[str]] = {}
+        self._follower: _Follower | None = None
+        self._commits = 0
 
     def open(self, tables: dict[str, Sequence[Column]]) -> None:
         try:
@@ -124,9 +151,12 @@ class PostgresEngine:
                 for col, sql in cols:
                     if col not in have:
                         conn.execute(f'ALTER TABLE "{name}" ADD COLUMN "{col}" {_PG_TYPES[sql]}')
+            conn.execute("CREATE TABLE IF NOT EXISTS xcp_changes (id BIGSERIAL PRIMARY KEY, "
+                         "origin TEXT NOT NULL, cls TEXT NOT NULL, ref TEXT NOT NULL)")
         conn.commit()
         for name, cols in tables.items():
             names = [c for c, _ in cols]
+            self._columns[name] = names
             self._put[name] = 'INSERT INTO "{}" (ref, {}) VALUES (%s, {}) ON CONFLICT (ref) DO ' \
                 'UPDATE SET {}'.format(name, _names(names), ", ".join("%s" for _ in names),
                                        ", ".join(f'"{c}" = EXCLUDED."{c}"' for c in names))
@@ -139,24 +169,102 @@ class PostgresEngine:
         self.conn.commit()
         yield from rows
 
-    def commit(self, ops: Iterable[Op]) -> None:
+    def commit(self, ops: Iterable[Op]) -> int | None:
         try:
+            touched: list[tuple[str, str]] = []
+            last = None
             with self.conn.cursor() as cur:
+                # commits one at a time across agents: change-log ids follow commit order
+                cur.execute("SELECT pg_advisory_xact_lock(hashtext('xcp-httpd changes'))")
                 for op in ops:
                     if op[0] == "put":
                         cur.execute(self._put[op[1]], [_pg_value(v) for v in op[2]])
+                        touched.append((op[1], op[2][0]))
                     else:
                         cur.execute(f'DELETE FROM "{op[1]}" WHERE ref = %s', (op[2],))
+                        touched.append((op[1], op[2]))
+                if touched:
+                    cur.executemany("INSERT INTO xcp_changes (origin, cls, ref) "
+                                    "VALUES (%s, %s, %s)",
+                                    [(self.origin, c, r) for c, r in touched])
+                    cur.execute("SELECT currval('xcp_changes_id_seq')")
+                    last = cur.fetchone()[0]
+                    cur.execute("NOTIFY xcp_changes")     # delivered when this commits
+                    self._commits += 1
+                    if self._commits % 1000 == 0:
+                        cur.execute("DELETE FROM xcp_changes WHERE id < "
+                                    "(SELECT max(id) FROM xcp_changes) - %s",
+                                    (self.KEEP_CHANGES,))
             self.conn.commit()
+            return last
         except BaseException:
             if not self.conn.closed:
                 self.conn.rollback()
             raise
 
+    def follow(self, deliver: Callable[[list[Remote]], None]) -> None:
+        self._follower = _Follower(self.dsn, self.origin, self._columns, deliver)
+        self._follower.start()
+
     def close(self) -> None:
+        if self._follower is not None:
+            self._follower.stop()
+            self._follower = None
         if self.conn is not None:
             self.conn.close()
             self.conn = None
+
+
+class _Follower(threading.Thread):
+    """LISTEN xcp_changes on a connection of its own; after each NOTIFY, the change-log rows
+    since the last one read (other agents' only), each with its record's current row."""
+
+    def __init__(self, dsn: str, origin: str, columns: dict[str, list[str]],
+                 deliver: Callable[[list[Remote]], None]) -> None:
+        super().__init__(name="store-follower", daemon=True)
+        import psycopg
+        self.conn = psycopg.connect(dsn, autocommit=True)
+        self.origin, self.columns, self.deliver = origin, columns, deliver
+        self.conn.execute("LISTEN xcp_changes")
+        # from now on: what was committed before this is in the tables the store loads next
+        self.last = self.conn.execute("SELECT coalesce(max(id), 0) FROM xcp_changes"
+                                      ).fetchone()[0]
+        self._stopping = threading.Event()
+
+    def run(self) -> None:
+        try:
+            while not self._stopping.is_set():
+                for _ in self.conn.notifies(timeout=1.0, stop_after=1):
+                    pass
+                if not self._stopping.is_set():
+                    self._catch_up()
+        except Exception:  # noqa: BLE001 - said once; the agent goes on without followers
+            if not self._stopping.is_set():
+                log.exception("following the database's changes stopped")
+
+    def _catch_up(self) -> None:
+        rows = self.conn.execute("SELECT id, origin, cls, ref FROM xcp_changes WHERE id > %s "
+                                 "ORDER BY id", (self.last,)).fetchall()
+        if not rows:
+            return
+        self.last = rows[-1][0]
+        wanted: dict[tuple[str, str], int] = {}      # in order, each with its latest id
+        for cid, origin, cls, ref in rows:
+            if origin != self.origin and cls in self.columns:
+                wanted.pop((cls, ref), None)
+                wanted[(cls, ref)] = cid
+        out: list[Remote] = []
+        for (cls, ref), cid in wanted.items():
+            row = self.conn.execute(f'SELECT {_names(self.columns[cls])} FROM "{cls}" '
+                                    "WHERE ref = %s", (ref,)).fetchone()
+            out.append((cls, ref, tuple(row) if row is not None else None, cid))
+        if out:
+            self.deliver(out)
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self.join(5)
+        self.conn.close()
 
 
 def engine_for(database: str, sqlite_path: str, *, synchronous: str = "FULL") -> Engine:

@@ -14,6 +14,10 @@ to a database by one writer thread (the engine: SQLite in WAL mode, the default,
   synchronous=FULL).
 - Reverse reference sets (VM.VBDs from VBD.VM, ...) are derived from the datamodel: kept in the
   cache on every change, never stored, rebuilt at load.
+- Agents sharing one database (PostgreSQL) follow each other: the engine hands over what another
+  agent committed, which replaces the cached record and raises the same events a local change
+  does, unless this agent's own write of that record is newer (pending, or later in the
+  database's change log).
 """
 
 from __future__ import annotations
@@ -56,9 +60,10 @@ def _stored_fields(spec: ClassSpec) -> list[FieldSpec]:
 
 
 class _Txn:
-    __slots__ = ("undo", "touched")
+    __slots__ = ("undo", "touched", "remote")
 
     def __init__(self) -> None:
+        self.remote = False
         self.undo: list[tuple[str, str, dict | None]] = []   # (cls, ref, record before)
         self.touched: dict[tuple[str, str], dict | None] = {}  # first-seen state per object
 
@@ -67,11 +72,11 @@ class _Writer(threading.Thread):
     """Owns the engine; commits queued batches and resolves their futures."""
 
     def __init__(self, engine: Engine, loop: asyncio.AbstractEventLoop,
-                 done: Callable[[list, BaseException | None], None]) -> None:
+                 done: Callable[[list, BaseException | None, int | None], None]) -> None:
         super().__init__(name="store-writer", daemon=True)
         self.engine = engine
         self.loop = loop
-        self.done = done          # on the loop: ([(future, undo)], error or None)
+        self.done = done    # on the loop: ([(future, undo)], error or None, change-log id)
         self.q: queue.SimpleQueue = queue.SimpleQueue()
 
     def run(self) -> None:
@@ -90,12 +95,14 @@ class _Writer(threading.Thread):
                     break
                 batches.append(nxt)
             error: BaseException | None = None
+            change_id = None
             try:
-                self.engine.commit(op for ops, _, _ in batches for op in ops)
+                change_id = self.engine.commit(op for ops, _, _ in batches for op in ops)
             except BaseException as e:  # noqa: BLE001 - reported to every waiter
                 log.exception("database commit failed")
                 error = e
-            self.loop.call_soon_threadsafe(self.done, [b[1:] for b in batches], error)
+            self.loop.call_soon_threadsafe(self.done, [b[1:] for b in batches], error,
+                                           change_id)
 
 
 class Store:
@@ -118,6 +125,10 @@ class Store:
         self._last_fut: asyncio.Future | None = None
         self.write_seq = 0
         self._writer: _Writer | None = None
+        # this agent's writes of each record: how many are not committed yet, and the
+        # change-log id of the latest committed one (what another agent's change must beat)
+        self._unacked: dict[tuple[str, str], int] = {}
+        self._local_id: dict[tuple[str, str], int] = {}
 
     # --- lifecycle -------------------------------------------------------------------------
     def open(self) -> None:
@@ -126,6 +137,10 @@ class Store:
         # adding a field to the datamodel is a new column, nothing more
         engine.open({name: [(fs.name, fs.xtype.sql) for fs in _stored_fields(spec)]
                      for name, spec in STORED.items()})
+        loop = asyncio.get_running_loop()
+        # before the load: a change committed meanwhile is both loaded and delivered (applied
+        # again after the load, the same row), never lost
+        engine.follow(lambda changes: loop.call_soon_threadsafe(self._remote, changes))
         for name, spec in STORED.items():
             cols = _stored_fields(spec)
             table, uuids = self.tables[name], self._uuids[name]
@@ -190,12 +205,14 @@ class Store:
             WROTE.reset(token)
 
     @contextmanager
-    def transaction(self) -> Iterator[None]:
-        """All-or-nothing: changes inside are undone if anything raises. Never spans an await."""
+    def transaction(self, *, remote: bool = False) -> Iterator[None]:
+        """All-or-nothing: changes inside are undone if anything raises. Never spans an await.
+        `remote`: what another agent committed, applied to the cache and published only."""
         if self._txn is not None:
             yield
             return
         txn = self._txn = _Txn()
+        txn.remote = remote
         try:
             yield
         except BaseException:
@@ -308,14 +325,21 @@ class Store:
     def _commit(self, txn: _Txn) -> None:
         if not txn.touched:
             return
-        self.write_seq += 1
-        WROTE.set(True)
+        if not txn.remote:
+            self.write_seq += 1
+            WROTE.set(True)
         for (cls, ref), before in txn.touched.items():
             after = self.tables[cls].get(ref)
             if before is None and after is None:
                 continue
             public = cls in CLASSES          # the internal bookkeeping raises no events
+            if txn.remote:                   # in the database already
+                if public and before is not after:
+                    self.events.publish(cls, "del" if after is None else
+                                        "add" if before is None else "mod", ref, after)
+                continue
             self._pending_undo.append((cls, ref, before, after))
+            self._unacked[(cls, ref)] = self._unacked.get((cls, ref), 0) + 1
             if after is None:
                 self._pending_ops.append(("del", cls, ref))
                 if public:
@@ -349,11 +373,53 @@ class Store:
         assert self._writer is not None, "store is not open"
         self._writer.q.put((ops, fut, undo))
 
-    def _written(self, batches: list[tuple[asyncio.Future, list]], error: BaseException | None
-                 ) -> None:
+    def _remote(self, changes: list) -> None:
+        """Another agent's committed changes (on the loop), each with the record's row as the
+        database holds it; skipped where this agent's own write of it is newer."""
+        with self.transaction(remote=True):
+            for cls, ref, row, change_id in changes:
+                key = (cls, ref)
+                if key in self._unacked or self._local_id.get(key, 0) > change_id:
+                    continue
+                old = self.tables[cls].get(ref)
+                if row is None:
+                    if old is not None:
+                        self._change(cls, ref, None)
+                    continue
+                spec = STORED[cls]
+                rec = {fs.name: fs.make_default() if raw is None else fs.xtype.from_db(raw)
+                       for fs, raw in zip(_stored_fields(spec), row)}
+                for fs in spec.fields:
+                    if fs.reverse:
+                        rec[fs.name] = old[fs.name] if old is not None else \
+                            self._members(cls, ref, fs.name)
+                if old is not None and not self._stored_differs(spec, old, rec):
+                    continue                 # what the cache holds already (loaded, or ours)
+                self._change(cls, ref, rec)
+
+    def _members(self, owner_cls: str, owner: str, owner_field: str) -> list[str]:
+        """A new record's reverse set from the members the cache holds already."""
+        for (member_cls, member_field), owners in self._reverse.items():
+            if (owner_cls, owner_field) in owners:
+                return [r for r, m in self.tables[member_cls].items()
+                        if m.get(member_field) == owner]
+        return []
+
+    def _written(self, batches: list[tuple[asyncio.Future, list]], error: BaseException | None,
+                 change_id: int | None = None) -> None:
         """The writer's answer, on the loop. A failed commit undoes its batches in memory
         (newest first), where nothing changed the record since, and says so to their events
         and waiters: what the database does not hold, no client is shown."""
+        for _, undo in batches:
+            for cls, ref, _, _ in undo:
+                key = (cls, ref)
+                left = self._unacked.get(key, 0) - 1
+                if left > 0:
+                    self._unacked[key] = left
+                else:
+                    self._unacked.pop(key, None)
+                if change_id is not None:
+                    self._local_id[key] = change_id
         if error is not None:
             for _, undo in reversed(batches):
                 for cls, ref, before, after in reversed(undo):

@@ -3,6 +3,7 @@ engine: SQLite (the embedded default) and PostgreSQL (a cluster the tests start)
 
 from __future__ import annotations
 
+import asyncio
 
 import pytest
 
@@ -153,4 +154,52 @@ async def test_a_failed_commit_undoes_the_change_in_memory(database):
     again = await _open(database)
     assert again.get("VM", vm)["name_label"] == "kept"
     assert again.get("VM", vm)["name_description"] == "later" and again.all("VBD") == {}
+    await again.close()
+
+
+# --- agents sharing one PostgreSQL database ---------------------------------------------------
+
+async def _until(predicate, what: str, timeout: float = 10.0) -> float:
+    """Seconds until `predicate()` held (the loop runs meanwhile: deliveries land on it)."""
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    while not predicate():
+        assert loop.time() - start < timeout, f"never saw {what}"
+        await asyncio.sleep(0.002)
+    return loop.time() - start
+
+
+async def test_stores_on_one_postgresql_database_follow_each_other(postgres):
+    url = postgres.new_database()
+    a_events, b_events = EventHub(), EventHub()
+    a, b = await _open(url, a_events), await _open(url, b_events)
+    try:
+        since = b_events.last_id
+        start = asyncio.get_running_loop().time()
+        vm = a.create("VM", {"name_label": "made on a"})
+        vbd = a.create("VBD", {"VM": vm})
+        await _until(lambda: b.find("VBD", vbd) is not None and b.find("VM", vm),
+                     "a's VM and VBD on b")
+        took = asyncio.get_running_loop().time() - start
+        print(f"a's change seen by b {took * 1000:.1f} ms after it was made (commit included)")
+        assert b.get("VM", vm)["VBDs"] == [vbd]               # b derives the reverse set
+        assert b.ref_of_uuid("VM", a.get("VM", vm)["uuid"]) == vm
+        got = {(c[0], c[1], c[2]) for c in b_events.changes_since(since, Subscription(["*"]))}
+        assert {("VM", vm, "add"), ("VBD", vbd, "add")} <= got    # b's clients see events
+        b.update("VM", vm, {"name_label": "renamed on b"})
+        await b.sync()
+        await _until(lambda: a.get("VM", vm)["name_label"] == "renamed on b", "b's rename on a")
+        a.destroy("VBD", vbd)
+        await a.sync()
+        await _until(lambda: b.find("VBD", vbd) is None, "a's delete on b")
+        assert b.get("VM", vm)["VBDs"] == []
+        # an older change than this agent's own committed write of a record is not applied:
+        # b renamed the VM after a's create, so a's create row (its id is lower) loses
+        b._remote([("VM", vm, None, 1)])
+        assert b.find("VM", vm) is not None
+    finally:
+        await a.close()
+        await b.close()
+    again = await _open(url)                 # and the database holds what both agreed on
+    assert again.get("VM", vm)["name_label"] == "renamed on b" and not again.all("VBD")
     await again.close()
