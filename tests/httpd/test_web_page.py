@@ -117,6 +117,9 @@ def test_the_login_shows_the_host_its_storage_and_the_demo_vm(agent, page, api):
     assert not page.all(vm_row(uuid) + ' button[data-op="clean_shutdown"]')  # not allowed now
     assert page.driver.get_cookie("session_id")["value"].startswith("OpaqueRef:")
     page.screenshot("02-host")
+    page.driver.refresh()                     # a reload keeps the session (its cookie)
+    page.wait(lambda: page.all(vm_row(uuid)), 30, "the VM list after a reload")
+    assert not page.all("#login-form")
 
 
 def test_the_start_button_turns_the_row_running_without_a_reload(page, api):

@@ -135,7 +135,7 @@ await loadErrorTexts();
 const saved = Session.fromCookie();
 if (saved) {
   // a cookie from an earlier visit: is its session still there?
-  saved.call("session.get_this_user").then(() => start(saved), () => {
+  saved.call("session.get_this_host", saved.ref).then(() => start(saved), () => {
     saved.forget();
     showLogin();
   });
