@@ -19,6 +19,7 @@ agent's change, with the row as the database holds it now, to the store.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import sqlite3
 import threading
@@ -169,7 +170,32 @@ class PostgresEngine:
         self.conn.commit()
         yield from rows
 
+    def _lost(self) -> bool:
+        return self.conn.closed or self.conn.broken
+
     def commit(self, ops: Iterable[Op]) -> int | None:
+        """One transaction; if the connection is lost meanwhile (the server restarted, a
+        network cut), once more on a new one: the puts (whole rows) and deletes are idempotent,
+        so whether the first try committed or not, the second leaves the same rows."""
+        import psycopg
+        done: list[Op] = []
+
+        def taken() -> Iterator[Op]:
+            for op in ops:
+                done.append(op)
+                yield op
+        if self._lost():
+            self.conn = psycopg.connect(self.dsn)
+        try:
+            return self._commit(taken())
+        except psycopg.OperationalError:
+            if not self._lost():
+                raise
+            log.warning("the database connection was lost; committing again on a new one")
+            self.conn = psycopg.connect(self.dsn)
+            return self._commit(itertools.chain(list(done), taken()))
+
+    def _commit(self, ops: Iterable[Op]) -> int | None:
         try:
             touched: list[tuple[str, str]] = []
             last = None
@@ -198,7 +224,7 @@ class PostgresEngine:
             self.conn.commit()
             return last
         except BaseException:
-            if not self.conn.closed:
+            if not self._lost():
                 self.conn.rollback()
             raise
 
@@ -219,28 +245,50 @@ class _Follower(threading.Thread):
     """LISTEN xcp_changes on a connection of its own; after each NOTIFY, the change-log rows
     since the last one read (other agents' only), each with its record's current row."""
 
+    RETRY = 1.0        # seconds between reconnections
+
     def __init__(self, dsn: str, origin: str, columns: dict[str, list[str]],
                  deliver: Callable[[list[Remote]], None]) -> None:
         super().__init__(name="store-follower", daemon=True)
-        import psycopg
-        self.conn = psycopg.connect(dsn, autocommit=True)
+        self.dsn = dsn
         self.origin, self.columns, self.deliver = origin, columns, deliver
-        self.conn.execute("LISTEN xcp_changes")
+        self._connect()
         # from now on: what was committed before this is in the tables the store loads next
         self.last = self.conn.execute("SELECT coalesce(max(id), 0) FROM xcp_changes"
                                       ).fetchone()[0]
         self._stopping = threading.Event()
 
+    def _connect(self) -> None:
+        import psycopg
+        self.conn = psycopg.connect(self.dsn, autocommit=True)
+        self.conn.execute("LISTEN xcp_changes")
+
     def run(self) -> None:
-        try:
-            while not self._stopping.is_set():
+        import psycopg
+        while not self._stopping.is_set():
+            try:
                 for _ in self.conn.notifies(timeout=1.0, stop_after=1):
                     pass
                 if not self._stopping.is_set():
                     self._catch_up()
-        except Exception:  # noqa: BLE001 - said once; the agent goes on without followers
-            if not self._stopping.is_set():
-                log.exception("following the database's changes stopped")
+            except psycopg.OperationalError as e:
+                if self._stopping.is_set():
+                    return
+                # the change log keeps what happened meanwhile: nothing is missed
+                log.warning("following the database: %s; connecting again", " ".join(
+                    str(e).split()))
+                self._reconnect()
+
+    def _reconnect(self) -> None:
+        import psycopg
+        while not self._stopping.wait(self.RETRY):
+            try:
+                self.conn.close()
+                self._connect()
+                self._catch_up()
+                return
+            except psycopg.OperationalError:
+                continue
 
     def _catch_up(self) -> None:
         rows = self.conn.execute("SELECT id, origin, cls, ref FROM xcp_changes WHERE id > %s "

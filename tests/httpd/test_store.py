@@ -4,6 +4,7 @@ engine: SQLite (the embedded default) and PostgreSQL (a cluster the tests start)
 from __future__ import annotations
 
 import asyncio
+import urllib.parse
 
 import pytest
 
@@ -202,4 +203,30 @@ async def test_stores_on_one_postgresql_database_follow_each_other(postgres):
         await b.close()
     again = await _open(url)                 # and the database holds what both agreed on
     assert again.get("VM", vm)["name_label"] == "renamed on b" and not again.all("VBD")
+    await again.close()
+
+
+async def test_a_lost_postgresql_connection_is_made_again_and_nothing_is_missed(postgres):
+    """The server drops every connection (as a restart or a network cut would): the next
+    commit reconnects and commits, and the follower reconnects and catches up from the change
+    log, so a change made while it was away still arrives."""
+    url = postgres.new_database()
+    name = urllib.parse.urlsplit(url).path.lstrip("/")
+    a, b = await _open(url), await _open(url)
+    try:
+        vm = a.create("VM", {"name_label": "before"})
+        await a.sync()
+        await _until(lambda: b.find("VM", vm) is not None, "the VM on b")
+        killed = postgres.sql("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                              f"WHERE datname = '{name}' AND pid <> pg_backend_pid()")
+        assert int(killed) == 4                     # each store's writer and follower
+        a.update("VM", vm, {"name_label": "after the cut"})
+        await a.sync()                               # committed on a new connection
+        await _until(lambda: b.get("VM", vm)["name_label"] == "after the cut",
+                     "the change made while b's follower was away")
+    finally:
+        await a.close()
+        await b.close()
+    again = await _open(url)
+    assert again.get("VM", vm)["name_label"] == "after the cut"
     await again.close()
