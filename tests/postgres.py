@@ -29,7 +29,8 @@ def _user() -> str | None:
 
 
 class PostgresCluster:
-    def __init__(self) -> None:
+    def __init__(self, *, durable: bool = False) -> None:
+        self.durable = durable            # fsync as a production server (benchmarks)
         self.root = Path(tempfile.mkdtemp(prefix="pg-"))
         self.data = self.root / "data"
         self.socket_dir = self.root       # short: a Unix socket path must fit in 107 bytes
@@ -46,7 +47,7 @@ class PostgresCluster:
         self._as_postgres(str(BIN / "initdb"), "-D", str(self.data), "-A", "trust",
                           "-U", "postgres", "--no-sync", "-E", "UTF8")
         opts = (f"-c listen_addresses='' -c unix_socket_directories='{self.socket_dir}' "
-                "-c fsync=off -c synchronous_commit=on")
+                f"-c fsync={'on' if self.durable else 'off'} -c synchronous_commit=on")
         self._as_postgres(str(BIN / "pg_ctl"), "-D", str(self.data), "-o", opts, "-w",
                           "-l", str(self.root / "log"), "start")
         return self
