@@ -187,7 +187,9 @@ export class VmView {
       h("button", { type: "button", dataset: { period: p.id },
                     class: p === PERIODS[0] ? "active" : null,
                     onclick: (ev) => {
-                      for (const b of picker.children) b.classList.toggle("active", b === ev.target);
+                      for (const b of picker.children) {
+                        b.classList.toggle("active", b === ev.target);
+                      }
                       if (this.graphs) this.graphs.setPeriod(p).catch((e) => this.statsFailed(e));
                     } }, `Last ${p.label}`)));
     const grid = h("div", { class: "graphs" });

@@ -33,6 +33,7 @@ export function actionButtons(ctx, ref, rec) {
   const busy = ctx.busy.has(ref);
   return ACTIONS.filter((a) => allowed.has(a.op)).map((a) => h("button", {
     type: "button", dataset: { op: a.op }, disabled: busy,
-    onclick: () => ctx.act(ref, `${a.label} ${rec.name_label}`, () => a.call(ctx.session, ref, rec)),
+    onclick: () => ctx.act(ref, `${a.label} ${rec.name_label}`,
+                           () => a.call(ctx.session, ref, rec)),
   }, a.label));
 }
