@@ -69,6 +69,11 @@ class Config:
         return self.data_dir / "root.passwd"
 
     @property
+    def host_uuid_path(self) -> Path:
+        """Which host of the database this data directory is (its uuid)."""
+        return self.data_dir / "host.uuid"
+
+    @property
     def sr_dir(self) -> Path:
         return self.data_dir / "sr"
 

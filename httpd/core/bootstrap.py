@@ -112,15 +112,35 @@ def _start_times() -> dict[str, str]:
     return {"boot_time": f"{_boot_time():.0f}.", "agent_start_time": f"{time.time():.0f}."}
 
 
+def _my_host(store: Store, config: Config, first: bool) -> str:
+    """This data directory's host record: `host.uuid` says which (a first start writes it; a
+    SQLite data directory from before the file adopts its one host). A database that holds
+    another agent's host is refused: agents do not share a database until pools exist."""
+    path = config.host_uuid_path
+    hosts = store.all("host")
+    if path.exists() and not first:     # (an empty database: a first start, whatever the file)
+        uuid = path.read_text().strip()
+        for ref, rec in hosts.items():
+            if rec["uuid"] == uuid:
+                return ref
+        raise RuntimeError(f"the database holds no host {uuid} (this data directory's "
+                           "host): it is another agent's database")
+    if not first and (config.database != "sqlite" or len(hosts) != 1):
+        names = ", ".join(sorted(r["name_label"] for r in hosts.values()))
+        raise RuntimeError(f"the database is another agent's (host {names}): one agent per "
+                           "database until pools exist")
+    return next(iter(hosts))
+
+
 def ensure_host(store: Store, config: Config) -> ThisHost:
     """Create the first-start objects if missing; refresh what may have changed since."""
     hostname = socket.gethostname()
     address = host_address(config.public_address, (*config.listen, *config.https_listen))
-    hosts = store.all("host")
+    first = not store.all("host")
     with store.transaction():
-        if not hosts:
+        if first:
             _first_start(store, config, hostname, address)
-        host_ref = next(iter(store.all("host")))
+        host_ref = _my_host(store, config, first)
         store.update("host", host_ref, {
             "hostname": hostname, "address": address,
             "software_version": _software_version(hostname),
@@ -128,6 +148,9 @@ def ensure_host(store: Store, config: Config) -> ThisHost:
             "other_config": {**store.get("host", host_ref)["other_config"], **_start_times()}})
         dom0 = store.get("host", host_ref)["control_domain"]
         _refresh_pif_metrics(store, host_ref)
+    uuid = store.get("host", host_ref)["uuid"] + "\n"
+    if not config.host_uuid_path.exists() or config.host_uuid_path.read_text() != uuid:
+        config.host_uuid_path.write_text(uuid)
     return ThisHost(host_ref, next(iter(store.all("pool"))), dom0)
 
 

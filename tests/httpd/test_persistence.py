@@ -154,3 +154,50 @@ def test_idle_sessions_expire(tmp_path):
         assert proxy.host.get_all(idle)["ErrorDescription"] == ["SESSION_INVALID", idle]
     finally:
         srv.stop()
+
+
+def test_a_second_agent_on_the_same_postgresql_database_is_refused(postgres, tmp_path):
+    """Until pools exist one agent owns a database: another data directory pointed at it is
+    refused in one line (it would take the first agent's host and reconcile its VMs), and the
+    first agent's data directory knows its host across restarts (host.uuid)."""
+    url = postgres.new_database()
+    first = Server(tmp_path / "a", "--database", url).start()
+    try:
+        host_uuid = (tmp_path / "a" / "host.uuid").read_text().strip()
+        x = first.session().xenapi
+        assert x.host.get_uuid(x.host.get_all()[0]) == host_uuid
+        second = Server(tmp_path / "b", "--database", url)
+        with pytest.raises(RuntimeError) as e:
+            second.start()
+        lines = [ln for ln in "".join(second.output).splitlines() if ln.strip()]
+        assert lines[-1].startswith(f"xcp-httpd: cannot start on {tmp_path / 'b'}: ")
+        assert "the database is another agent's" in lines[-1], lines
+        assert x.VM.get_all()                       # the first one goes on
+        first.restart()
+        y = first.session().xenapi
+        assert [y.host.get_uuid(h) for h in y.host.get_all()] == [host_uuid]
+    finally:
+        first.stop()
+    # a data directory whose host is not in the database (pointed at another one) is refused
+    other = Server(tmp_path / "a", "--database", postgres.new_database())
+    other_url_db = other.extra[-1]
+    other_first = Server(tmp_path / "c", "--database", other_url_db).start()
+    other_first.stop()
+    with pytest.raises(RuntimeError):
+        other.start()
+    assert f"the database holds no host {host_uuid}" in "".join(other.output)
+
+
+def test_a_sqlite_data_directory_from_before_host_uuid_adopts_its_host(tmp_path):
+    srv = Server(tmp_path / "d").start()
+    try:
+        ident = tmp_path / "d" / "host.uuid"
+        uuid = ident.read_text()
+        srv.stop()
+        ident.unlink()                              # as a data directory made before the file
+        srv.start()
+        assert ident.read_text() == uuid
+        x = srv.session().xenapi
+        assert [x.host.get_uuid(h) + "\n" for h in x.host.get_all()] == [uuid]
+    finally:
+        srv.stop()
