@@ -72,8 +72,8 @@ class Browser:
         while True:
             try:
                 value = predicate()
-            except (StaleElementReferenceException, WebDriverException) as e:
-                value, last = None, e      # re-rendered meanwhile, or not there yet
+            except (StaleElementReferenceException, WebDriverException):
+                value = None               # re-rendered meanwhile, or not there yet
             if value:
                 return value
             if time.monotonic() > deadline:
