@@ -13,6 +13,7 @@ from pathlib import Path
 
 from .allocator import keep_big_buffers
 from .config import Config
+from .model.engines import engine_for
 
 __all__ = ["main"]
 
@@ -146,10 +147,10 @@ def main(argv: list[str] | None = None) -> int:
         write_hash(str(args.data_dir / "root.passwd"), new)
         print("root password changed (a running service applies it at the next login)")
         return 0
-    if args.database != "sqlite" and not args.database.startswith(("postgresql://",
-                                                                    "postgres://")):
-        print(f"xcp-httpd: --database {args.database!r}: sqlite or a postgresql:// URL",
-              file=sys.stderr)
+    try:
+        engine_for(args.database, "")      # the one place that knows the accepted forms
+    except ValueError as e:
+        print(f"xcp-httpd: {e}", file=sys.stderr)
         return 2
     _log_to(args.log_file, args.log_level)
     keep_big_buffers()              # transfers reuse their MiB buffers (httpd.allocator)

@@ -54,9 +54,10 @@ class Engine(Protocol):
 
     def close(self) -> None: ...
 
-    def follow(self, deliver: Callable[[list[Remote]], None]) -> None:
-        """Call `deliver` (in a thread of the engine's) with the changes other agents commit
-        to this database from now on; a no-op where no other agent can write."""
+    def follow(self, deliver: Callable[[list[Remote], int], None]) -> None:
+        """Call `deliver(changes, upto)` (in a thread of the engine's) with the changes other
+        agents commit to this database from now on, and the change-log id read up to; a no-op
+        where no other agent can write."""
 
 
 def _names(columns: Sequence[str]) -> str:
@@ -105,7 +106,7 @@ class SQLiteEngine:
             self.conn.close()
             self.conn = None
 
-    def follow(self, deliver: Callable[[list[Remote]], None]) -> None:
+    def follow(self, deliver: Callable[[list[Remote], int], None]) -> None:
         pass            # the data directory's lock: this agent is the file's only writer
 
 
@@ -228,7 +229,7 @@ class PostgresEngine:
                 self.conn.rollback()
             raise
 
-    def follow(self, deliver: Callable[[list[Remote]], None]) -> None:
+    def follow(self, deliver: Callable[[list[Remote], int], None]) -> None:
         self._follower = _Follower(self.dsn, self.origin, self._columns, deliver)
         self._follower.start()
 
@@ -248,7 +249,7 @@ class _Follower(threading.Thread):
     RETRY = 1.0        # seconds between reconnections
 
     def __init__(self, dsn: str, origin: str, columns: dict[str, list[str]],
-                 deliver: Callable[[list[Remote]], None]) -> None:
+                 deliver: Callable[[list[Remote], int], None]) -> None:
         super().__init__(name="store-follower", daemon=True)
         self.dsn = dsn
         self.origin, self.columns, self.deliver = origin, columns, deliver
@@ -306,8 +307,7 @@ class _Follower(threading.Thread):
             row = self.conn.execute(f'SELECT {_names(self.columns[cls])} FROM "{cls}" '
                                     "WHERE ref = %s", (ref,)).fetchone()
             out.append((cls, ref, tuple(row) if row is not None else None, cid))
-        if out:
-            self.deliver(out)
+        self.deliver(out, self.last)     # even empty: the store forgets ids up to `last`
 
     def stop(self) -> None:
         self._stopping.set()

@@ -140,7 +140,8 @@ class Store:
         loop = asyncio.get_running_loop()
         # before the load: a change committed meanwhile is both loaded and delivered (applied
         # again after the load, the same row), never lost
-        engine.follow(lambda changes: loop.call_soon_threadsafe(self._remote, changes))
+        engine.follow(lambda changes, upto: loop.call_soon_threadsafe(self._remote, changes,
+                                                                     upto))
         for name, spec in STORED.items():
             cols = _stored_fields(spec)
             table, uuids = self.tables[name], self._uuids[name]
@@ -373,9 +374,11 @@ class Store:
         assert self._writer is not None, "store is not open"
         self._writer.q.put((ops, fut, undo))
 
-    def _remote(self, changes: list) -> None:
+    def _remote(self, changes: list, upto: int = 0) -> None:
         """Another agent's committed changes (on the loop), each with the record's row as the
-        database holds it; skipped where this agent's own write of it is newer."""
+        database holds it; skipped where this agent's own write of it is newer. `upto`: the
+        change-log id the follower has read to; this agent's writes at or below it need no
+        remembering (every later remote change has a higher id), so the map stays small."""
         with self.transaction(remote=True):
             for cls, ref, row, change_id in changes:
                 key = (cls, ref)
@@ -396,6 +399,8 @@ class Store:
                 if old is not None and not self._stored_differs(spec, old, rec):
                     continue                 # what the cache holds already (loaded, or ours)
                 self._change(cls, ref, rec)
+        if len(self._local_id) > 4096:        # after the batch: its ids are <= upto too
+            self._local_id = {k: v for k, v in self._local_id.items() if v > upto}
 
     def _members(self, owner_cls: str, owner: str, owner_field: str) -> list[str]:
         """A new record's reverse set from the members the cache holds already."""

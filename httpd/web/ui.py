@@ -11,6 +11,7 @@ missing one answers 404 and the page says which package to install.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from aiohttp import web
@@ -36,8 +37,11 @@ async def index(request: web.Request) -> web.StreamResponse:
     return web.FileResponse(STATIC / "index.html", headers=_HEADERS)
 
 
+_ERRORS_JSON = json.dumps(catalogue()).encode()     # made once: the table does not change
+
+
 async def errors_json(request: web.Request) -> web.Response:
-    return web.json_response(catalogue(), headers=_HEADERS)
+    return web.Response(body=_ERRORS_JSON, content_type="application/json", headers=_HEADERS)
 
 
 async def _page_headers(request: web.Request, response: web.StreamResponse) -> None:

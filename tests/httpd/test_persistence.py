@@ -201,3 +201,24 @@ def test_a_sqlite_data_directory_from_before_host_uuid_adopts_its_host(tmp_path)
         assert [x.host.get_uuid(h) + "\n" for h in x.host.get_all()] == [uuid]
     finally:
         srv.stop()
+
+
+def test_a_bad_database_is_one_line_and_touches_nothing(tmp_path):
+    """--database neither sqlite nor postgresql:// (exit 2), or a PostgreSQL that is not
+    there (exit 1): one line each, no traceback, no data directory made for it."""
+    import subprocess
+    import sys
+    base = [sys.executable, "-m", "httpd.cli", "serve", "--listen", "127.0.0.1:0",
+            "--backend", "simulated"]
+    r = subprocess.run([*base, "--data-dir", str(tmp_path / "a"), "--database", "mysql://x/y"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and not (tmp_path / "a").exists()
+    assert r.stderr.strip() == ("xcp-httpd: --database: 'mysql://x/y' is neither sqlite nor "
+                                "a postgresql:// URL")
+    r = subprocess.run([*base, "--data-dir", str(tmp_path / "b"), "--database",
+                        f"postgresql://postgres@/none?host={tmp_path}"],
+                       capture_output=True, text=True, timeout=60)
+    lines = [ln for ln in (r.stdout + r.stderr).splitlines() if ln.strip()]
+    assert r.returncode == 1 and len(lines) == 1, lines
+    assert lines[0].startswith(f"xcp-httpd: cannot start on {tmp_path / 'b'}: OperationalError")
+    assert "Traceback" not in r.stderr
