@@ -32,10 +32,14 @@ from .core.bootstrap import ensure_host
 from .core.calls import call_internal
 from .core.context import Services
 from .core.dispatch import Dispatcher
+from .core.forwarding import Forwarder
 from .core.implicit import implicit_table
 from .jobs import Executors, Jobs, MetadataBudget
 from .core.lifecycle import Lifecycle
 from .core.locations import Locations
+from .core import membership
+from .core.peers import Peers
+from .core.pool_role import PoolRole
 from .core.passwords import load_or_init
 from .core.sessions import SessionManager
 from .core.tasks import TaskManager
@@ -73,12 +77,14 @@ async def open_services(config: Config) -> AsyncIterator[tuple[Services, Console
 
         events = EventHub(queue_size=config.event_queue_size)
         stack.callback(events.close)
-        store = Store(engine_for(config.database, str(config.db_path),
+        # pool.json's database for a pool's host (a join or ejection cut short resolved)
+        database = membership.resolve_database(config)
+        store = Store(engine_for(database, str(config.db_path),
                                  synchronous=config.db_synchronous), events)
         store.open()
         stack.push_async_callback(store.close)
         first_start = not store.all("host")
-        host = ensure_host(store, config)
+        host = ensure_host(store, config, database)
         tasks = TaskManager(store, host.host_ref)
         tasks.recover_after_restart()
         sessions = SessionManager(store, events, host.host_ref, str(config.password_path),
@@ -87,7 +93,7 @@ async def open_services(config: Config) -> AsyncIterator[tuple[Services, Console
                                   fail_delay=config.login_fail_delay)
         locations = Locations(store, host)
         vdis = Vdis(store, host, executors.disk)
-        await sweep_unfinished(store, vdis)
+        await sweep_unfinished(store, vdis, host.host_ref)
         await vdis.sweep_side_files()
         await store.sync()
 
@@ -112,14 +118,24 @@ async def open_services(config: Config) -> AsyncIterator[tuple[Services, Console
                                   interval=config.stats_interval,
                                   save_interval=config.stats_save_interval,
                                   executor=executors.stats)
-        dispatcher = Dispatcher(store, sessions.check, [implicit_table(), *all_tables()])
+        role = PoolRole(store, host, locations, lifecycle, database=database,
+                        shared=store.engine.shared)
+        peers = Peers(store, host, partial(membership.pool_secret, config.data_dir),
+                      locations.base_url)
+        stack.push_async_callback(peers.close)
+        dispatcher = Dispatcher(store, sessions.check, [implicit_table(), *all_tables()],
+                                gate=role.gate,
+                                forward=Forwarder(store, host, peers, executors.disk))
         services = Services(config=config, store=store, events=events, host=host,
                             executors=executors, locations=locations, tasks=tasks,
                             sessions=sessions, domains=domains, vdis=vdis, lifecycle=lifecycle,
                             stats=statistics, dispatcher=dispatcher,
-                            control=AgentControl(), metadata_budget=MetadataBudget())
+                            control=AgentControl(), metadata_budget=MetadataBudget(),
+                            pool=role, peers=peers)
 
         await lifecycle.restore_all()
+        role.start(store.engine.lease)
+        stack.push_async_callback(role.stop)
         if first_start and config.demo:
             await _create_demo(services)
         housekeeping = Jobs()
@@ -178,8 +194,9 @@ async def _janitor(services: Services) -> None:
         await asyncio.sleep(services.config.janitor_interval)
         try:
             now = time.time()
-            services.sessions.gc(now)
-            services.tasks.gc(now)
+            if services.pool.is_master:       # the pool's sessions and tasks: the master's
+                services.sessions.gc(now)
+                services.tasks.gc(now)
             services.lifecycle.persist_running()
             await services.store.sync()
         except Exception:  # noqa: BLE001 - housekeeping must never stop

@@ -86,6 +86,7 @@ async def start_sites(listeners: Listeners, app: web.Application, config: Config
         urls.append(f"unix:{path}")
     services = app[SERVICES]
     services.locations.bind(urls)
+    services.pool.beat()            # the pool's other agents reach this one from now on
     await services.store.sync()
     return urls
 

@@ -19,8 +19,9 @@ class Server:
     """`xcp-httpd serve` on 127.0.0.1 with an ephemeral port and a Unix socket."""
 
     def __init__(self, data_dir: Path, *extra: str, password: str = PASSWORD,
-                 wrap: tuple[str, ...] = ()) -> None:
+                 wrap: tuple[str, ...] = (), listen: str = "127.0.0.1:0") -> None:
         self.data_dir = Path(data_dir)
+        self.listen = listen      # a pool's hosts: 127.0.0.N on one port
         self.wrap = wrap          # a command the daemon runs under (e.g. unshare --net)
         self.password = password
         self.extra = extra
@@ -42,7 +43,7 @@ class Server:
         backend = () if "--backend" in self.extra else ("--backend", "simulated")
         self.proc = subprocess.Popen(
             [*self.wrap, sys.executable, "-m", "httpd.cli", "serve", "--data-dir", str(self.data_dir),
-             "--listen", "127.0.0.1:0", "--unix-socket", self.socket_path,
+             "--listen", self.listen, "--unix-socket", self.socket_path,
              "--login-fail-delay", "0.05", "--log-level", "WARNING", *backend, *self.extra],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
             cwd=Path(__file__).resolve().parent.parent)

@@ -112,10 +112,10 @@ def _start_times() -> dict[str, str]:
     return {"boot_time": f"{_boot_time():.0f}.", "agent_start_time": f"{time.time():.0f}."}
 
 
-def _my_host(store: Store, config: Config, first: bool) -> str:
+def _my_host(store: Store, config: Config, database: str, first: bool) -> str:
     """This data directory's host record: `host.uuid` says which (a first start writes it; a
     SQLite data directory from before the file adopts its one host). A database that holds
-    another agent's host is refused: agents do not share a database until pools exist."""
+    other hosts but not this one is refused: a host enters a pool by pool.join."""
     path = config.host_uuid_path
     hosts = store.all("host")
     if path.exists() and not first:     # (an empty database: a first start, whatever the file)
@@ -124,15 +124,15 @@ def _my_host(store: Store, config: Config, first: bool) -> str:
             if rec["uuid"] == uuid:
                 return ref
         raise RuntimeError(f"the database holds no host {uuid} (this data directory's "
-                           "host): it is another agent's database")
-    if not first and (config.database != "sqlite" or len(hosts) != 1):
+                           "host): it is another agent's or another pool's database")
+    if not first and (database != "sqlite" or len(hosts) != 1):
         names = ", ".join(sorted(r["name_label"] for r in hosts.values()))
-        raise RuntimeError(f"the database is another agent's (host {names}): one agent per "
-                           "database until pools exist")
+        raise RuntimeError(f"the database is a pool's (hosts {names}): a new host starts on "
+                           "its own database and joins the pool with pool.join")
     return next(iter(hosts))
 
 
-def ensure_host(store: Store, config: Config) -> ThisHost:
+def ensure_host(store: Store, config: Config, database: str = "sqlite") -> ThisHost:
     """Create the first-start objects if missing; refresh what may have changed since."""
     hostname = socket.gethostname()
     address = host_address(config.public_address, (*config.listen, *config.https_listen))
@@ -140,13 +140,16 @@ def ensure_host(store: Store, config: Config) -> ThisHost:
     with store.transaction():
         if first:
             _first_start(store, config, hostname, address)
-        host_ref = _my_host(store, config, first)
+        host_ref = _my_host(store, config, database, first)
         store.update("host", host_ref, {
             "hostname": hostname, "address": address,
             "software_version": _software_version(hostname),
             "API_version_major": API_VERSION[0], "API_version_minor": API_VERSION[1],
             "other_config": {**store.get("host", host_ref)["other_config"], **_start_times()}})
         dom0 = store.get("host", host_ref)["control_domain"]
+        metrics = store.get("host", host_ref)["metrics"]
+        if store.find("host_metrics", metrics) is not None:
+            store.update("host_metrics", metrics, {"live": True, "last_updated": _now()})
         _refresh_pif_metrics(store, host_ref)
     uuid = store.get("host", host_ref)["uuid"] + "\n"
     if not config.host_uuid_path.exists() or config.host_uuid_path.read_text() != uuid:

@@ -26,6 +26,8 @@ from .agentctl import AgentControl
 from .lifecycle import Lifecycle
 from .locations import Locations
 from .operations import operation
+from .peers import Peers
+from .pool_role import PoolRole
 from .sessions import SessionManager
 from .tasks import TaskManager
 from .vdis import Vdis
@@ -50,6 +52,8 @@ class Services:
     dispatcher: Dispatcher
     control: AgentControl
     metadata_budget: MetadataBudget
+    pool: PoolRole
+    peers: Peers
 
 
 class Ctx:

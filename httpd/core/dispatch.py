@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable
 
 from ..model.errors import XenAPIError
 from ..model.store import Store
@@ -57,13 +57,23 @@ class MessageTable:
         return register
 
 
+Gate = Callable[[Message, "str | None"], None]
+Forward = Callable[[Message, list], "Awaitable[Any] | None"]
+
+
 class Dispatcher:
-    """The method table of one agent; `check_session` raises SESSION_INVALID for a bad ref."""
+    """The method table of one agent; `check_session` raises SESSION_INVALID for a bad ref.
+    `gate(msg, session)` may refuse a call before its session is checked (a pool's slave:
+    HOST_IS_SLAVE); `forward(msg, args)` may hand a call to another agent (an awaitable of
+    its result) instead of running it here."""
 
     def __init__(self, store: Store, check_session: Callable[[str], None],
-                 tables: list[MessageTable]) -> None:
+                 tables: list[MessageTable], *, gate: Gate | None = None,
+                 forward: Forward | None = None) -> None:
         self.store = store
         self.check_session = check_session
+        self.gate = gate
+        self.forward = forward
         self.methods: dict[str, Message] = {}
         self._aliases: dict[str, str] = {}
         for table in tables:   # later tables override earlier ones: explicit over implicit
@@ -92,12 +102,18 @@ class Dispatcher:
             session = params[0]
             if not isinstance(session, str):
                 raise XenAPIError("SESSION_INVALID", session)
+        if self.gate is not None:
+            self.gate(msg, session)
+        if session is not None:
             self.check_session(session)
             params = params[1:]
         args = [xtype.check(value, pname) for (pname, xtype), value in zip(msg.params, params)]
         return session, args
 
     async def invoke(self, ctx: Any, msg: Message, args: list[Any]) -> Any:
+        remote = self.forward(msg, args) if self.forward is not None else None
+        if remote is not None:
+            return await remote
         async with self.store.durable():
             result = msg.impl(ctx, *args)
             if msg.is_coroutine:

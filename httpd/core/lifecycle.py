@@ -379,7 +379,8 @@ class Lifecycle:
         if self.domains.domains_outlive_agent:
             return
         for rec in self.store.all("VM").values():
-            if not rec["is_control_domain"] and rec["power_state"] in LIVE:
+            if not rec["is_control_domain"] and rec["power_state"] in LIVE and \
+                    rec["resident_on"] == self.host.host_ref:
                 self._jobs.spawn(self._persist(rec["uuid"]))
 
     async def save_all(self) -> None:
@@ -400,9 +401,11 @@ class Lifecycle:
                 path.unlink(missing_ok=True)
 
     async def restore_all(self) -> None:
-        """Server start: bring back each Running/Paused VM, or mark it Halted if we cannot."""
+        """Server start: bring back each Running/Paused VM of this host, or mark it Halted if
+        we cannot (in a pool, other hosts' VMs are their agents')."""
         for vm, rec in list(self.store.all("VM").items()):
-            if rec["is_control_domain"] or rec["power_state"] not in LIVE:
+            if rec["is_control_domain"] or rec["power_state"] not in LIVE or \
+                    rec["resident_on"] not in (self.host.host_ref, NULL_REF):
                 continue
             path = self._state_path(rec["uuid"])
             state = rec["power_state"]

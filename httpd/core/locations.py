@@ -24,12 +24,16 @@ class Locations:
         return self._urls or ()
 
     def bind(self, urls: list[str]) -> None:
-        """The listeners are up: every console's location names them (once per start)."""
+        """The listeners are up: every console of this host's VMs names them (once per
+        start; a VM of another host of the pool has that host's)."""
         if self._urls is not None:
             raise RuntimeError("listeners are bound once")
         self._urls = tuple(urls)
         with self.store.transaction():
             for ref, rec in self.store.all("console").items():
+                vm = self.store.find("VM", rec["VM"])
+                if vm is not None and vm["resident_on"] not in (self.host.host_ref, NULL_REF):
+                    continue
                 self.store.update("console", ref, {"location": self.of_console(ref, rec)})
 
     def base_url(self) -> str:

@@ -8,7 +8,7 @@ import json
 import os
 import secrets
 
-__all__ = ["hash_password", "verify_password", "load_or_init", "write_hash"]
+__all__ = ["hash_password", "verify_password", "load_or_init", "write_hash", "write_stored"]
 
 _N, _R, _P = 2**14, 8, 1
 
@@ -27,10 +27,17 @@ def verify_password(stored: dict, password: str) -> bool:
 
 def write_hash(path: str, password: str) -> None:
     """Atomic, owner-only: a crash never leaves a half-written or world-readable file."""
+    write_stored(path, hash_password(password))
+
+
+def write_stored(path: str, stored: dict) -> None:
+    """A hash made elsewhere (a pool's master's, taken by a joining host), as write_hash."""
+    if stored.get("scheme") != "scrypt" or not {"n", "r", "p", "salt", "hash"} <= set(stored):
+        raise ValueError("not a password hash")
     tmp = f"{path}.tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as fh:
-        json.dump(hash_password(password), fh)
+        json.dump(stored, fh)
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)

@@ -21,10 +21,15 @@ def elsewhere(store: "Store", vm: Mapping, *, host_ref: str, base_url: str) -> s
     """The origin ("https://address[:port]") of the other host `vm` is resident on: this
     agent's scheme and port with that host's address; None when it is here, nowhere, or on a
     host whose address we do not know."""
-    resident = vm["resident_on"]
-    if resident in (host_ref, NULL_REF):
+    return origin_of(store, vm["resident_on"], host_ref=host_ref, base_url=base_url)
+
+
+def origin_of(store: "Store", host: str | None, *, host_ref: str, base_url: str) -> str | None:
+    """The origin of `host`'s agent (this agent's scheme and port, as a pool's hosts share
+    them, with that host's address); None for this host, none, or one with no address."""
+    if host is None or host in (host_ref, NULL_REF):
         return None
-    host = store.find("host", resident)
-    if host is None or not host["address"]:
+    rec = store.find("host", host)
+    if rec is None or not rec["address"]:
         return None
-    return str(URL(base_url).with_host(host["address"])).rstrip("/")
+    return str(URL(base_url).with_host(rec["address"])).rstrip("/")

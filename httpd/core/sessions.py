@@ -126,7 +126,8 @@ class SessionManager:
         await asyncio.get_running_loop().run_in_executor(
             self.executor, write_hash, self.password_path, new)
 
-    def open_session(self, user: str, originator: str = "") -> str:
+    def open_session(self, user: str, originator: str = "", *, pool: bool = False) -> str:
+        """`pool`: another agent of the pool (session.slave_login)."""
         sessions = self.store.all("session")
         while len(sessions) >= self.limit:
             oldest = min(sessions, key=lambda r: sessions[r]["last_active"])
@@ -135,7 +136,7 @@ class SessionManager:
         return self.store.create("session", {
             "this_host": self.host_ref, "this_user": NULL_REF, "last_active": now,
             "validation_time": now, "is_local_superuser": True, "auth_user_name": user,
-            "originator": originator, "rbac_permissions": [], "pool": False})
+            "originator": originator, "rbac_permissions": [], "pool": pool})
 
     def check(self, ref: str) -> None:
         rec = self.store.find("session", ref)

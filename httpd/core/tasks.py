@@ -192,9 +192,10 @@ class TaskManager:
 
     # --- housekeeping ----------------------------------------------------------------------
     def recover_after_restart(self) -> None:
-        """Tasks that were running when the server died will never finish: fail them."""
+        """Tasks that were running when this agent died will never finish: fail them (in a
+        pool, this host's only: the others' agents run theirs)."""
         for ref, rec in list(self.store.all("task").items()):
-            if rec["status"] in _LIVE:
+            if rec["status"] in _LIVE and rec["resident_on"] in (self.host_ref, NULL_REF):
                 self.fail(ref, XenAPIError("INTERNAL_ERROR",
                                            "the server restarted while the task was running"))
 

@@ -11,9 +11,10 @@ from ..model.store import Store
 __all__ = ["mark", "clear", "marked"]
 
 
-def mark(store: Store, cls: str, ref: str, task: str | None) -> None:
-    """Inside the transaction that creates `ref`."""
-    store.create("unfinished", {"cls": cls, "obj": ref, "task": task or ""})
+def mark(store: Store, cls: str, ref: str, task: str | None, host: str = "") -> None:
+    """Inside the transaction that creates `ref`, by the agent of `host` (in a pool, each
+    agent's start sweeps only what it left)."""
+    store.create("unfinished", {"cls": cls, "obj": ref, "task": task or "", "host": host})
 
 
 def clear(store: Store, refs: Iterable[str]) -> None:
@@ -25,9 +26,12 @@ def clear(store: Store, refs: Iterable[str]) -> None:
                 store.destroy("unfinished", ref)
 
 
-def marked(store: Store) -> dict[str, list[str]]:
-    """Class -> objects still marked (at start: what a crash left half-made)."""
+def marked(store: Store, host: str | None = None) -> dict[str, list[str]]:
+    """Class -> objects still marked (at start: what a crash left half-made), by `host`'s
+    agent (or a lone host's, which names none) when a host is given."""
     out: dict[str, list[str]] = {}
     for rec in store.all("unfinished").values():
+        if host is not None and rec["host"] not in ("", host):
+            continue
         out.setdefault(rec["cls"], []).append(rec["obj"])
     return out

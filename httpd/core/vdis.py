@@ -121,7 +121,7 @@ class Vdis:
                 "type": "user", **fields, "uuid": uuid, "SR": sr, "virtual_size": size,
                 "location": uuid, "physical_utilisation": 0})
             if unfinished is not None:
-                mark(self.store, "VDI", vdi, unfinished)
+                mark(self.store, "VDI", vdi, unfinished, self.host.host_ref)
             refresh_allowed(self.store, "VDI", vdi)
         try:
             await self.store.sync()
@@ -148,7 +148,7 @@ class Vdis:
                 **{k: src[k] for k in _COPY_KEEP}, **(fields or {}), "uuid": uuid,
                 "SR": sr, "virtual_size": src["virtual_size"], "location": uuid,
                 "physical_utilisation": 0})
-            mark(self.store, "VDI", new, None)
+            mark(self.store, "VDI", new, None, self.host.host_ref)
             refresh_allowed(self.store, "VDI", new)
         try:
             await self.store.sync()

@@ -7,9 +7,9 @@ from __future__ import annotations
 from typing import Any
 
 from .schema import RO, f, xapi_class
-from .xtypes import STRING
+from .xtypes import FLOAT, STRING
 
-__all__ = ["unfinished", "task_owner"]
+__all__ = ["unfinished", "task_owner", "host_agent"]
 
 @xapi_class(internal=True)
 class unfinished:
@@ -20,6 +20,7 @@ class unfinished:
     cls: Any = f(STRING, RO)
     obj: Any = f(STRING, RO)
     task: Any = f(STRING, RO)
+    host: Any = f(STRING, RO)      # the agent that was making it ("": a lone host's)
 
 
 @xapi_class(internal=True)
@@ -28,3 +29,13 @@ class task_owner:
     token, so no task record may show it to other clients."""
     task: Any = f(STRING, RO)
     session: Any = f(STRING, RO)
+
+
+@xapi_class(internal=True)
+class host_agent:
+    """How the other agents of a pool reach a host's agent (`url`) and that it is alive:
+    `beat` grows while it runs (the master watches it change, on its own clock)."""
+    host: Any = f(STRING, RO)
+    url: Any = f(STRING, RO)
+    beat: Any = f(FLOAT, RO)
+    designated: Any = f(FLOAT, RO)   # until when (time.time()) it is the designated master

@@ -26,7 +26,8 @@ import threading
 import uuid as _uuid
 from typing import Any, Callable, Iterable, Iterator, Protocol, Sequence
 
-__all__ = ["Engine", "Op", "SQLiteEngine", "PostgresEngine", "engine_for", "Column"]
+__all__ = ["Engine", "Op", "SQLiteEngine", "PostgresEngine", "engine_for", "Column",
+           "host_uuids"]
 
 # ("put", class, [ref, value, ...]) or ("del", class, ref)
 Op = tuple
@@ -58,6 +59,18 @@ class Engine(Protocol):
         """Call `deliver(changes, upto)` (in a thread of the engine's) with the changes other
         agents commit to this database from now on, and the change-log id read up to; a no-op
         where no other agent can write."""
+
+    @property
+    def shared(self) -> bool:
+        """Whether other agents may use this database (a pool's)."""
+
+    def latest_change(self) -> int:
+        """The change-log id of the latest commit by any agent (0: none, or no change log).
+        Blocking, from any thread."""
+
+    def lease(self, on_change: Callable[[bool], None]) -> "Lease":
+        """The pool master's lease: `on_change(held)` (in a thread of the engine's) each time
+        this agent gets or loses it. Where no other agent can write, held from the start."""
 
 
 def _names(columns: Sequence[str]) -> str:
@@ -109,6 +122,34 @@ class SQLiteEngine:
     def follow(self, deliver: Callable[[list[Remote], int], None]) -> None:
         pass            # the data directory's lock: this agent is the file's only writer
 
+    shared = False
+
+    def latest_change(self) -> int:
+        return 0
+
+    def lease(self, on_change: Callable[[bool], None]) -> "Lease":
+        on_change(True)
+        return Lease()
+
+
+class Lease:
+    """What `Engine.lease` returns: stop it when the agent stops; `contend` says whether
+    this agent tries to get the lease while it does not hold it (a pool's designated master
+    takes it while the others wait); `release` gives it up (it is tried again when
+    `contend` allows)."""
+
+    def __init__(self) -> None:
+        self.contend = True
+
+    def release(self) -> None:
+        pass
+
+    def poke(self) -> None:
+        """Try now rather than at the next check."""
+
+    def stop(self) -> None:
+        pass
+
 
 # SQLite's affinities as PostgreSQL types (64-bit ints, doubles)
 _PG_TYPES = {"TEXT": "TEXT", "INTEGER": "BIGINT", "REAL": "DOUBLE PRECISION"}
@@ -134,6 +175,8 @@ class PostgresEngine:
         self._columns: dict[str, list[str]] = {}
         self._follower: _Follower | None = None
         self._commits = 0
+        self._fence = None                      # latest_change()'s connection
+        self._fence_lock = threading.Lock()
 
     def open(self, tables: dict[str, Sequence[Column]]) -> None:
         try:
@@ -231,12 +274,38 @@ class PostgresEngine:
 
     def follow(self, deliver: Callable[[list[Remote], int], None]) -> None:
         self._follower = _Follower(self.dsn, self.origin, self._columns, deliver)
+        deliver([], self._follower.last)         # read up to here: the load has the rest
         self._follower.start()
+
+    shared = True
+
+    def latest_change(self) -> int:
+        import psycopg
+        with self._fence_lock:
+            for attempt in (1, 2):
+                if self._fence is None or self._fence.closed or self._fence.broken:
+                    self._fence = psycopg.connect(self.dsn, autocommit=True)
+                try:
+                    return self._fence.execute("SELECT coalesce(max(id), 0) FROM xcp_changes"
+                                               ).fetchone()[0]
+                except psycopg.OperationalError:
+                    if attempt == 2:
+                        raise
+                    self._fence.close()
+        raise AssertionError("unreachable")
+
+    def lease(self, on_change: Callable[[bool], None]) -> "Lease":
+        lease = _MasterLease(self.dsn, on_change)
+        lease.start()
+        return lease
 
     def close(self) -> None:
         if self._follower is not None:
             self._follower.stop()
             self._follower = None
+        if self._fence is not None:
+            self._fence.close()
+            self._fence = None
         if self.conn is not None:
             self.conn.close()
             self.conn = None
@@ -313,6 +382,94 @@ class _Follower(threading.Thread):
         self._stopping.set()
         self.join(5)
         self.conn.close()
+
+
+class _MasterLease(Lease, threading.Thread):
+    """The pool master's lease: a session-level advisory lock on a connection of its own.
+    PostgreSQL frees it when that session ends (the agent died, or its connection did), and
+    another agent takes it at its next try. The holder checks its connection every CHECK
+    seconds and says it lost the lease at the first failure: a master cut off from the
+    database stops acting as master before another can be elected."""
+
+    CHECK = 1.0
+    KEY = "xcp-httpd pool master"
+
+    def __init__(self, dsn: str, on_change: Callable[[bool], None]) -> None:
+        Lease.__init__(self)
+        threading.Thread.__init__(self, name="pool-lease", daemon=True)
+        self.dsn = dsn
+        self.on_change = on_change
+        self.held = False
+        self._wake = threading.Event()
+        self._stopping = False
+        self._release = False
+        self.conn = None
+
+    def run(self) -> None:
+        import psycopg
+        while not self._stopping:
+            try:
+                self._step()
+            except psycopg.Error as e:
+                log.warning("pool lease: %s", " ".join(str(e).split()))
+                self._drop()
+            self._wake.wait(self.CHECK)
+            self._wake.clear()
+        self._drop()
+
+    def _step(self) -> None:
+        import psycopg
+        if self.conn is None or self.conn.closed or self.conn.broken:
+            # keepalives: a master whose network to the database is cut notices in seconds
+            self.conn = psycopg.connect(self.dsn, autocommit=True, connect_timeout=5,
+                                        keepalives=1, keepalives_idle=2,
+                                        keepalives_interval=1, keepalives_count=2)
+        if self.held and self._release:
+            self._release = False
+            self.conn.execute("SELECT pg_advisory_unlock(hashtext(%s))", (self.KEY,))
+            self.held = False
+            self.on_change(False)
+        elif self.held:
+            self.conn.execute("SELECT 1")
+        elif self.contend:
+            got = self.conn.execute("SELECT pg_try_advisory_lock(hashtext(%s))",
+                                    (self.KEY,)).fetchone()[0]
+            if got:
+                self.held = True
+                self.on_change(True)
+
+    def _drop(self) -> None:
+        if self.conn is not None:
+            try:
+                self.conn.close()
+            except Exception:  # noqa: BLE001 - a broken connection closes as it can
+                pass
+            self.conn = None
+        if self.held:
+            self.held = False
+            self.on_change(False)
+
+    def release(self) -> None:
+        self._release = True
+        self._wake.set()
+
+    def poke(self) -> None:
+        self._wake.set()
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+        self.join(5)
+
+
+def host_uuids(dsn: str) -> set[str]:
+    """The uuids of the hosts a PostgreSQL database holds (none: no such table yet)."""
+    import psycopg
+    with psycopg.connect(dsn, connect_timeout=10) as conn:
+        try:
+            return {r[0] for r in conn.execute('SELECT uuid FROM "host"')}
+        except psycopg.errors.UndefinedTable:
+            return set()
 
 
 def engine_for(database: str, sqlite_path: str, *, synchronous: str = "FULL") -> Engine:

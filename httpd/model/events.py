@@ -96,7 +96,8 @@ def _weight(snapshot: dict | None) -> int:
 
 class EventHub:
     def __init__(self, *, queue_size: int = 10_000, tombstones: int = 20_000) -> None:
-        # Ids continue across restarts (wall-clock based) so a client's old token never blocks.
+        # Ids continue across restarts and agents (wall-clock based, see publish) so a
+        # client's old token never blocks.
         self.base_id = int(time.time() * 1000)
         self.last_id = self.base_id
         self._latest: OrderedDict[str, Change] = OrderedDict()
@@ -112,7 +113,9 @@ class EventHub:
 
     # --- producing -------------------------------------------------------------------------
     def publish(self, cls: str, op: str, ref: str, snapshot: dict | None) -> None:
-        self.last_id += 1
+        # never behind the wall clock (ms): a pool's agents number alike, so a token one
+        # master gave stays good on the next (its later changes have higher ids there too)
+        self.last_id = max(self.last_id + 1, int(time.time() * 1000))
         eid = self.last_id
         prev = self._latest.pop(ref, None)
         created = eid if op == "add" else (prev.created if prev else self.base_id)

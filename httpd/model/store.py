@@ -38,7 +38,7 @@ from .errors import XenAPIError, handle_invalid, uuid_invalid
 from .events import EventHub
 from .xtypes import NULL_REF, CachedStruct, all_text
 
-__all__ = ["Store", "new_ref", "new_uuid", "WROTE"]
+__all__ = ["Store", "new_ref", "new_uuid", "WROTE", "schema", "stored_row"]
 
 # Set in the context of the call (asyncio task) that wrote: its reply waits for durability,
 # a concurrent reader's does not.
@@ -57,6 +57,17 @@ def new_ref() -> str:
 
 def _stored_fields(spec: ClassSpec) -> list[FieldSpec]:
     return [fs for fs in spec.fields if fs.reverse is None]
+
+
+def schema() -> dict[str, list[tuple[str, str]]]:
+    """Each stored class's columns, as an engine creates them."""
+    return {name: [(fs.name, fs.xtype.sql) for fs in _stored_fields(spec)]
+            for name, spec in STORED.items()}
+
+
+def stored_row(cls: str, ref: str, rec: dict) -> list:
+    """A record as an engine's "put" carries it: [ref, value, ...] in column order."""
+    return [ref] + [fs.xtype.to_db(rec[fs.name]) for fs in _stored_fields(STORED[cls])]
 
 
 class _Txn:
@@ -106,6 +117,8 @@ class _Writer(threading.Thread):
 
 
 class Store:
+    FENCE_TIMEOUT = 5.0
+
     def __init__(self, engine: Engine, events: EventHub) -> None:
         self.engine = engine
         self.events = events
@@ -129,14 +142,15 @@ class Store:
         # change-log id of the latest committed one (what another agent's change must beat)
         self._unacked: dict[tuple[str, str], int] = {}
         self._local_id: dict[tuple[str, str], int] = {}
+        self._remote_upto = 0                 # the change-log id the follower has read to
+        self._upto_waiters: list[tuple[int, asyncio.Future]] = []
 
     # --- lifecycle -------------------------------------------------------------------------
     def open(self) -> None:
         """Create or migrate the schema and load every table (at start-up, before serving)."""
         engine = self.engine
         # adding a field to the datamodel is a new column, nothing more
-        engine.open({name: [(fs.name, fs.xtype.sql) for fs in _stored_fields(spec)]
-                     for name, spec in STORED.items()})
+        engine.open(schema())
         loop = asyncio.get_running_loop()
         # before the load: a change committed meanwhile is both loaded and delivered (applied
         # again after the load, the same row), never lost
@@ -269,6 +283,23 @@ class Store:
         elif fut is not None and fut.exception() is not None:
             raise fut.exception()
 
+    async def fence(self, executor=None) -> None:
+        """Wait until the cache holds every change any agent committed to the database
+        before this call (after a call another agent ran for us, so the caller reads what
+        that call wrote). Immediate where no other agent writes."""
+        if not self.engine.shared:
+            return
+        loop = asyncio.get_running_loop()
+        target = await loop.run_in_executor(executor, self.engine.latest_change)
+        if self._remote_upto >= target:
+            return
+        fut = loop.create_future()
+        self._upto_waiters.append((target, fut))
+        try:
+            await asyncio.wait_for(fut, self.FENCE_TIMEOUT)
+        except asyncio.TimeoutError:     # the follower is reconnecting: it catches up later
+            log.warning("the database's changes up to %d have not arrived yet", target)
+
     # --- internals -------------------------------------------------------------------------
     def _change(self, cls: str, ref: str, new: dict | None) -> None:
         """Replace one record (None = delete) and keep reverse sets; inside a transaction."""
@@ -350,8 +381,7 @@ class Store:
                 continue
             spec = STORED[cls]
             if before is None or self._stored_differs(spec, before, after):
-                row = [ref] + [fs.xtype.to_db(after[fs.name]) for fs in _stored_fields(spec)]
-                self._pending_ops.append(("put", cls, row))
+                self._pending_ops.append(("put", cls, stored_row(cls, ref, after)))
             if public:
                 self.events.publish(cls, "add" if before is None else "mod", ref, after)
         if self._pending_fut is None:
@@ -401,6 +431,16 @@ class Store:
                 self._change(cls, ref, rec)
         if len(self._local_id) > 4096:        # after the batch: its ids are <= upto too
             self._local_id = {k: v for k, v in self._local_id.items() if v > upto}
+        self._remote_upto = max(self._remote_upto, upto)
+        if self._upto_waiters:
+            waiting = []
+            for target, fut in self._upto_waiters:
+                if target <= self._remote_upto:
+                    if not fut.done():
+                        fut.set_result(None)
+                else:
+                    waiting.append((target, fut))
+            self._upto_waiters = waiting
 
     def _members(self, owner_cls: str, owner: str, owner_field: str) -> list[str]:
         """A new record's reverse set from the members the cache holds already."""

@@ -214,7 +214,7 @@ class ImportJob:
             vm = store.create("VM", {**fields, "power_state": "Halted", "metrics": metrics,
                                      "domid": -1,
                                      "current_operations": {self.ctx.task or "import": "import"}})
-            mark(store, "VM", vm, self.ctx.task)
+            mark(store, "VM", vm, self.ctx.task, self.ctx.host.host_ref)
             refresh_allowed(self.ctx.store, "VM", vm)
         self.vms.append(vm)
         return vm
@@ -275,10 +275,10 @@ def _taken(store, cls: str, uuid: str) -> bool:
         return False
 
 
-async def sweep_unfinished(store: Store, disks: Vdis) -> int:
-    """At start: what a crash left half-made (imports' VMs and VDIs, copies' VDIs, all marked
-    `unfinished`); remove it, and the marks."""
-    left = marked(store)
+async def sweep_unfinished(store: Store, disks: Vdis, host: str) -> int:
+    """At start: what a crash of `host`'s agent left half-made (imports' VMs and VDIs,
+    copies' VDIs, all marked `unfinished`); remove it, and the marks."""
+    left = marked(store, host)
     vms = [r for r in left.get("VM", []) if store.find("VM", r) is not None]
     vdis = [r for r in left.get("VDI", []) if store.find("VDI", r) is not None]
     if vms or vdis:

@@ -29,7 +29,9 @@ from xva.files import export_appliance, export_blocks
 from console_proxy.frontend import FRAMED_BY_CLOSE, FRAMING
 
 from ..core.context import Ctx
+from ..core.forwarding import home_of_sr, home_of_vm
 from ..core.power import require
+from ..core.resident import origin_of
 from ..jobs import Busy
 from ..model.errors import XenAPIError, internal_error
 from ..model.xtypes import NULL_REF
@@ -79,6 +81,19 @@ def _vdi_param(ctx: Ctx, request: web.Request) -> str:
 
 
 _UNSURE = 2**50     # Xen Orchestra declares 1 PiB for a stream of unknown length
+
+
+def _go_to(request: web.Request, ctx: Ctx, host: str | None) -> None:
+    """In a pool: 302 to the host that holds what the request reads or writes (a VM's
+    domain or disks, a local SR), with the same query; nothing when it is this one."""
+    origin = origin_of(ctx.store, host, host_ref=ctx.host.host_ref,
+                       base_url=ctx.services.locations.base_url())
+    if origin is not None:
+        raise web.HTTPFound(f"{origin}{request.path_qs}")
+
+
+def _vdi_home(ctx: Ctx, vdi: str) -> str | None:
+    return home_of_sr(ctx.store, ctx.store.get("VDI", vdi)["SR"])
 
 
 def _is_probe(request: web.Request) -> bool:
@@ -247,6 +262,8 @@ async def _export(request: web.Request, *, metadata_only: bool) -> web.StreamRes
     async with http_session(request, "export") as session:
         ctx = Ctx(services, session)
         vm = _lookup(ctx, "VM", request, "ref", "uuid")
+        if not metadata_only:
+            _go_to(request, ctx, home_of_vm(ctx.store, vm))
         value = request.query.get("use_compression", "false").lower()
         if value not in _COMPRESSIONS:
             raise XenAPIError("INVALID_VALUE", "use_compression", value)
@@ -337,6 +354,8 @@ async def _import(request: web.Request, *, metadata_only: bool) -> web.StreamRes
             sr = _lookup(ctx, "SR", request, "sr_id", "sr_uuid")
         else:
             sr = ctx.vdis.default_sr()
+        if not metadata_only:
+            _go_to(request, ctx, home_of_sr(ctx.store, sr))
         force = _flag(request, "force")
         job = ImportJob(ctx, sr, restore=_flag(request, "restore"), force=force,
                         metadata_only=metadata_only, dry_run=_flag(request, "dry_run"))
@@ -405,6 +424,7 @@ async def export_raw_vdi(request: web.Request) -> web.StreamResponse:
     async with http_session(request, "export_raw_vdi") as session:
         ctx = Ctx(services, session)
         vdi = _vdi_param(ctx, request)
+        _go_to(request, ctx, _vdi_home(ctx, vdi))
         fmt = _disk_format(request)
         base = _base_vdi(ctx, request, vdi)
         if base is not None and fmt != "vhd":
@@ -445,6 +465,11 @@ async def import_raw_vdi(request: web.Request) -> web.StreamResponse:
     services = request.app[SERVICES]
     async with http_session(request, "import_raw_vdi") as session:
         ctx = Ctx(services, session)
+        if request.query.get("vdi"):
+            _go_to(request, ctx, _vdi_home(ctx, _vdi_param(ctx, request)))
+        elif request.query.get("sr_id") or request.query.get("sr_uuid"):
+            _go_to(request, ctx, home_of_sr(ctx.store, _lookup(ctx, "SR", request, "sr_id",
+                                                               "sr_uuid")))
         fmt = _disk_format(request)
         if fmt != "raw" and not request.query.get("vdi"):
             raise XenAPIError("INVALID_VALUE", "vdi", f"a {fmt} image goes into an existing VDI")

@@ -32,7 +32,7 @@ def _load() -> None:
     global _loaded
     if _loaded:
         return
-    from . import console, devices, storage, transfer, vm  # noqa: F401 - they register
+    from . import console, devices, pool, storage, transfer, vm  # noqa: F401 - they register
     from .generic import register_all
     register_all()
     _loaded = True

@@ -12,6 +12,7 @@ import os
 import socket
 import ssl
 import sys
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -245,7 +246,9 @@ class Session:
         """`Class.message(session, params...)`."""
         return self.raw_call(method, self.ref, *params)
 
-    def login(self) -> "Session":
+    def login(self, *, slave_local: bool = False) -> "Session":
+        """`slave_local`: log in to this very host even if it is a pool's slave (the way to
+        pool-emergency-transition-to-master), not to its master."""
         ep = self.endpoint
         password = ep.password
         if password is None and not ep.is_local:
@@ -254,8 +257,21 @@ class Session:
             else:
                 raise XeError("Error: no password given (use -pw, -pwf or password= in ~/.xe)")
         try:
-            self.ref = str(self.raw_call("session.login_with_password", ep.username,
-                                         password or "", API_VERSION, "xe"))
+            try:
+                if slave_local:
+                    self.ref = str(self.raw_call("session.slave_local_login_with_password",
+                                                 ep.username, password or ""))
+                    return self
+                self.ref = str(self.raw_call("session.login_with_password", ep.username,
+                                             password or "", API_VERSION, "xe"))
+            except ApiFailure as e:
+                # a pool's slave names its master: go there (same scheme and port), as xe does
+                if e.code != "HOST_IS_SLAVE" or ep.is_local or not e.params or not e.params[0]:
+                    raise
+                self.close()
+                self.endpoint = ep = dataclasses.replace(ep, host=e.params[0])
+                self.ref = str(self.raw_call("session.login_with_password", ep.username,
+                                             password or "", API_VERSION, "xe"))
         except ApiFailure as e:
             if e.code == "SESSION_AUTHENTICATION_FAILED":
                 raise XeError(f"Error: authentication failed for user {ep.username!r} at "

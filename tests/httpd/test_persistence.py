@@ -157,8 +157,8 @@ def test_idle_sessions_expire(tmp_path):
 
 
 def test_a_second_agent_on_the_same_postgresql_database_is_refused(postgres, tmp_path):
-    """Until pools exist one agent owns a database: another data directory pointed at it is
-    refused in one line (it would take the first agent's host and reconcile its VMs), and the
+    """A new data directory pointed at a pool's database is refused in one line (it would
+    take another agent's host and reconcile its VMs): a host enters a pool by pool.join. The
     first agent's data directory knows its host across restarts (host.uuid)."""
     url = postgres.new_database()
     first = Server(tmp_path / "a", "--database", url).start()
@@ -171,7 +171,8 @@ def test_a_second_agent_on_the_same_postgresql_database_is_refused(postgres, tmp
             second.start()
         lines = [ln for ln in "".join(second.output).splitlines() if ln.strip()]
         assert lines[-1].startswith(f"xcp-httpd: cannot start on {tmp_path / 'b'}: ")
-        assert "the database is another agent's" in lines[-1], lines
+        assert "the database is a pool's" in lines[-1], lines
+        assert "joins the pool with pool.join" in lines[-1], lines
         assert x.VM.get_all()                       # the first one goes on
         first.restart()
         y = first.session().xenapi
