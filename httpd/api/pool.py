@@ -21,7 +21,7 @@ from ..core.passwords import write_stored
 from ..core.pool_role import agent_ref
 from ..model.errors import XenAPIError
 from ..model.engines import host_uuids
-from ..model.store import new_ref, new_uuid
+from ..model.store import new_record, new_ref, new_uuid
 from ..model.xtypes import NULL_REF, STRING, Ref
 
 table = MessageTable()
@@ -76,7 +76,11 @@ def join_info(ctx: Ctx) -> dict:
             "master": store.get("host", ctx.host.host_ref)["uuid"],
             "pool": ctx.host.pool_ref,
             "password_hash": json.dumps(ctx.services.sessions.password_hash),
-            "networks": {n["bridge"]: ref for ref, n in store.all("network").items()}}
+            "networks": {n["bridge"]: ref for ref, n in store.all("network").items()},
+            # the shared SRs, each attached on a joining host as on the others
+            "shared_SRs": {ref: next((store.get("PBD", p)["device_config"]
+                                      for p in sr["PBDs"]), {})
+                           for ref, sr in store.all("SR").items() if sr["shared"]}}
 
 
 async def _login_to_master(ctx: Ctx, address: str, user: str, password: str):
@@ -151,6 +155,10 @@ async def join(ctx: Ctx, address: str, user: str, password: str) -> str:
             else:
                 objects[("network", net)] = store.get("network", net)
 
+    for sr, device_config in info.get("shared_SRs", {}).items():
+        objects[("PBD", new_ref())] = new_record("PBD", {
+            "host": me, "SR": sr, "device_config": device_config, "currently_attached": True})
+
     config = ctx.services.config
     membership.write(config.data_dir, database, "joining")
     try:
@@ -195,6 +203,9 @@ async def eject(ctx: Ctx, host: str) -> str:
     for ref, v in store.all("VM").items():
         if v["is_default_template"]:
             taken[("VM", ref)] = v
+    for key, r in list(taken.items()):         # its PBDs of the pool's shared SRs stay behind
+        if key[0] == "PBD" and ("SR", r["SR"]) not in taken:
+            del taken[key]
     sr = local_srs[0] if local_srs else NULL_REF
     taken[("pool", new_ref())] = {**pool, "uuid": new_uuid(), "name_label": "",
                                   "master": me, "default_SR": sr, "suspend_image_SR": sr,

@@ -177,8 +177,11 @@ async def sr_create(ctx: Ctx, host: str, device_config: dict, physical_size: int
             "name_label": name, "name_description": description, "type": type_,
             "content_type": content_type, "shared": shared, "sm_config": sm_config or {}})
         refresh_allowed(ctx.store, "SR", sr)
-        ctx.store.create("PBD", {"host": host, "SR": sr, "device_config": device_config,
-                                 "currently_attached": True})
+        # a shared SR (a directory every host of the pool sees, like NFS) is attached on each
+        # host, as xapi's: any of them can start a VM whose disks are there
+        for h in (ctx.store.all("host") if shared else [host]):
+            ctx.store.create("PBD", {"host": h, "SR": sr, "device_config": device_config,
+                                     "currently_attached": True})
     await ctx.vdis.refresh_sr(sr)
     return sr
 

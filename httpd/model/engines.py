@@ -423,7 +423,8 @@ class _MasterLease(Lease, threading.Thread):
             # keepalives: a master whose network to the database is cut notices in seconds
             self.conn = psycopg.connect(self.dsn, autocommit=True, connect_timeout=5,
                                         keepalives=1, keepalives_idle=2,
-                                        keepalives_interval=1, keepalives_count=2)
+                                        keepalives_interval=1, keepalives_count=2,
+                                        application_name="xcp-httpd pool lease")
         if self.held and self._release:
             self._release = False
             self.conn.execute("SELECT pg_advisory_unlock(hashtext(%s))", (self.KEY,))

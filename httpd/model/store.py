@@ -38,7 +38,7 @@ from .errors import XenAPIError, handle_invalid, uuid_invalid
 from .events import EventHub
 from .xtypes import NULL_REF, CachedStruct, all_text
 
-__all__ = ["Store", "new_ref", "new_uuid", "WROTE", "schema", "stored_row"]
+__all__ = ["Store", "new_ref", "new_uuid", "WROTE", "schema", "stored_row", "new_record"]
 
 # Set in the context of the call (asyncio task) that wrote: its reply waits for durability,
 # a concurrent reader's does not.
@@ -63,6 +63,14 @@ def schema() -> dict[str, list[tuple[str, str]]]:
     """Each stored class's columns, as an engine creates them."""
     return {name: [(fs.name, fs.xtype.sql) for fs in _stored_fields(spec)]
             for name, spec in STORED.items()}
+
+
+def new_record(cls: str, fields: dict) -> dict:
+    """A whole record of `cls`: `fields`, each other field's default, a fresh uuid."""
+    rec = {fs.name: fields[fs.name] if fs.name in fields else fs.make_default()
+           for fs in STORED[cls].fields}
+    rec["uuid"] = rec["uuid"] or new_uuid()
+    return rec
 
 
 def stored_row(cls: str, ref: str, rec: dict) -> list:

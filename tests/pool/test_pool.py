@@ -30,6 +30,7 @@ pytestmark = pytest.mark.usefixtures("pool")
 @pytest.fixture(scope="module")
 def pool(postgres, tmp_path_factory):
     p = Pool(tmp_path_factory.mktemp("pool"), postgres.new_database())
+    p.cluster = postgres
     try:
         for srv in p.hosts:
             srv.start()
@@ -85,12 +86,20 @@ def test_bad_joins_are_refused_and_change_nothing(pool):
             s.xenapi.session.logout()
 
 
+def _shared_sr(x, host: str, path: Path, name: str) -> str:
+    return x.SR.create(host, {"path": str(path)}, "0", name, "a directory every host sees",
+                       "file", "user", True, {})
+
+
 def _xe(pool, i: int, password: str, *args: str, home: Path) -> subprocess.CompletedProcess:
     return run_xe("-s", ADDRESSES[i], "-p", str(pool.port), "--nossl", "-u", "root",
                   "-pw", password, *args, env=xe_env(home))
 
 
 def test_two_hosts_join_the_pool(pool, tmp_path):
+    # a shared SR made before the joins: each joining host attaches it too
+    x1 = pool.login(0).xenapi
+    pool.shared_sr = _shared_sr(x1, x1.host.get_all()[0], tmp_path / "nfs", "shared before")
     # host 2 with the SDK, host 3 with xe
     pool.login(1, "two-2").xenapi.pool.join(ADDRESSES[0], "root", PASSWORD)
     r = _xe(pool, 2, "three-3", "pool-join", f"master-address={ADDRESSES[0]}",
@@ -112,6 +121,10 @@ def test_two_hosts_join_the_pool(pool, tmp_path):
         assert x.VM.get_resident_on(rec["control_domain"]) == host
         assert rec["PBDs"] and x.host_metrics.get_live(rec["metrics"])
         _demo_of(x, host)
+    # the shared SRs are attached on every host: the one made before the joins and one after
+    after = _shared_sr(x, master, tmp_path / "nfs2", "shared after")
+    for sr in (pool.shared_sr, after):
+        assert {x.PBD.get_host(p) for p in x.SR.get_PBDs(sr)} == set(hosts.values())
     # the pool's default templates once, not three times
     names = [r["name_label"] for r in x.VM.get_all_records().values() if r["is_a_template"]]
     assert names.count("Debian Etch 4.0") == 1
@@ -149,6 +162,28 @@ def test_a_vm_started_on_host_3_from_the_master_runs_there(pool):
     assert x.VM.get_power_state(vm) == "Halted"
     x.VM.start(vm, False, False)                    # placed where its disk is
     assert x.VM.get_resident_on(vm) == host3 != host1
+
+
+def test_a_vm_on_a_shared_sr_starts_on_any_host(pool):
+    x = pool.login(0).xenapi
+    hosts = _hosts(x)
+    vdi = x.VDI.create({"SR": pool.shared_sr, "virtual_size": str(16 << 20), "type": "user",
+                        "name_label": "shared disk", "sharable": False, "read_only": False,
+                        "other_config": {}})
+    vm = x.VM.create({"name_label": "on shared storage", "memory_static_max": str(2**28),
+                      "memory_dynamic_max": str(2**28), "memory_dynamic_min": str(2**28),
+                      "memory_static_min": str(2**28), "VCPUs_max": "1",
+                      "VCPUs_at_startup": "1"})
+    x.VBD.create({"VM": vm, "VDI": vdi, "userdevice": "0", "bootable": True, "mode": "RW",
+                  "type": "Disk", "empty": False, "other_config": {}})
+    for addr in (ADDRESSES[1], ADDRESSES[2], ADDRESSES[0]):
+        x.VM.start_on(vm, hosts[addr], False, False)
+        assert x.VM.get_resident_on(vm) == hosts[addr]
+        x.VM.hard_shutdown(vm)
+    # with nothing pinning it, VM.start runs it on the master
+    x.VM.start(vm, False, False)
+    assert x.VM.get_resident_on(vm) == hosts[ADDRESSES[0]]
+    x.VM.hard_shutdown(vm)
 
 
 def test_event_from_on_the_master_sees_a_change_made_on_host_3(pool):
@@ -327,3 +362,30 @@ def test_a_host_is_ejected_and_is_alone_again(pool):
     assert y.VM.get_power_state(demo) == "Running"
     y.VM.hard_shutdown(demo)
     assert y.VM.get_by_name_label("Debian Etch 4.0")
+
+
+def test_a_master_that_loses_its_database_connection_stops_being_master(pool):
+    """The lease's connection cut (the server ends it): the master says so at its next check
+    and answers HOST_IS_SLAVE until it holds the lease again (here it takes it back: the
+    pool's only other host is dead)."""
+    i = pool.new_master
+    cut = pool.cluster.sql(
+        "SELECT count(pg_terminate_backend(l.pid)) FROM pg_locks l JOIN pg_stat_activity a "
+        "USING (pid) WHERE l.locktype = 'advisory' AND l.granted AND "
+        "a.application_name = 'xcp-httpd pool lease' AND a.datname = "
+        f"'{pool.database.split('?')[0].rsplit('/', 1)[1]}'")
+    assert cut == "1"
+    srv = pool.hosts[i]
+    seen = until(lambda: "no longer the pool master" in srv.drain_output(0.5) or None,
+                 timeout=15, what="the master to give the lease up")
+    assert seen
+    x = until(lambda: _login_or_none(pool, i), timeout=15, what="a master again")
+    assert x.pool.get_master(x.pool.get_all()[0]) == _hosts(x)[ADDRESSES[i]]
+
+
+def _login_or_none(pool, i: int):
+    try:
+        return pool.login(i).xenapi
+    except XenAPI.Failure as e:
+        assert e.details[0] == "HOST_IS_SLAVE"
+        return None
