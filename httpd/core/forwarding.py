@@ -65,8 +65,38 @@ def _device_vm(cls: str) -> Callable[[Store, list], str | None]:
     return where
 
 
-# message -> the host whose agent runs it (None: this one)
+def _vdi_sr(store: Store, args: list) -> str | None:
+    rec = store.find("VDI", args[0])
+    return home_of_sr(store, rec["SR"]) if rec is not None else None
+
+
+def _sr_arg(store: Store, args: list) -> str | None:
+    return home_of_sr(store, args[0])
+
+
+def _new_vdi(store: Store, args: list) -> str | None:
+    sr = args[0].get("SR") if isinstance(args[0], dict) else None
+    return home_of_sr(store, sr) if isinstance(sr, str) else None
+
+
+def _pbd_host(store: Store, args: list) -> str | None:
+    rec = store.find("PBD", args[0])
+    return rec["host"] if rec is not None else None
+
+
+def _new_local_sr(store: Store, args: list) -> str | None:
+    return None if args[7] else args[0]     # a shared SR is attached on every host
+
+
+# message -> the host whose agent runs it (None: this one): domains, and the files of a
+# host's local SRs
 _WHERE: dict[str, Callable[[Store, list], str | None]] = {
+    **{f"VM.{op}": _vm_arg for op in (
+        "clone", "copy", "snapshot", "checkpoint", "revert", "provision", "destroy")},
+    **{f"VDI.{op}": _vdi_sr for op in (
+        "destroy", "resize", "resize_online", "clone", "copy", "forget", "data_destroy")},
+    "VDI.create": _new_vdi, "SR.scan": _sr_arg, "SR.update": _sr_arg,
+    "SR.create": _new_local_sr, "PBD.plug": _pbd_host, "PBD.unplug": _pbd_host,
     **{f"VM.{op}": _vm_arg for op in (
         "start", "resume", "pause", "unpause", "clean_shutdown", "hard_shutdown", "shutdown",
         "clean_reboot", "hard_reboot", "suspend")},

@@ -164,6 +164,32 @@ def test_a_vm_started_on_host_3_from_the_master_runs_there(pool):
     assert x.VM.get_resident_on(vm) == host3 != host1
 
 
+def test_disk_work_on_host_3s_local_storage_runs_on_host_3(pool):
+    """Through the master: its agent forwards what touches host 3's files to host 3's."""
+    x = pool.login(0).xenapi
+    host3 = _hosts(x)[ADDRESSES[2]]
+    local3 = next(sr for sr in x.SR.get_all() if not x.SR.get_shared(sr) and
+                  {x.PBD.get_host(p) for p in x.SR.get_PBDs(sr)} == {host3})
+    vdi = x.VDI.create({"SR": local3, "virtual_size": str(8 << 20), "type": "user",
+                        "name_label": "on host 3", "sharable": False, "read_only": False,
+                        "other_config": {}})
+    path = pool.hosts[2].data_dir / "sr" / x.SR.get_uuid(local3)
+    location = x.VDI.get_location(vdi)
+    assert [f for f in path.iterdir() if f.name.startswith(location)]
+    x.VDI.destroy(vdi)
+    assert not [f for f in path.iterdir() if f.name.startswith(location)]
+    demo = _demo_of(x, host3)
+    if x.VM.get_power_state(demo) == "Running":
+        x.VM.hard_shutdown(demo)
+    clone = x.VM.clone(demo, "a clone on host 3")
+    disk = x.VBD.get_VDI(x.VM.get_VBDs(clone)[0])
+    assert x.VDI.get_SR(disk) == local3
+    x.SR.scan(local3)
+    assert disk in x.SR.get_VDIs(local3)
+    x.VM.destroy(clone)
+    x.VDI.destroy(disk)
+
+
 def test_a_vm_on_a_shared_sr_starts_on_any_host(pool):
     x = pool.login(0).xenapi
     hosts = _hosts(x)
@@ -237,6 +263,8 @@ def test_export_and_console_through_the_master_are_redirected_to_host_3(pool, tm
     vm = _demo_of(x, host3)
     sid = s._session
     uuid = x.VM.get_uuid(vm)
+    if x.VM.get_power_state(vm) != "Running":
+        x.VM.start(vm, False, False)
     # a console CONNECT to the master: 302 to host 3, which tunnels to the VM's console
     with socket.create_connection((ADDRESSES[0], pool.port)) as c:
         c.sendall(f"CONNECT /console?uuid={uuid}&session_id={sid} HTTP/1.0\r\n\r\n".encode())
