@@ -19,6 +19,7 @@ from ..core.dispatch import MessageTable
 from ..core.forwarding import home_of_sr, home_of_vm
 from ..core.passwords import write_stored
 from ..core.pool_role import agent_ref
+from ..core.sessions import POOL_PASSWORD
 from ..model.errors import XenAPIError
 from ..model.engines import host_uuids
 from ..model.store import new_record, new_ref, new_uuid
@@ -71,11 +72,14 @@ def join_info(ctx: Ctx) -> dict:
         raise XenAPIError("OPERATION_NOT_ALLOWED",
                           "the master keeps its records in its own SQLite file: start it with "
                           "--database postgresql://... to make a pool")
+    sessions = ctx.services.sessions
+    if store.find("root_password", POOL_PASSWORD) is None:
+        sessions.share_password()           # from now on the pool's, on every host
     return {"database": ctx.services.pool.database,
             "secret": membership.pool_secret(ctx.services.config.data_dir),
             "master": store.get("host", ctx.host.host_ref)["uuid"],
             "pool": ctx.host.pool_ref,
-            "password_hash": json.dumps(ctx.services.sessions.password_hash),
+            "password_hash": json.dumps(sessions.password_hash),
             "networks": {n["bridge"]: ref for ref, n in store.all("network").items()},
             # the shared SRs, each attached on a joining host as on the others
             "shared_SRs": {ref: next((store.get("PBD", p)["device_config"]
@@ -224,6 +228,8 @@ async def eject(ctx: Ctx, host: str) -> str:
         if store.find("host_agent", agent_ref(me)) is not None:
             store.destroy("host_agent", agent_ref(me))
     await store.sync()
+    # the pool's root password stays this host's
+    write_stored(str(config.password_path), ctx.services.sessions.password_hash)
     membership.finish_ejection(config)
     membership.set_pool_secret(config.data_dir, secrets.token_urlsafe(32))
     ctx.services.control.request("restart")

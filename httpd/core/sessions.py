@@ -32,6 +32,7 @@ from .passwords import verify_password, write_hash
 __all__ = ["SessionManager"]
 
 ROOT = "root"
+POOL_PASSWORD = "root_password"     # the ref of a pool's root_password record
 _VERIFIED_TTL = 300.0   # seconds a verified password is taken without scrypt
 _VERIFIED_MAX = 16      # distinct verified passwords remembered (normally one)
 
@@ -51,6 +52,7 @@ class SessionManager:
         self.password_path = password_path
         self._hash_stamp: tuple[int, int] | None = None
         self._hash: dict = {}
+        self._pool_text, self._pool_hash = "", {}
         self._verify_key = secrets.token_bytes(32)
         self._verified: dict[bytes, float] = {}    # keyed digest -> monotonic time verified
         self.limit = limit
@@ -60,7 +62,13 @@ class SessionManager:
 
     @property
     def password_hash(self) -> dict:
-        """Re-read when the file changes, so `xcp-httpd passwd` applies without a restart."""
+        """A pool's (its database holds it), else the data directory's file, re-read when it
+        changes, so `xcp-httpd passwd` applies without a restart."""
+        rec = self.store.find("root_password", POOL_PASSWORD)
+        if rec is not None:
+            if rec["hash"] != self._pool_text:
+                self._pool_hash, self._pool_text = json.loads(rec["hash"]), rec["hash"]
+            return self._pool_hash
         st = os.stat(self.password_path)
         stamp = (st.st_mtime_ns, st.st_ino)
         if stamp != self._hash_stamp:
@@ -125,6 +133,19 @@ class SessionManager:
             raise XenAPIError("INVALID_VALUE", "new_pwd", "")
         await asyncio.get_running_loop().run_in_executor(
             self.executor, write_hash, self.password_path, new)
+        if self.store.find("root_password", POOL_PASSWORD) is not None:
+            with open(self.password_path) as fh:      # the pool's, on every host
+                self.share_password(fh.read())
+
+    def share_password(self, text: str | None = None) -> None:
+        """Make root's password the pool's (this host's file, or `text`, a stored hash)."""
+        if text is None:
+            with open(self.password_path) as fh:
+                text = fh.read()
+        if self.store.find("root_password", POOL_PASSWORD) is None:
+            self.store.create("root_password", {"hash": text}, ref=POOL_PASSWORD)
+        else:
+            self.store.update("root_password", POOL_PASSWORD, {"hash": text})
 
     def open_session(self, user: str, originator: str = "", *, pool: bool = False) -> str:
         """`pool`: another agent of the pool (session.slave_login)."""

@@ -9,7 +9,7 @@ from typing import Any
 from .schema import RO, f, xapi_class
 from .xtypes import FLOAT, STRING
 
-__all__ = ["unfinished", "task_owner", "host_agent"]
+__all__ = ["unfinished", "task_owner", "host_agent", "root_password"]
 
 @xapi_class(internal=True)
 class unfinished:
@@ -39,3 +39,11 @@ class host_agent:
     url: Any = f(STRING, RO)
     beat: Any = f(FLOAT, RO)
     designated: Any = f(FLOAT, RO)   # until when (time.time()) it is the designated master
+
+
+@xapi_class(internal=True)
+class root_password:
+    """A pool's root password (one record, ref `root_password`): the scrypt hash as JSON,
+    the same on every host, so a new master checks what the old one did. A lone host keeps
+    its hash in the data directory only."""
+    hash: Any = f(STRING, RO)

@@ -324,6 +324,21 @@ def test_the_master_hands_over_and_back(pool, tmp_path):
     assert x.pool.get_master(x.pool.get_all()[0]) == hosts[ADDRESSES[0]]
 
 
+def test_root_s_password_is_the_pool_s(pool):
+    """Changed on the master, it is the one every host checks (here: host 2's own logins)."""
+    x = pool.login(0).xenapi
+    x.session.change_password(PASSWORD, "pool-pw-2")
+    agent2 = xmlrpc.client.ServerProxy(pool.url(1))
+
+    def login2(password: str) -> list:
+        reply = agent2.session.slave_local_login_with_password("root", password)
+        return ["Success"] if reply["Status"] == "Success" else reply["ErrorDescription"]
+    assert until(lambda: login2("pool-pw-2") == ["Success"], timeout=10, what="the new one")
+    assert login2(PASSWORD)[0] == "SESSION_AUTHENTICATION_FAILED"
+    x.session.change_password("pool-pw-2", PASSWORD)
+    assert until(lambda: login2(PASSWORD) == ["Success"], timeout=10, what="the old one")
+
+
 def test_kill_9_of_the_master_and_another_host_takes_over(pool):
     x = pool.login(0).xenapi
     hosts = _hosts(x)
