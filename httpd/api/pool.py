@@ -164,7 +164,7 @@ async def join(ctx: Ctx, address: str, user: str, password: str) -> str:
             "host": me, "SR": sr, "device_config": device_config, "currently_attached": True})
 
     config = ctx.services.config
-    membership.write(config.data_dir, database, "joining")
+    membership.write(config.data_dir, database, "joining", info["secret"])
     try:
         await ctx.blocking(membership.copy_into, database, "", objects, remap)
     except BaseException:

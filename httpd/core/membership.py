@@ -57,15 +57,21 @@ def _write_private(path: Path, text: str) -> None:
 
 
 def read(data_dir: Path) -> dict | None:
-    """{"database": URL, "state": "member" | "joining" | "leaving"}, or None (a lone host)."""
+    """{"database": URL, "state": "member" | "joining" | "leaving"[, "secret": ...]}, or None
+    (a lone host)."""
     try:
         return json.loads((data_dir / POOL_FILE).read_text())
     except FileNotFoundError:
         return None
 
 
-def write(data_dir: Path, database: str, state: str) -> None:
-    _write_private(data_dir / POOL_FILE, json.dumps({"database": database, "state": state}))
+def write(data_dir: Path, database: str, state: str, secret: str | None = None) -> None:
+    """`secret`: while joining, the pool's secret, which becomes this host's if the join
+    turns out to have committed."""
+    member = {"database": database, "state": state}
+    if secret is not None:
+        member["secret"] = secret
+    _write_private(data_dir / POOL_FILE, json.dumps(member))
 
 
 def remove(data_dir: Path) -> None:
@@ -117,6 +123,8 @@ def resolve_database(config: Config) -> str:
     if state == "leaving" and not present:      # the pool let go: this host's own file
         finish_ejection(config)
         return "sqlite"
+    if state == "joining" and member.get("secret"):
+        set_pool_secret(config.data_dir, member["secret"])
     (config.data_dir / EJECTED_DB).unlink(missing_ok=True)
     write(config.data_dir, database, "member")
     return database

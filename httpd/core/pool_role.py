@@ -36,9 +36,9 @@ __all__ = ["PoolRole", "SLAVE_ANSWERS", "agent_ref"]
 log = logging.getLogger(__name__)
 
 # what a slave answers itself (xapi's slaves too: the pool's logins, the way out of a dead
-# master, the host's own clock)
+# master)
 SLAVE_ANSWERS = frozenset({"session.slave_login", "session.slave_local_login_with_password",
-                           "pool.emergency_transition_to_master", "pool.recover_slaves"})
+                           "pool.emergency_transition_to_master"})
 
 HOST_OFFLINE = ("HOST_OFFLINE", 1)      # xapi's alert name for a host that stopped answering
 
