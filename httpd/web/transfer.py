@@ -348,14 +348,14 @@ async def _import(request: web.Request, *, metadata_only: bool) -> web.StreamRes
     services = request.app[SERVICES]
     async with http_session(request, "import") as session:
         ctx = Ctx(services, session)
-        if _is_probe(request):
-            return web.Response(text="")
         if request.query.get("sr_id") or request.query.get("sr_uuid"):
             sr = _lookup(ctx, "SR", request, "sr_id", "sr_uuid")
         else:
             sr = ctx.vdis.default_sr()
-        if not metadata_only:
+        if not metadata_only:       # (a probe too: it is how clients learn where to send)
             _go_to(request, ctx, home_of_sr(ctx.store, sr))
+        if _is_probe(request):
+            return web.Response(text="")
         force = _flag(request, "force")
         job = ImportJob(ctx, sr, restore=_flag(request, "restore"), force=force,
                         metadata_only=metadata_only, dry_run=_flag(request, "dry_run"))

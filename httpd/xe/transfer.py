@@ -9,6 +9,7 @@ the new VM refs. Ctrl-C cancels the task on the server (task.cancel) and exits n
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import http.client
 import os
 import stat
@@ -17,14 +18,14 @@ import threading
 import time
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterator, TextIO
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 from xva.errors import XVAError
 from xva.tar import TAR_END, safe_name, tar_header, tar_padding
 
 from ..allocator import keep_big_buffers
 from ..wire.xmlrpc import XMLRPCParseError, parse_value_text
-from .client import ApiFailure, Session, XeError
+from .client import ApiFailure, Endpoint, Session, XeError
 from .core import Ctx, UsageError, command
 from .vm import select_one
 
@@ -261,6 +262,21 @@ def _http_error(resp: http.client.HTTPResponse, body: bytes) -> XeError:
                    f"{': ' + text if text else ''}")
 
 
+_REDIRECTS = (301, 302, 303, 307, 308)
+
+
+def _redirect(ctx: Ctx, resp: http.client.HTTPResponse) -> tuple[Endpoint, str] | None:
+    """Where a 302 sends the request (a pool's host that holds the VM or the SR): that
+    agent, and the path with its query; None when the answer is not a redirect."""
+    if resp.status not in _REDIRECTS or not resp.getheader("Location"):
+        return None
+    url = urlsplit(resp.getheader("Location"))
+    tls = url.scheme == "https"
+    target = dataclasses.replace(ctx.endpoint, unix="", host=url.hostname or "", tls=tls,
+                                 port=url.port or (443 if tls else 80))
+    return target, f"{url.path}?{url.query}"
+
+
 # --- downloads: vm-export, vdi-export ----------------------------------------------------------
 
 class _TaskProgress:
@@ -296,11 +312,20 @@ def _download(ctx: Ctx, task: str, path: str, query: dict[str, str], filename: s
     progress = Progress(label, None)
     try:
         with contextlib.closing(_TaskProgress(ctx, task)) as poll, progress.ticking(poll):
-            try:
-                conn.request("GET", f"{path}?{urlencode(query)}", headers={"User-Agent": "xe"})
-                resp = conn.getresponse()
-            except (OSError, http.client.HTTPException) as e:
-                raise ctx.endpoint.explain(e) from None
+            where, target = ctx.endpoint, f"{path}?{urlencode(query)}"
+            for _ in range(4):          # a pool's master sends it to the host of the disks
+                try:
+                    conn.request("GET", target, headers={"User-Agent": "xe"})
+                    resp = conn.getresponse()
+                except (OSError, http.client.HTTPException) as e:
+                    raise where.explain(e) from None
+                hop = _redirect(ctx, resp)
+                if hop is None:
+                    break
+                resp.read()
+                conn.close()
+                where, target = hop
+                conn = where.connection()
             if resp.status != 200:
                 body = resp.read()
                 failure = _settled_failure(ctx, task)
@@ -426,17 +451,46 @@ def _source(filename: str, *, xva_dirs: bool) -> tuple[Iterator[bytes], int | No
     raise XeError(f"Error: cannot read {filename}: no such file or directory")
 
 
+def _upload_target(ctx: Ctx, path: str, query: dict[str, str]) -> tuple[Endpoint, str]:
+    """Where an upload goes: asked first with an empty body (the probe every XenAPI client
+    may send; nothing is written) when the server may send it to another host of its pool
+    (an import into an SR, a raw import into an existing VDI)."""
+    target = f"{path}?{urlencode(query)}"
+    if path != "/import" and "vdi" not in query:
+        return ctx.endpoint, target
+    # (a probe names no task: the task is the real upload's)
+    probe = f"{path}?{urlencode({k: v for k, v in query.items() if k != 'task_id'})}"
+    where = ctx.endpoint
+    for _ in range(4):
+        conn = where.connection()
+        try:
+            conn.request("PUT", probe, body=b"", headers={"User-Agent": "xe",
+                                                         "Content-Length": "0"})
+            resp = conn.getresponse()
+            resp.read()
+        except (OSError, http.client.HTTPException) as e:
+            raise where.explain(e) from None
+        finally:
+            conn.close()
+        hop = _redirect(ctx, resp)
+        if hop is None:
+            break
+        where, probe = hop              # the same path and query, on that host
+    return where, target
+
+
 def _upload(ctx: Ctx, task: str, path: str, query: dict[str, str], filename: str, *,
             xva_dirs: bool = False) -> dict | None:
     """PUT `filename` (- for stdin: chunked) to `path` and wait for `task`: its record, or
     None after Ctrl-C (the task cancelled on the server)."""
     chunks, size, label = _source(filename, xva_dirs=xva_dirs)
-    conn = ctx.endpoint.connection()
+    where, target = _upload_target(ctx, path, query)
+    conn = where.connection()
     progress = Progress(label, size)
     try:
         with progress.ticking():
             try:
-                conn.putrequest("PUT", f"{path}?{urlencode(query)}", skip_accept_encoding=True)
+                conn.putrequest("PUT", target, skip_accept_encoding=True)
                 conn.putheader("User-Agent", "xe")
                 conn.putheader("Content-Type", "application/octet-stream")
                 if size is None:
@@ -445,7 +499,7 @@ def _upload(ctx: Ctx, task: str, path: str, query: dict[str, str], filename: str
                     conn.putheader("Content-Length", str(size))
                 conn.endheaders()
             except (OSError, http.client.HTTPException) as e:
-                raise ctx.endpoint.explain(e) from None
+                raise where.explain(e) from None
             send_error: BaseException | None = None
             try:
                 _send(conn, chunks, size is None, progress)
@@ -463,7 +517,7 @@ def _upload(ctx: Ctx, task: str, path: str, query: dict[str, str], filename: str
                     raise failure
                 if resp is not None:
                     raise _http_error(resp, body)
-                raise ctx.endpoint.explain(send_error)  # type: ignore[arg-type]
+                raise where.explain(send_error)  # type: ignore[arg-type]
             rec = _wait_task(ctx, task)
         failure = _task_failed(rec)
         if failure:

@@ -291,6 +291,35 @@ def test_export_and_console_through_the_master_are_redirected_to_host_3(pool, tm
     _curl("-L", "-o", str(out), url)
     with tarfile.open(out) as t:
         assert t.getnames()[0] == "ova.xml"
+    # its disk, raw, through the master (curl follows the 302)
+    disk = x.VBD.get_VDI(x.VM.get_VBDs(vm)[0])
+    raw = tmp_path / "disk.raw"
+    _curl("-L", "-o", str(raw),
+          f"{pool.url(0)}/export_raw_vdi?session_id={sid}&vdi={x.VDI.get_uuid(disk)}"
+          "&format=raw")
+    assert raw.stat().st_size == int(x.VDI.get_virtual_size(disk))
+    # an import into host 3's local SR through the master lands there (curl -L -T resends)
+    local3 = x.VDI.get_SR(disk)
+    before = set(x.VM.get_all())
+    _curl("-L", "-T", str(out), f"{pool.url(0)}/import?session_id={sid}"
+          f"&sr_uuid={x.SR.get_uuid(local3)}")
+    (new,) = set(x.VM.get_all()) - before
+    assert x.VDI.get_SR(x.VBD.get_VDI(x.VM.get_VBDs(new)[0])) == local3
+    x.VM.destroy(new)
+    # xe does the same, following the master's 302s
+    home = tmp_path / "home"
+    home.mkdir()
+    xe_out = tmp_path / "xe.xva"
+    r = _xe(pool, 0, PASSWORD, "vm-export", f"uuid={uuid}", f"filename={xe_out}", home=home)
+    assert r.returncode == 0, r.stderr
+    with tarfile.open(xe_out) as t:
+        assert t.getnames()[0] == "ova.xml"
+    r = _xe(pool, 0, PASSWORD, "vm-import", f"filename={xe_out}",
+            f"sr-uuid={x.SR.get_uuid(local3)}", home=home)
+    assert r.returncode == 0, r.stderr
+    imported = x.VM.get_by_uuid(r.stdout.strip())
+    assert x.VDI.get_SR(x.VBD.get_VDI(x.VM.get_VBDs(imported)[0])) == local3
+    x.VM.destroy(imported)
     # /vm_rrd goes where the VM runs
     x.VM.start(vm, False, False)
     head = _curl("-o", "/dev/null", "-D", "-",
