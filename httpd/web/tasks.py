@@ -2,7 +2,8 @@
 
 Xen Orchestra creates a task for every request it makes (statistics polls included) and waits
 for it; a handler that does not finish the task itself (the transfer handlers do, with their
-result) leaves it here: success for a 2xx/3xx answer, failure with the error otherwise. Only a
+result) leaves it here: success for a 2xx answer, failure with the error otherwise; a redirect
+leaves it pending for the host the request is sent to. Only a
 request whose credentials were good may end a task, and only a pending task of its own
 (`task_refusal`), so nobody can fail or reuse a task by naming it.
 """
@@ -62,6 +63,12 @@ def _finish(request: web.Request, error: XenAPIError | None) -> None:
         tasks.fail(ref, error)
 
 
+def _sent_on(status: int) -> bool:
+    """A redirect (a pool's master sends the request to the host that holds the VM or the
+    SR): the task goes on there, and that host's agent ends it."""
+    return status in (301, 302, 303, 307, 308)
+
+
 @web.middleware
 async def tasks_middleware(request: web.Request,
                            handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -72,9 +79,12 @@ async def tasks_middleware(request: web.Request,
         _finish(request, XenAPIError("TASK_CANCELLED", _task_id(request) or ""))
         raise
     except web.HTTPException as e:
-        _finish(request, None if e.status < 400 else
-                XenAPIError("INTERNAL_ERROR", f"HTTP {e.status} {e.reason}"))
+        if not _sent_on(e.status):
+            _finish(request, None if e.status < 400 else
+                    XenAPIError("INTERNAL_ERROR", f"HTTP {e.status} {e.reason}"))
         raise
+    if _sent_on(resp.status):
+        return resp
     if resp.status < 400:
         _finish(request, None)
     else:

@@ -8,6 +8,7 @@ ejected host back on its own database. The tests run in order on one pool."""
 from __future__ import annotations
 
 import json
+import shutil
 import socket
 import subprocess
 import tarfile
@@ -25,6 +26,8 @@ from tests.waiting import until
 from tests.xe.conftest import run_xe, xe_env
 
 pytestmark = pytest.mark.usefixtures("pool")
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -143,6 +146,25 @@ def test_a_slave_answers_host_is_slave_and_the_sdk_goes_to_the_master(pool, tmp_
         s.xenapi.login_with_password("root", PASSWORD, "2.21", "tests")
         assert len(s.xenapi.host.get_all()) == 3
         s.xenapi.session.logout()
+
+
+def test_xen_orchestra_s_client_pointed_at_a_slave_goes_to_the_master(pool):
+    xo = ROOT / "tests" / "clients" / "xo"
+    if not (xo / "node_modules" / "xen-api").is_dir() or shutil.which("node") is None:
+        pytest.fail("Xen Orchestra's client is not installed: run `make test`")
+    x = pool.login(0).xenapi
+    demo3 = _demo_of(x, _hosts(x)[ADDRESSES[2]])
+    p = subprocess.run(["node", str(xo / "xo_pool.mjs"), pool.url(1), PASSWORD, demo3],
+                       capture_output=True, text=True, timeout=120, cwd=xo)
+    facts = json.loads(p.stdout.strip().splitlines()[-1])
+    assert "error" not in facts, facts["error"]
+    assert facts["status"] == "connected" and facts["connected_to"] == ADDRESSES[0]
+    assert facts["hosts"] == sorted(ADDRESSES) and facts["master"] == ADDRESSES[0]
+    assert facts["export_bytes"] > 0
+    # the export's task, made on the master, was ended by host 3's agent (none left pending)
+    until(lambda: not [t for t in x.task.get_all_records().values()
+                       if t["name_label"].startswith("Xapi#getResource")
+                       and t["status"] == "pending"], timeout=10, what="the task to end")
 
 
 def test_a_vm_started_on_host_3_from_the_master_runs_there(pool):
