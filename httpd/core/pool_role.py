@@ -106,7 +106,8 @@ class PoolRole:
 
     def stand_aside(self, for_host: str) -> None:
         """designate_new_master on the master: give the lease up and leave it to `for_host`
-        (the others wait as well: they see the designation in the pool record)."""
+        (the others wait as well: they see its designation in its host_agent record, within a
+        beat; one that tries in that second may win instead, and is then the master)."""
         assert self.lease is not None
         self._aside_until = time.monotonic() + self.DESIGNATED_WAIT
         self.lease.contend = False
