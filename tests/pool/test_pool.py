@@ -212,6 +212,34 @@ def test_disk_work_on_host_3s_local_storage_runs_on_host_3(pool):
     x.VDI.destroy(disk)
 
 
+def test_devices_of_a_vm_on_host_3_plug_there(pool):
+    """VBD and VIF plug/unplug through the master run on host 3's agent, whose domain it is."""
+    x = pool.login(0).xenapi
+    host3 = _hosts(x)[ADDRESSES[2]]
+    vm = _demo_of(x, host3)
+    if x.VM.get_power_state(vm) != "Running":
+        x.VM.start(vm, False, False)
+    local3 = x.VDI.get_SR(x.VBD.get_VDI(x.VM.get_VBDs(vm)[0]))
+    vdi = x.VDI.create({"SR": local3, "virtual_size": str(4 << 20), "type": "user",
+                        "name_label": "hot disk", "sharable": False, "read_only": False,
+                        "other_config": {}})
+    vbd = x.VBD.create({"VM": vm, "VDI": vdi, "userdevice": "5", "bootable": False,
+                        "mode": "RW", "type": "Disk", "empty": False, "other_config": {}})
+    net = x.VIF.get_network(x.VM.get_VIFs(vm)[0])
+    vif = x.VIF.create({"VM": vm, "network": net, "device": "5", "MAC": "", "MTU": "1500",
+                        "other_config": {}})
+    x.VBD.plug(vbd)
+    x.VIF.plug(vif)
+    assert x.VBD.get_currently_attached(vbd) and x.VIF.get_currently_attached(vif)
+    x.VBD.unplug(vbd)
+    x.VIF.unplug(vif)
+    assert not x.VBD.get_currently_attached(vbd) and not x.VIF.get_currently_attached(vif)
+    x.VBD.destroy(vbd)
+    x.VIF.destroy(vif)
+    x.VDI.destroy(vdi)
+    x.VM.hard_shutdown(vm)
+
+
 def test_a_vm_on_a_shared_sr_starts_on_any_host(pool):
     x = pool.login(0).xenapi
     hosts = _hosts(x)
