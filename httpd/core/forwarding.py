@@ -10,6 +10,7 @@ on the master).
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Awaitable, Callable
 
 from .dispatch import Message
@@ -21,6 +22,8 @@ from ..model.xtypes import NULL_REF
 from .peers import Peers
 
 __all__ = ["Forwarder", "home_of_vm", "home_of_sr"]
+
+log = logging.getLogger(__name__)
 
 
 def home_of_sr(store: Store, sr: str) -> str | None:
@@ -136,6 +139,10 @@ class Forwarder:
         metrics = self.store.find("host_metrics", rec["metrics"])
         if metrics is not None and not metrics["live"]:
             raise XenAPIError("HOST_OFFLINE", host)
-        result = await self.peers.call(host, name, *args)
-        await self.store.fence(self.executor)
-        return result
+        try:
+            return await self.peers.call(host, name, *args)
+        finally:                # what it wrote, even if it then failed, is read here next
+            try:
+                await self.store.fence(self.executor)
+            except Exception:  # noqa: BLE001 - the database is away: the follower catches up
+                log.warning("could not wait for %s's writes to arrive", host, exc_info=True)
