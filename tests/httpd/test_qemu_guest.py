@@ -68,7 +68,7 @@ def test_the_demo_guest_boots_logs_in_and_powers_off(kernel, chosen, tmp_path):
 
 def test_the_probe_picks_kvm_only_when_a_guest_speaks_under_it(kernel, chosen):
     """/dev/kvm opens here but guests under KVM hang: only a guest's first kernel line counts."""
-    assert accel._speaks("tcg", kernel, 60, accel.QEMU)           # the probe sees a live guest
+    assert accel._speaks("tcg", kernel, 180, accel.QEMU)          # the probe sees a live guest
     assert chosen == ("kvm" if accel._speaks("kvm", kernel, 8, accel.QEMU) else "tcg")
     assert accel.probe(kernel, qemu="/nonexistent/qemu") == "tcg"
 
