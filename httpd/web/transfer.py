@@ -306,10 +306,12 @@ async def _export(request: web.Request, *, metadata_only: bool) -> web.StreamRes
                         await resp.prepare(request)
                         await _pump(request, resp, ctx, iter(exp), lambda: exp.progress,
                                     exp.cancel)
-                        await resp.write_eof()
                     finally:
                         await joined(ctx.streaming(exp.close))   # even if the client left
                 services.tasks.succeed(task, "")
+            # the body's end last: a client that has read it finds the VM free of the export
+            # (VM.destroy right after works) and the task done
+            await resp.write_eof()
             return resp
         except (XenAPIError, _ClientGone, ConnectionError) as e:
             return _stream_failed(request, resp, e, ctx.task)
