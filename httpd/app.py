@@ -134,8 +134,8 @@ async def open_services(config: Config) -> AsyncIterator[tuple[Services, Console
                             pool=role, peers=peers)
 
         await lifecycle.restore_all()
-        role.start(store.engine.lease)
         stack.push_async_callback(role.stop)
+        await role.start(store.engine.lease)
         if first_start and config.demo:
             await _create_demo(services)
         housekeeping = Jobs()

@@ -68,13 +68,17 @@ class PoolRole:
         self._aside_until = 0.0          # monotonic: this agent leaves the lease to another
 
     # --- the lease -----------------------------------------------------------------------
-    def start(self, open_lease: Callable[[Callable[[bool], None]], Lease]) -> None:
+    async def start(self, open_lease: Callable[[Callable[[bool], None]], Lease]) -> None:
+        """Take part in the lease; returns once the first try is over, so an agent that is
+        its pool's only one (or got the lease) answers as master from its first request."""
         loop = asyncio.get_running_loop()
         self.lease = open_lease(lambda held: loop.call_soon_threadsafe(self._leased, held))
         if not self.shared:
             self._leased(True)           # a lone host is its own master from the start
-        else:
-            self._jobs.spawn(self._beating())
+            return
+        await loop.run_in_executor(None, self.lease.first_tried, 15.0)
+        await asyncio.sleep(0)           # the lease's news, queued before, is heard now
+        self._jobs.spawn(self._beating())
 
     async def stop(self) -> None:
         await self._jobs.close()

@@ -147,6 +147,9 @@ class Lease:
     def poke(self) -> None:
         """Try now rather than at the next check."""
 
+    def first_tried(self, timeout: float) -> None:
+        """Blocks until the first try for the lease is over (got or not), up to `timeout`."""
+
     def stop(self) -> None:
         pass
 
@@ -403,6 +406,7 @@ class _MasterLease(Lease, threading.Thread):
         self._wake = threading.Event()
         self._stopping = False
         self._release = False
+        self._tried = threading.Event()
         self.conn = None
 
     def run(self) -> None:
@@ -413,6 +417,7 @@ class _MasterLease(Lease, threading.Thread):
             except psycopg.Error as e:
                 log.warning("pool lease: %s", " ".join(str(e).split()))
                 self._drop()
+            self._tried.set()        # (after on_change: the loop hears of the lease first)
             self._wake.wait(self.CHECK)
             self._wake.clear()
         self._drop()
@@ -456,6 +461,9 @@ class _MasterLease(Lease, threading.Thread):
 
     def poke(self) -> None:
         self._wake.set()
+
+    def first_tried(self, timeout: float) -> None:
+        self._tried.wait(timeout)
 
     def stop(self) -> None:
         self._stopping = True
