@@ -120,8 +120,7 @@ async def open_services(config: Config) -> AsyncIterator[tuple[Services, Console
                                   executor=executors.stats)
         role = PoolRole(store, host, locations, lifecycle, database=database,
                         shared=store.engine.shared)
-        peers = Peers(store, host, partial(membership.pool_secret, config.data_dir),
-                      locations.base_url)
+        peers = Peers(store, host, membership.pool_secret(config.data_dir), locations.base_url)
         stack.push_async_callback(peers.close)
         dispatcher = Dispatcher(store, sessions.check, [implicit_table(), *all_tables()],
                                 gate=role.gate,

@@ -17,7 +17,7 @@ from ..core import membership
 from ..core.context import Ctx
 from ..core.dispatch import MessageTable
 from ..core.forwarding import home_of_sr, home_of_vm
-from ..core.passwords import write_stored
+from ..core.passwords import check_stored, write_stored
 from ..core.pool_role import agent_ref
 from ..core.sessions import POOL_PASSWORD
 from ..model.errors import XenAPIError
@@ -32,13 +32,15 @@ __all__ = ["table"]
 
 @table.message("session.slave_login", ("host", Ref("host")), ("psecret", STRING),
                session=False, async_ok=False)
-def slave_login(ctx: Ctx, host: str, secret: str) -> str:
-    """Another agent of the pool logs in with the pool secret: a pool session."""
-    expected = membership.pool_secret(ctx.services.config.data_dir)
-    if ctx.store.find("host", host) is None or \
-            not hmac.compare_digest(secret.encode(), expected.encode()):
-        raise XenAPIError("SESSION_AUTHENTICATION_FAILED", host,
-                          "the pool secret does not match")
+async def slave_login(ctx: Ctx, host: str, secret: str) -> str:
+    """Another agent of the pool logs in with the pool secret: a pool session. Failures are
+    slowed per source, as password logins are."""
+    expected = ctx.services.peers.secret.encode()
+
+    async def verify() -> bool:
+        return ctx.store.find("host", host) is not None and \
+            hmac.compare_digest(secret.encode(), expected)
+    await ctx.services.sessions.gates.check(ctx.source, host, verify)
     return ctx.services.sessions.open_session("root", "pool", pool=True)
 
 
@@ -76,7 +78,7 @@ def join_info(ctx: Ctx) -> dict:
     if store.find("root_password", POOL_PASSWORD) is None:
         sessions.share_password()           # from now on the pool's, on every host
     return {"database": ctx.services.pool.database,
-            "secret": membership.pool_secret(ctx.services.config.data_dir),
+            "secret": ctx.services.peers.secret,
             "master": store.get("host", ctx.host.host_ref)["uuid"],
             "pool": ctx.host.pool_ref,
             "password_hash": json.dumps(sessions.password_hash),
@@ -100,6 +102,28 @@ async def _login_to_master(ctx: Ctx, address: str, user: str, password: str):
     remote = peers.remote(_master_url(ctx, e.params[0]))
     return remote, await remote.call("session.login_with_password", user, password, "",
                                      "pool.join")
+
+
+def _checked(info: object) -> tuple[dict, dict]:
+    """The master's join_info, every part of it checked before anything is written (a
+    master of another version, or not an xcp-httpd at all, is refused with nothing done)."""
+    def bad(why: str) -> XenAPIError:
+        return XenAPIError("POOL_JOINING_HOST_SERVICE_FAILED", f"the master's join_info: {why}")
+    if not isinstance(info, dict):
+        raise bad("not a struct")
+    for key in ("database", "secret", "master", "pool", "password_hash"):
+        if not isinstance(info.get(key), str) or not info[key]:
+            raise bad(f"no {key}")
+    if not info["database"].startswith(("postgresql://", "postgres://")):
+        raise bad("its database is not a postgresql:// URL")
+    for key in ("networks", "shared_SRs"):
+        if not isinstance(info.get(key, {}), dict):
+            raise bad(f"{key} is not a map")
+    try:
+        password_hash = check_stored(json.loads(info["password_hash"]))
+    except ValueError:
+        raise bad("root's password hash is not one") from None
+    return info, password_hash
 
 
 def _assert_can_join(ctx: Ctx) -> None:
@@ -137,6 +161,7 @@ async def join(ctx: Ctx, address: str, user: str, password: str) -> str:
             await remote.call("session.logout", session)
         except XenAPIError:
             pass
+    info, password_hash = _checked(info)
     my_uuid = store.get("host", me)["uuid"]
     if info["master"] == my_uuid:
         raise XenAPIError("OPERATION_NOT_ALLOWED", "Host cannot become slave of itself")
@@ -171,7 +196,7 @@ async def join(ctx: Ctx, address: str, user: str, password: str) -> str:
         membership.remove(config.data_dir)
         raise
     membership.set_pool_secret(config.data_dir, info["secret"])
-    write_stored(str(config.password_path), json.loads(info["password_hash"]))
+    write_stored(str(config.password_path), password_hash)
     membership.write(config.data_dir, database, "member")
     ctx.services.control.request("restart")
     return ""

@@ -35,11 +35,11 @@ EJECTED_DB = "xapi.db.ejected"       # the SQLite file an ejection writes before
 # what an object of a class brings along: the records it refers to that exist for it alone
 _FORWARD = {"host": ("metrics", "control_domain"), "VM": ("metrics", "guest_metrics"),
             "PIF": ("metrics",), "VTPM": ("contents",)}
-# and the records that refer to it and go where it goes: (class, field)
-_CHILDREN = {"VM": (("VBD", "VM"), ("VIF", "VM"), ("console", "VM"), ("VTPM", "VM"),
-                    ("VUSB", "VM")),
-             "host": (("PBD", "host"), ("PIF", "host"), ("PUSB", "host")),
-             "SR": (("VDI", "SR"),), "PIF": (("VLAN", "tagged_PIF"),)}
+# and the records that refer to it and go where it goes: its reverse sets (the store keeps
+# them), and, where the datamodel has none, (class, field) to look for
+_CHILDREN = {"VM": ("VBDs", "VIFs", "consoles", "VTPMs", "VUSBs"), "host": ("PBDs", "PIFs"),
+             "SR": ("VDIs",)}
+_UNLISTED = {"host": (("PUSB", "host"),), "PIF": (("VLAN", "tagged_PIF"),)}
 _TARGET = {("host", "metrics"): "host_metrics", ("host", "control_domain"): "VM",
            ("VM", "metrics"): "VM_metrics", ("VM", "guest_metrics"): "VM_guest_metrics",
            ("PIF", "metrics"): "PIF_metrics", ("VTPM", "contents"): "secret"}
@@ -146,7 +146,10 @@ def host_objects(store: Store, roots: Iterable[tuple[str, str]]) -> dict[tuple[s
         for name in _FORWARD.get(cls, ()):
             if rec[name] != NULL_REF:
                 todo.append((_TARGET[(cls, name)], rec[name]))
-        for child_cls, field in _CHILDREN.get(cls, ()):
+        for name in _CHILDREN.get(cls, ()):
+            member = STORED[cls].by_name[name].xtype.elem.cls
+            todo.extend((member, r) for r in rec[name])
+        for child_cls, field in _UNLISTED.get(cls, ()):     # small tables: a scan
             todo.extend((child_cls, r) for r, c in store.all(child_cls).items()
                         if c[field] == ref)
     return out

@@ -8,7 +8,8 @@ import json
 import os
 import secrets
 
-__all__ = ["hash_password", "verify_password", "load_or_init", "write_hash", "write_stored"]
+__all__ = ["hash_password", "verify_password", "load_or_init", "write_hash", "write_stored",
+           "check_stored"]
 
 _N, _R, _P = 2**14, 8, 1
 
@@ -30,10 +31,17 @@ def write_hash(path: str, password: str) -> None:
     write_stored(path, hash_password(password))
 
 
+def check_stored(stored: object) -> dict:
+    """`stored` if it is a password hash as write_hash makes them; ValueError otherwise."""
+    if not isinstance(stored, dict) or stored.get("scheme") != "scrypt" or \
+            not {"n", "r", "p", "salt", "hash"} <= set(stored):
+        raise ValueError("not a password hash")
+    return stored
+
+
 def write_stored(path: str, stored: dict) -> None:
     """A hash made elsewhere (a pool's master's, taken by a joining host), as write_hash."""
-    if stored.get("scheme") != "scrypt" or not {"n", "r", "p", "salt", "hash"} <= set(stored):
-        raise ValueError("not a password hash")
+    check_stored(stored)
     tmp = f"{path}.tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as fh:

@@ -56,12 +56,12 @@ class Remote:
 class Peers:
     """The other agents of this pool, each reached at the URL its heartbeat gives."""
 
-    def __init__(self, store: Store, host: ThisHost, secret: Callable[[], str],
+    def __init__(self, store: Store, host: ThisHost, secret: str,
                  base_url: Callable[[], str]) -> None:
         self.store = store
         self.base_url = base_url
         self.host = host
-        self.secret = secret
+        self.secret = secret        # this agent's pool secret (read once: a change restarts it)
         self._http: aiohttp.ClientSession | None = None
         self._sessions: dict[str, str] = {}     # host -> pool session on its agent
 
@@ -98,7 +98,7 @@ class Peers:
             session = self._sessions.get(host)
             if session is None:
                 session = await remote.call("session.slave_login", self.host.host_ref,
-                                            self.secret())
+                                            self.secret)
                 self._sessions[host] = session
             try:
                 return await remote.call(method, session, *params)

@@ -7,6 +7,8 @@ ejected host back on its own database. The tests run in order on one pool."""
 
 from __future__ import annotations
 
+import contextlib
+import http.server
 import json
 import shutil
 import socket
@@ -20,7 +22,7 @@ from pathlib import Path
 import pytest
 import XenAPI
 
-from tests.pool.agents import ADDRESSES, Pool
+from tests.pool.agents import ADDRESSES, Pool, free_port
 from tests.server import PASSWORD
 from tests.waiting import until
 from tests.xe.conftest import run_xe, xe_env
@@ -41,6 +43,36 @@ def pool(postgres, tmp_path_factory):
     finally:
         for srv in p.hosts:
             srv.stop()
+
+
+@contextlib.contextmanager
+def _fake_master(join_info):
+    """An HTTP server on loopback: with `join_info` None, no XenAPI at all (501 pages);
+    else JSON-RPC that lets anyone log in and answers pool.join_info with `join_info`."""
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            if join_info is None:
+                self.send_error(501)
+                return
+            call = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            result = join_info if call["method"] == "pool.join_info" else "OpaqueRef:s"
+            body = json.dumps({"jsonrpc": "2.0", "result": result, "id": call["id"]}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args) -> None:
+            pass
+    server = http.server.ThreadingHTTPServer((ADDRESSES[0], 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server.server_address[1]
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def _failure(call) -> list[str]:
@@ -72,6 +104,18 @@ def test_bad_joins_are_refused_and_change_nothing(pool):
         # a wrong password for the master
         assert _failure(lambda: x2.pool.join(ADDRESSES[0], "root", "wrong"))[0] == \
             "SESSION_AUTHENTICATION_FAILED"
+        # a master nobody answers at (a free port on another loopback address)
+        err = _failure(lambda: x2.pool.join(f"127.0.0.9:{free_port()}", "root", PASSWORD))
+        assert err[0] == "POOL_JOINING_HOST_CONNECTION_FAILED"
+        # an HTTP server that is no agent; one that logs in but answers a join_info with
+        # nothing a pool has: refused before anything is written
+        with _fake_master(None) as port:
+            err = _failure(lambda: x2.pool.join(f"127.0.0.1:{port}", "root", PASSWORD))
+        assert err[0] == "POOL_JOINING_HOST_CONNECTION_FAILED"
+        with _fake_master({"database": "sqlite", "secret": "s", "master": "m", "pool": "p",
+                           "password_hash": "{}"}) as port:
+            err = _failure(lambda: x2.pool.join(f"127.0.0.1:{port}", "root", PASSWORD))
+        assert err[0] == "POOL_JOINING_HOST_SERVICE_FAILED"
         # a master that keeps its records in its own SQLite file cannot take hosts
         err = _failure(lambda: three.xenapi.pool.join(ADDRESSES[1], "root", "two-2"))
         assert err[0] == "OPERATION_NOT_ALLOWED" and "SQLite" in err[1]
