@@ -37,7 +37,7 @@ from aiohttp import web
 from multidict import MultiDictProxy
 from yarl import URL
 
-from .tunnel import Tunnel, Upstream, open_tunnel, reply_error, tune_socket
+from .tunnel import Openings, Tunnel, Upstream, open_tunnel, reply_error, tune_socket
 
 __all__ = [
     "ConnectHead",
@@ -168,7 +168,8 @@ class ConnectClient:
         tunnel = await open_tunnel(self.transport, upstream,
                                    initial=self.head.leftover + bytes(self._extra),
                                    idle_timeout=idle_timeout, connect_timeout=connect_timeout,
-                                   server_speaks_first=server_speaks_first)
+                                   server_speaks_first=server_speaks_first,
+                                   openings=self._front_end.openings)
         self._answer()
         self._front_end._track_tunnel(tunnel)
         return tunnel
@@ -433,6 +434,7 @@ class ConnectFrontEnd:
         self._sniffing: dict[_SniffProtocol, None] = {}     # oldest first
         self._tasks: set[asyncio.Task] = set()
         self.tunnels: set[Tunnel] = set()
+        self.openings = Openings()   # tunnels are opened in turns (WebSocket bridges too)
 
     def protocol_factory(self, http_factory: Callable[[], asyncio.Protocol]) -> Callable[[], asyncio.Protocol]:
         """Wrap aiohttp's protocol factory (`runner.server`) for `loop.create_server`."""

@@ -13,13 +13,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-from typing import Callable, Union
+from typing import Awaitable, Callable, Union
 
 from .activity import RfbActivityScanner
 
 __all__ = [
     "Upstream",
     "UpstreamUnavailable",
+    "UpstreamBusy",
+    "Openings",
     "Tunnel",
     "IdleWatch",
     "splice",
@@ -49,6 +51,47 @@ _REASONS = {
 
 class UpstreamUnavailable(ConnectionError):
     """The console's VNC server is not reachable (xapi answers 404: no console server running)."""
+
+
+class UpstreamBusy(UpstreamUnavailable):
+    """This connection's turn to be opened did not come within its timeout (answer 503)."""
+
+
+class Openings:
+    """Console connections are opened `limit` at a time; the others wait for a turn.
+
+    Opening one (connect, the server's greeting, the reply) is a few callbacks on the loop;
+    a burst of 500 CONNECTs opened all at once has every turn of the loop run hundreds of
+    them, and every other client (a login, a statistics poll) waits behind the lot. Taken in
+    turns, the loop's turns stay short; waiting for one costs nothing. The turn is held only
+    while opening, never while a tunnel is open, and within the connection's own timeout.
+    """
+
+    def __init__(self, limit: int = 16) -> None:
+        self._turns = asyncio.Semaphore(limit)
+
+    async def open(self, upstream: Upstream, factory: Callable[[], asyncio.Protocol],
+                   timeout: float, then: Callable[[], Awaitable[object]] | None = None) -> None:
+        """Connect `factory()` to `upstream` (and await `then()`) in a turn, within `timeout`:
+        UpstreamBusy if no turn came; OSError or TimeoutError from the connect itself."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        try:
+            async with asyncio.timeout_at(deadline):
+                await self._turns.acquire()
+        except TimeoutError:
+            raise UpstreamBusy(f"console server {upstream!r}: too many consoles being opened "
+                               f"at once; none could be opened within {timeout:g} s") from None
+        try:
+            async with asyncio.timeout_at(deadline):
+                if isinstance(upstream, str):
+                    await loop.create_unix_connection(factory, upstream)
+                else:
+                    await loop.create_connection(factory, *upstream)
+                if then is not None:
+                    await then()
+        finally:
+            self._turns.release()
 
 
 def tune_socket(transport: asyncio.BaseTransport) -> None:
@@ -280,24 +323,26 @@ def splice(client: asyncio.Transport, server: asyncio.Transport | "Tunnel", *,
 
 async def connect_upstream(upstream: Upstream, *, timeout: float = 10.0,
                            idle_timeout: float | None = None,
-                           server_speaks_first: bool = False) -> Tunnel:
-    """Connect to the VNC server; returns a Tunnel whose server leg is live and holding its input.
+                           server_speaks_first: bool = False,
+                           openings: Openings | None = None) -> Tunnel:
+    """Connect to the VNC server (in a turn of `openings`); returns a Tunnel whose server leg
+    is live and holding its input.
 
     `server_speaks_first` (RFB: the server sends its version first): also wait, within
     `timeout`, for the server's first bytes. A connect can succeed on a listen queue that is
     full (the kernel completes it, the server never accepts it); only the first bytes prove
     a server is there, so none means UpstreamUnavailable, before any 200 is sent."""
-    loop = asyncio.get_running_loop()
     tunnel = Tunnel(idle_timeout=idle_timeout)
+
+    async def greeted() -> None:
+        if not await tunnel.server.spoke:
+            raise ConnectionResetError("closed without a word")
     try:
-        async with asyncio.timeout(timeout):
-            if isinstance(upstream, str):
-                await loop.create_unix_connection(lambda: tunnel.server, upstream)
-            else:
-                host, port = upstream
-                await loop.create_connection(lambda: tunnel.server, host, port)
-            if server_speaks_first and not await tunnel.server.spoke:
-                raise ConnectionResetError("closed without a word")
+        await (openings or Openings()).open(upstream, lambda: tunnel.server, timeout,
+                                            greeted if server_speaks_first else None)
+    except UpstreamBusy:
+        tunnel.close("no turn to open")
+        raise
     except (OSError, TimeoutError) as exc:
         tunnel.close("upstream unreachable")
         raise UpstreamUnavailable(f"console server {upstream!r} is not reachable: "
@@ -309,7 +354,8 @@ async def connect_upstream(upstream: Upstream, *, timeout: float = 10.0,
 
 async def open_tunnel(client: asyncio.Transport, upstream: Upstream, *, initial: bytes = b"",
                       idle_timeout: float | None = None, connect_timeout: float = 10.0,
-                      reply: bytes = CONNECT_OK, server_speaks_first: bool = False) -> Tunnel:
+                      reply: bytes = CONNECT_OK, server_speaks_first: bool = False,
+                      openings: Openings | None = None) -> Tunnel:
     """Connect to `upstream`, send xapi's 200 reply, forward `initial` (bytes read past the head), pipe.
 
     The client transport should be paused; raises UpstreamUnavailable (answer 404) before
@@ -317,7 +363,7 @@ async def open_tunnel(client: asyncio.Transport, upstream: Upstream, *, initial:
     nothing).
     """
     tunnel = await connect_upstream(upstream, timeout=connect_timeout, idle_timeout=idle_timeout,
-                                    server_speaks_first=server_speaks_first)
+                                    server_speaks_first=server_speaks_first, openings=openings)
     if reply and not client.is_closing():
         client.write(reply)
     return splice(client, tunnel, client_initial=initial)

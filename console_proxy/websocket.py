@@ -26,7 +26,7 @@ import struct
 from aiohttp import WSMsgType, web
 from aiohttp.abc import AbstractStreamWriter
 
-from .tunnel import IdleWatch, Upstream, UpstreamUnavailable, tune_socket
+from .tunnel import IdleWatch, Openings, Upstream, UpstreamBusy, UpstreamUnavailable, tune_socket
 
 __all__ = ["bridge_websocket"]
 
@@ -157,14 +157,13 @@ class _VncLeg(asyncio.Protocol):
             self.transport.close()
 
 
-async def _connect(upstream: Upstream, leg: _VncLeg, timeout: float) -> None:
-    loop = asyncio.get_running_loop()
+async def _connect(upstream: Upstream, leg: _VncLeg, timeout: float,
+                   openings: Openings | None) -> None:
     try:
-        async with asyncio.timeout(timeout):
-            if isinstance(upstream, str):
-                await loop.create_unix_connection(lambda: leg, upstream)
-            else:
-                await loop.create_connection(lambda: leg, *upstream)
+        await (openings or Openings()).open(upstream, lambda: leg, timeout)
+    except UpstreamBusy:
+        leg.close()
+        raise
     except (OSError, TimeoutError) as exc:
         leg.close()
         raise UpstreamUnavailable(f"console server {upstream!r} is not reachable: {exc}") from exc
@@ -173,15 +172,17 @@ async def _connect(upstream: Upstream, leg: _VncLeg, timeout: float) -> None:
 
 async def bridge_websocket(request: web.Request, upstream: Upstream, *, heartbeat: float | None = 30.0,
                            max_msg_size: int = 1 << 20, idle_timeout: float | None = None,
-                           connect_timeout: float = 10.0) -> web.WebSocketResponse:
+                           connect_timeout: float = 10.0,
+                           openings: Openings | None = None) -> web.WebSocketResponse:
     """Upgrade `request` and pipe it to `upstream` until either side closes; call after auth.
 
     Connects to the VNC server before upgrading, so UpstreamUnavailable can
-    still become a 404.  `heartbeat` pings keep reverse proxies from cutting
+    still become a 404 (UpstreamBusy: a 503; `openings` gives the turns to open in, see
+    `Openings`).  `heartbeat` pings keep reverse proxies from cutting
     idle consoles; `max_msg_size` bounds what one client frame may buffer.
     """
     leg = _VncLeg(idle_timeout)
-    await _connect(upstream, leg, connect_timeout)
+    await _connect(upstream, leg, connect_timeout, openings)
     ws = web.WebSocketResponse(protocols=("binary",), heartbeat=heartbeat, max_msg_size=max_msg_size,
                                compress=False)
     try:

@@ -32,7 +32,7 @@ from yarl import URL
 
 from console_proxy import (
     ConnectClient, ConnectFrontEnd, TextConsoleServer, TextScreen, Tunnel, Upstream,
-    UpstreamUnavailable, bridge_websocket,
+    UpstreamBusy, UpstreamUnavailable, bridge_websocket,
 )
 from console_proxy.vt100 import Vt100Server
 
@@ -405,6 +405,9 @@ class Consoles:
             # connections nobody will serve)
             tunnel = await client.tunnel(upstream, idle_timeout=self.idle_timeout,
                                          server_speaks_first=decision.protocol == "rfb")
+        except UpstreamBusy as exc:
+            client.reject(503, message=str(exc))
+            return
         except UpstreamUnavailable:
             client.reject(404, message="no console server running")
             return
@@ -443,11 +446,14 @@ class Consoles:
             return web.Response(status=503, text=f"console connection limit ({self.vm_limit}) "
                                                  "reached\n")
         bridge = asyncio.get_running_loop().create_task(
-            bridge_websocket(request, upstream, idle_timeout=self.idle_timeout))
+            bridge_websocket(request, upstream, idle_timeout=self.idle_timeout,
+                             openings=self.front_end.openings))
         vm.pending -= 1
         vm.bridges.add(bridge)
         try:
             return await asyncio.shield(bridge)
+        except UpstreamBusy as exc:
+            return web.Response(status=503, text=f"{exc}\n")
         except UpstreamUnavailable:
             return web.Response(status=404, text="no console server running\n")
         except asyncio.CancelledError:

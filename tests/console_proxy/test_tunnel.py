@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from console_proxy import (CONNECT_OK, ConsoleForwarder, ForwardError, TextConsoleServer,
-                           connect_console, reply_error)
+                           UpstreamBusy, UpstreamUnavailable, connect_console, reply_error)
+from console_proxy.tunnel import Openings, connect_upstream
 from console_proxy.forwarder import MAX_REDIRECTS
 from console_proxy.keys import LineEditor
 
@@ -226,3 +227,52 @@ def test_reply_error(status, kwargs, expected):
     assert transport.closed
     head, body = transport.data.split(b"\r\n\r\n", 1)
     assert f"Content-Length: {len(body)}".encode() in head
+
+
+async def test_tunnels_are_opened_in_turns_and_a_turn_not_given_is_busy():
+    """A burst of CONNECTs is opened `limit` at a time (issue 14 item 7: 500 at once had every
+    loop turn run hundreds of openings, other clients waited 120-190 ms); a connection whose
+    turn does not come within its timeout gets UpstreamBusy (503), none is left half-open."""
+    greeting = asyncio.Event()
+    opening = peak = 0
+
+    async def slow_rfb(reader, writer):      # greets only when told to
+        nonlocal opening, peak
+        opening += 1
+        peak = max(peak, opening)
+        await greeting.wait()
+        opening -= 1
+        writer.write(b"RFB 003.008\n")
+        await writer.drain()
+        await reader.read()
+        writer.close()
+
+    server = await asyncio.start_server(slow_rfb, "127.0.0.1", 0)
+    upstream = ("127.0.0.1", server.sockets[0].getsockname()[1])
+    openings = Openings(limit=2)
+    try:
+        opens = [asyncio.create_task(connect_upstream(upstream, server_speaks_first=True,
+                                                      openings=openings, timeout=5))
+                 for _ in range(6)]
+        await eventually(lambda: opening == 2)
+        await asyncio.sleep(0.1)
+        assert opening == 2, "more than `limit` opened at once"
+        with pytest.raises(UpstreamBusy):       # no turn within 0.2 s: busy, not unreachable
+            await connect_upstream(upstream, server_speaks_first=True, openings=openings,
+                                   timeout=0.2)
+        greeting.set()
+        tunnels = await asyncio.gather(*opens)
+        assert peak == 2 and len(tunnels) == 6
+        for t in tunnels:
+            t.close("done")
+        # the turns of connections that failed are given back
+        for _ in range(3):
+            with pytest.raises(UpstreamUnavailable) as failed:
+                await connect_upstream(("127.0.0.1", 1), openings=openings, timeout=1)
+            assert not isinstance(failed.value, UpstreamBusy)
+        tunnel = await connect_upstream(upstream, server_speaks_first=True, openings=openings,
+                                        timeout=1)
+        tunnel.close("done")
+    finally:
+        server.close()
+        await server.wait_closed()
