@@ -49,6 +49,13 @@ _TUNING: dict[str, dict] = {
                        "help": "FULL survives power loss; NORMAL survives process crashes"},
 }
 
+# How long a thread may keep the GIL while another waits for it (Python's default: 5 ms). The
+# loop's thread waits for it whenever a worker holds it (decoding a big XML-RPC body, the
+# glue around compression), and one request takes it several times: with 5 ms, one client's
+# 40,000-tag requests added 90-170 ms to everybody's login; with 0.5 ms, under 65 ms
+# (issue 14 item 5, benchmarks/RESULTS.md). Transfers' throughput measured the same.
+GIL_SWITCH_INTERVAL = 0.0005
+
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="xcp-httpd", description="XenAPI host agent")
@@ -153,6 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"xcp-httpd: {e}", file=sys.stderr)
         return 2
     _log_to(args.log_file, args.log_level)
+    sys.setswitchinterval(GIL_SWITCH_INTERVAL)
     keep_big_buffers()              # transfers reuse their MiB buffers (httpd.allocator)
     config = Config(data_dir=args.data_dir.resolve(),
                     listen=tuple(args.listen or ["127.0.0.1:8080"]),
