@@ -10,6 +10,7 @@ against (`race_cancel`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as _dt
 import logging
 import time
@@ -172,6 +173,16 @@ class TaskManager:
         stop = asyncio.ensure_future(self.cancel_event(ref).wait())
         try:
             await asyncio.wait({work, stop}, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            # the caller goes (its client left): the work ends first, cleaned up (side files
+            # removed, threads joined), so whoever fails the task next finds nothing left
+            work.cancel()
+            while not work.done():
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.wait({work})
+            if not work.cancelled():
+                work.exception()        # retrieved: superseded by the cancellation
+            raise
         finally:
             stop.cancel()
         if work.done():
