@@ -11,9 +11,10 @@ LISTEN    ?= 127.0.0.1:8080
 APT_RUN   := qemu-system-x86 qemu-utils busybox-static cpio e2fsprogs iproute2 dnsmasq-base \
              curl wget tar zstd socat novnc libjs-chart.js
 # Real clients the tests drive (and the benchmarks' anchors); PostgreSQL 15 for the store on
-# PostgreSQL (the tests initdb clusters of their own).
+# PostgreSQL (the tests initdb clusters of their own); xfsprogs for a reflinking file system
+# (loop-mounted in a mount namespace of the test's own).
 APT_TEST  := $(APT_RUN) curl wget tar gzip rrdtool xva-img socat pigz openssl zstd iproute2 util-linux \
-             tmux xorriso chromium chromium-driver postgresql-15
+             tmux xorriso chromium chromium-driver postgresql-15 xfsprogs
 # Xen Orchestra's XenAPI client (npm), run by node from Debian
 XO_CLIENT := tests/clients/xo/node_modules/.installed
 # Ansible (bundles community.general's XenServer modules), in a venv of its own

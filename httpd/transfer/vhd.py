@@ -2,8 +2,9 @@
 
 Export: the blocks to send are the 2 MiB blocks that hold data (from SEEK_DATA extents), or with
 a base VDI only those whose content differs from the base's (Xen Orchestra's incremental
-backups: the delta since the previous snapshot; blocks neither file allocates are skipped
-without reading, so the cost follows the data). Import: the VHD's blocks are applied to a copy
+backups: the delta since the previous snapshot; blocks neither file allocates, and on file
+systems with reflinks (XFS, btrfs) blocks both files share on the device, are skipped without
+reading, so the cost follows the data that changed). Import: the VHD's blocks are applied to a copy
 of the VDI beside it (`<file>.part`, a reflink or a copy of its allocated data), moved over the
 VDI only when the stream ended well: a bad or cut stream leaves the VDI as it was. Blocking
 functions: run them on a worker.
@@ -14,7 +15,7 @@ from __future__ import annotations
 import os
 
 from xva.events import Write
-from xva.files import data_extents
+from xva.files import data_extents, shared_extents
 from xva.vhd import BLOCK_SIZE, VhdReader, VhdWriter
 
 from .sidefile import SideFile
@@ -31,8 +32,21 @@ def _blocks(fd: int, size: int) -> set[int]:
     return out
 
 
+def _whole_blocks(ranges: list[tuple[int, int]], size: int) -> set[int]:
+    """The blocks that lie wholly inside `ranges` (a disk's last block may be short)."""
+    out: set[int] = set()
+    for start, length in ranges:
+        first = -(-start // BLOCK_SIZE)
+        end = start + length
+        last = end // BLOCK_SIZE if end < size else -(-size // BLOCK_SIZE)
+        out.update(range(first, last))
+    return out
+
+
 def changed_blocks(path: str, size: int, base: str | None = None) -> list[int]:
-    """The blocks of `path` to send: those with data, or those that differ from `base`."""
+    """The blocks of `path` to send: those with data, or those that differ from `base`
+    (read and compared, except where the two files share their device blocks: a reflinked
+    snapshot and its base differ only where the disk was written since)."""
     fd = os.open(path, os.O_RDONLY)
     try:
         mine = _blocks(fd, size)
@@ -41,8 +55,9 @@ def changed_blocks(path: str, size: int, base: str | None = None) -> list[int]:
         bfd = os.open(base, os.O_RDONLY)
         try:
             theirs = _blocks(bfd, size)
+            same = _whole_blocks(shared_extents(fd, bfd, size), size)
             out = []
-            for b in sorted(mine | theirs):
+            for b in sorted((mine | theirs) - same):
                 off, n = b * BLOCK_SIZE, min(BLOCK_SIZE, size - b * BLOCK_SIZE)
                 a = os.pread(fd, n, off) if b in mine else _ZERO_BLOCK[:n]
                 c = os.pread(bfd, n, off) if b in theirs else _ZERO_BLOCK[:n]

@@ -10,12 +10,10 @@ import json
 import os
 import socket
 import subprocess
-import sys
 import tarfile
 import urllib.error
 import urllib.request
 import xmlrpc.client
-from pathlib import Path
 
 import pytest
 
@@ -24,6 +22,7 @@ from httpd.model.xtypes import SetOf, XType
 from httpd.web.appkeys import SERVICES
 from httpd.web.rpc import MAX_BATCH, SESSION_WITHIN, SMALL_BODY
 from tests.in_process import PASSWORD, running_agent
+from tests.scenarios import run_scenario
 
 
 def _post(url: str, body: bytes, ctype: str = "application/json") -> tuple[int, bytes]:
@@ -386,12 +385,7 @@ def test_10_a_full_disk_is_sr_full_wherever_it_meets_a_client():
 
 
 def test_10_a_disk_that_fills_during_an_import_is_sr_full(tmp_path):
-    root = Path(__file__).resolve().parents[2]
-    p = subprocess.run(["unshare", "--mount", sys.executable, "-m",
-                        "tests.httpd.sr_full_scenario", str(tmp_path)],
-                       capture_output=True, text=True, cwd=root, timeout=300)
-    assert p.returncode == 0, p.stderr[-3000:]
-    r = json.loads(p.stdout.strip().splitlines()[-1])
+    r = run_scenario("tests.httpd.sr_full_scenario", tmp_path)
     statuses = sorted(a.split("\r\n", 1)[0].replace("HTTP/1.1 100 Continue", "").strip()
                       or a.split("\r\n\r\n", 1)[1].split("\r\n", 1)[0] for a in r["answers"])
     assert any("507" in a and "SR_FULL" in a for a in r["answers"]), r["answers"]

@@ -11,7 +11,8 @@ import pytest
 from xva.appliance import CHUNK_SIZE
 from xva.errors import XVACancelled, XVAIOError
 from xva.events import LAYOUT_APPLIANCE, LAYOUT_XAPI
-from xva.files import data_extents, export_appliance, export_blocks, import_stream, sparse_pieces
+from xva.files import (data_extents, export_appliance, export_blocks, import_stream, shared_extents,
+                       sparse_pieces)
 
 from .conftest import appliance, make_disk
 
@@ -240,3 +241,29 @@ def test_writes_behind_land_in_order_and_a_failed_one_is_raised(tmp_path, monkey
         applier.sync()
     applier.close()
     assert len(calls) < 50 and not any(t.name == "xva-writer" for t in threading.enumerate())
+
+
+def test_shared_extents_read_fiemap_and_see_no_sharing_between_copies(tmp_path):
+    """A file shares every data extent with itself (FIEMAP parsed: the same places), a plain
+    copy shares none (this file system copies: no reflinks), and holes are never shared.
+    Reflinked copies on XFS: tests/httpd/test_vhd_http.py's reflink scenario."""
+    MiB = 1 << 20
+    path = tmp_path / "disk"
+    with open(path, "wb") as f:
+        f.truncate(16 * MiB)
+        for off in (0, 6 * MiB, 15 * MiB):
+            f.seek(off)
+            f.write(os.urandom(MiB))
+        os.fsync(f.fileno())
+    copy = tmp_path / "copy"
+    subprocess.run(["cp", "--reflink=never", "--sparse=always", str(path), str(copy)],
+                   check=True)
+    fd, cfd = os.open(path, os.O_RDONLY), os.open(copy, os.O_RDONLY)
+    try:
+        assert shared_extents(fd, fd, 16 * MiB) == data_extents(fd, 16 * MiB)
+        assert sum(n for _, n in shared_extents(fd, fd, 16 * MiB)) == 3 * MiB
+        assert shared_extents(fd, fd, 7 * MiB) == [(0, MiB), (6 * MiB, MiB)]   # clipped
+        assert shared_extents(fd, cfd, 16 * MiB) == []
+    finally:
+        os.close(fd)
+        os.close(cfd)
