@@ -47,6 +47,12 @@ def vdi_clone(ctx: Ctx) -> None:
     _uuid(ctx, "VDI", new)
 
 
+@command("vdi-snapshot", "Snapshot a VDI (a reflink where the file system can); prints the "
+         "snapshot's uuid.", reqd=("uuid",))
+def vdi_snapshot(ctx: Ctx) -> None:
+    _uuid(ctx, "VDI", ctx.call("VDI.snapshot", ctx.by_uuid("VDI", ctx.need("uuid")), {}))
+
+
 @command("network-create", "Create a network (a bridge of its own); prints its uuid.",
          reqd=("name-label",), optn=("name-description", "MTU", "bridge"))
 def network_create(ctx: Ctx) -> None:

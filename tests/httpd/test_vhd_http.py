@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import struct
 import subprocess
@@ -120,6 +121,34 @@ def test_snapshot_and_revert(server, xenapi):
     assert e.value.details[0] == "VM_REVERT_FAILED"
     ignored = x.VM.snapshot(vm, "no disks", [now])
     assert x.VM.get_VBDs(ignored) == []
+
+
+def test_vdi_snapshot_of_one_disk(server, xenapi, tmp_path):
+    x = xenapi.xenapi
+    disk = _vdi(x, 4 * 2**20, b"before", at=2**20)
+    snap = x.VDI.snapshot(disk, {})
+    rec = x.VDI.get_record(snap)
+    assert rec["is_a_snapshot"] and rec["snapshot_of"] == disk and rec["SR"] == x.VDI.get_SR(disk)
+    assert x.VDI.get_snapshots(disk) == [snap] and rec["virtual_size"] == str(4 * 2**20)
+    with open(_path(x, disk), "r+b") as f:
+        f.seek(2**20)
+        f.write(b"after!")
+    assert open(_path(x, snap), "rb").read()[2**20:2**20 + 6] == b"before"
+    # the snapshot is a delta's base: only the block written since comes back
+    back = _exported_by_qemu_img(server, x, disk, tmp_path, "vhd", "vpc", "vhd")
+    assert back[2**20:2**20 + 6] == b"after!"
+    subprocess.run(["curl", "-sf", "-o", str(tmp_path / "delta.vhd"),
+                    _url(server, f"/export_raw_vdi?vdi={disk}&format=vhd&base={snap}")],
+                   check=True)
+    mapped = subprocess.run(["qemu-img", "map", "-f", "vpc", "--output=json",
+                             str(tmp_path / "delta.vhd")], check=True, capture_output=True,
+                            text=True).stdout
+    assert [(m["start"], m["length"]) for m in json.loads(mapped) if m["data"]] == [(0, 2**21)]
+    x.VDI.destroy(snap)
+    assert x.VDI.get_snapshots(disk) == []
+    with pytest.raises(XenAPI.Failure) as e:
+        x.VDI.snapshot("OpaqueRef:nothing", {})
+    assert e.value.details[0] == "HANDLE_INVALID"
 
 
 def test_qcow2_both_ways_and_a_backing_file_refused(server, xenapi, tmp_path):

@@ -146,7 +146,10 @@ def test_vdi_resize_copy_clone(xe, vm):
     copy = xe.out("vdi-copy", f"uuid={vdi}")
     clone = xe.out("vdi-clone", f"uuid={vdi}", "new-name-label=the clone")
     assert xe.out("vdi-param-get", f"uuid={clone}", "param-name=name-label") == "the clone"
-    for u in (copy, clone):
+    snap = xe.out("vdi-snapshot", f"uuid={vdi}")
+    assert xe.out("vdi-param-get", f"uuid={snap}", "param-name=is-a-snapshot") == "true"
+    assert xe.out("vdi-param-get", f"uuid={snap}", "param-name=snapshot-of") == vdi
+    for u in (copy, clone, snap):
         assert int(xe.out("vdi-param-get", f"uuid={u}", "param-name=virtual-size")) \
             == size + 2**20
         xe("vdi-destroy", f"uuid={u}")
