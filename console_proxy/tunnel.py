@@ -73,7 +73,8 @@ class Openings:
     async def open(self, upstream: Upstream, factory: Callable[[], asyncio.Protocol],
                    timeout: float, then: Callable[[], Awaitable[object]] | None = None) -> None:
         """Connect `factory()` to `upstream` (and await `then()`) in a turn, within `timeout`:
-        UpstreamBusy if no turn came; OSError or TimeoutError from the connect itself."""
+        UpstreamBusy if no turn came, UpstreamUnavailable if the connect (or `then`) failed
+        or did not end in time."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         try:
@@ -90,6 +91,9 @@ class Openings:
                     await loop.create_connection(factory, *upstream)
                 if then is not None:
                     await then()
+        except (OSError, TimeoutError) as exc:
+            raise UpstreamUnavailable(f"console server {upstream!r} is not reachable: "
+                                      f"{exc or 'it did not answer'}") from exc
         finally:
             self._turns.release()
 
@@ -340,13 +344,10 @@ async def connect_upstream(upstream: Upstream, *, timeout: float = 10.0,
     try:
         await (openings or Openings()).open(upstream, lambda: tunnel.server, timeout,
                                             greeted if server_speaks_first else None)
-    except UpstreamBusy:
-        tunnel.close("no turn to open")
+    except UpstreamUnavailable as exc:
+        tunnel.close("no turn to open" if isinstance(exc, UpstreamBusy)
+                     else "upstream unreachable")
         raise
-    except (OSError, TimeoutError) as exc:
-        tunnel.close("upstream unreachable")
-        raise UpstreamUnavailable(f"console server {upstream!r} is not reachable: "
-                                  f"{exc or 'it did not answer'}") from exc
     if not tunnel.server.lost:
         tunnel.server.transport.pause_reading()  # until the client leg is attached
     return tunnel

@@ -26,7 +26,7 @@ import struct
 from aiohttp import WSMsgType, web
 from aiohttp.abc import AbstractStreamWriter
 
-from .tunnel import IdleWatch, Openings, Upstream, UpstreamBusy, UpstreamUnavailable, tune_socket
+from .tunnel import IdleWatch, Openings, Upstream, UpstreamUnavailable, tune_socket
 
 __all__ = ["bridge_websocket"]
 
@@ -161,12 +161,9 @@ async def _connect(upstream: Upstream, leg: _VncLeg, timeout: float,
                    openings: Openings | None) -> None:
     try:
         await (openings or Openings()).open(upstream, lambda: leg, timeout)
-    except UpstreamBusy:
+    except UpstreamUnavailable:
         leg.close()
         raise
-    except (OSError, TimeoutError) as exc:
-        leg.close()
-        raise UpstreamUnavailable(f"console server {upstream!r} is not reachable: {exc}") from exc
     leg.transport.pause_reading()  # until the WebSocket is open
 
 

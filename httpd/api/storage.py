@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as _dt
 import uuid as _uuid
 from pathlib import Path
 
@@ -65,10 +64,7 @@ async def vdi_snapshot(ctx: Ctx, vdi: str, driver_params: dict | None = None) ->
     """A snapshot of one disk (xapi's; VM.snapshot makes these for each of a VM's disks): a
     reflink where the file system has them, else a copy of its allocated data, marked
     `is_a_snapshot`, `snapshot_of` the disk, in the disk's `snapshots`."""
-    ctx.store.get("VDI", vdi)
-    now = _dt.datetime.now(_dt.timezone.utc)
-    return await ctx.vdis.copy(vdi, None, {"is_a_snapshot": True, "snapshot_of": vdi,
-                                            "snapshot_time": now})
+    return await ctx.vdis.snapshot(vdi)
 
 
 @table.message("VDI.copy", ("self", Ref("VDI")), ("sr", Ref("SR")))

@@ -103,9 +103,8 @@ async def _duplicate(ctx: Ctx, vm: str, new_name: str, sr: str | None, op: str, 
             for b in vbds:
                 if b["VDI"] != NULL_REF and b["VDI"] not in disk_map:
                     ctx.raise_if_cancelled()
-                    marks = {"is_a_snapshot": True, "snapshot_of": b["VDI"],
-                             "snapshot_time": now} if snapshot else None
-                    disk_map[b["VDI"]] = await ctx.vdis.copy(b["VDI"], sr, marks)
+                    disk_map[b["VDI"]] = await (ctx.vdis.snapshot(b["VDI"], sr, now) if snapshot
+                                                else ctx.vdis.copy(b["VDI"], sr))
                     created.append(disk_map[b["VDI"]])
             with ctx.store.transaction():
                 source = ctx.store.get("VM", vm)

@@ -10,6 +10,7 @@ never a file without a record, never a half-copied disk that looks whole.
 from __future__ import annotations
 
 import asyncio
+import datetime as _dt
 import logging
 from concurrent.futures import Executor
 from pathlib import Path
@@ -165,6 +166,14 @@ class Vdis:
             raise
         await self.refresh_sr(sr)
         return new
+
+    async def snapshot(self, vdi: str, sr: str | None = None,
+                       at: _dt.datetime | None = None) -> str:
+        """A snapshot of `vdi`: a copy (see `copy`) marked `is_a_snapshot`, `snapshot_of` it,
+        taken `at` (now; VM.snapshot gives its disks the VM snapshot's time)."""
+        at = at or _dt.datetime.now(_dt.timezone.utc)
+        return await self.copy(vdi, sr, {"is_a_snapshot": True, "snapshot_of": vdi,
+                                         "snapshot_time": at})
 
     async def _forget(self, vdi: str) -> None:
         """A VDI whose making failed goes (record, mark, file), without hiding that failure."""
