@@ -24,6 +24,10 @@ async def call(services: Services, method: str, params: list[Any], *,
         msg, is_async = dispatcher.lookup(method)
         session, args = dispatcher.bind(msg, method, params)
         ctx = Ctx(services, session, None, local, source)
+        if session is not None and services.sessions.from_peer(session):
+            # a call another agent hands over: what it (or any agent) committed before
+            # sending it is read here, not a cache a change or two behind
+            await services.store.fence(services.executors.disk)
         if is_async:
             return services.tasks.spawn(
                 f"Async.{msg.name}", session,

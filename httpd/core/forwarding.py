@@ -3,7 +3,9 @@
 The master answers every call; the calls that act on a domain or a host's local storage run
 on the agent of the host concerned: the master forwards them there over the pool's internal
 RPC (`Peers.call`), waits for that agent's answer and for its writes to reach this agent's
-cache (`Store.fence`), and answers the client. A VM's host is the one it runs on, else the one
+cache (`Store.fence`), and answers the client. The agent that runs it fences first, too
+(`calls.call`, for every call in a pool session): it reads what was committed before the
+call was sent, not a cache a change behind. A VM's host is the one it runs on, else the one
 whose local SR holds its disks (a VM on shared storage, or with no disk, runs where asked or
 on the master).
 """

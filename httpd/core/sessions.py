@@ -165,6 +165,11 @@ class SessionManager:
             raise XenAPIError("SESSION_INVALID", ref)
         self.store.touch("session", ref, {"last_active": _now()})
 
+    def from_peer(self, ref: str) -> bool:
+        """Whether `ref` is a pool session (another agent of the pool calling)."""
+        rec = self.store.find("session", ref)
+        return rec is not None and bool(rec["pool"])
+
     def valid(self, ref: str) -> bool:
         return self.store.find("session", ref) is not None
 

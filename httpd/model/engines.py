@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import os
 import sqlite3
 import threading
 import uuid as _uuid
@@ -333,7 +334,9 @@ class _Follower(threading.Thread):
 
     def _connect(self) -> None:
         import psycopg
-        self.conn = psycopg.connect(self.dsn, autocommit=True)
+        # named, with the agent's pid, so pg_stat_activity tells whose follower a backend is
+        self.conn = psycopg.connect(self.dsn, autocommit=True,
+                                    application_name=f"xcp-httpd follower {os.getpid()}")
         self.conn.execute("LISTEN xcp_changes")
 
     def run(self) -> None:

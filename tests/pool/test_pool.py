@@ -10,7 +10,9 @@ from __future__ import annotations
 import contextlib
 import http.server
 import json
+import os
 import shutil
+import signal
 import socket
 import subprocess
 import tarfile
@@ -284,18 +286,24 @@ def test_devices_of_a_vm_on_host_3_plug_there(pool):
     x.VM.hard_shutdown(vm)
 
 
-def test_a_vm_on_a_shared_sr_starts_on_any_host(pool):
-    x = pool.login(0).xenapi
-    hosts = _hosts(x)
+def _shared_vm(x, pool, name: str) -> str:
+    """A VM whose one disk is on the shared SR (any host may run it)."""
     vdi = x.VDI.create({"SR": pool.shared_sr, "virtual_size": str(16 << 20), "type": "user",
                         "name_label": "shared disk", "sharable": False, "read_only": False,
                         "other_config": {}})
-    vm = x.VM.create({"name_label": "on shared storage", "memory_static_max": str(2**28),
+    vm = x.VM.create({"name_label": name, "memory_static_max": str(2**28),
                       "memory_dynamic_max": str(2**28), "memory_dynamic_min": str(2**28),
                       "memory_static_min": str(2**28), "VCPUs_max": "1",
                       "VCPUs_at_startup": "1"})
     x.VBD.create({"VM": vm, "VDI": vdi, "userdevice": "0", "bootable": True, "mode": "RW",
                   "type": "Disk", "empty": False, "other_config": {}})
+    return vm
+
+
+def test_a_vm_on_a_shared_sr_starts_on_any_host(pool):
+    x = pool.login(0).xenapi
+    hosts = _hosts(x)
+    vm = _shared_vm(x, pool, "on shared storage")
     for addr in (ADDRESSES[1], ADDRESSES[2], ADDRESSES[0]):
         x.VM.start_on(vm, hosts[addr], False, False)
         assert x.VM.get_resident_on(vm) == hosts[addr]
@@ -303,6 +311,38 @@ def test_a_vm_on_a_shared_sr_starts_on_any_host(pool):
     # with nothing pinning it, VM.start runs it on the master
     x.VM.start(vm, False, False)
     assert x.VM.get_resident_on(vm) == hosts[ADDRESSES[0]]
+    x.VM.hard_shutdown(vm)
+
+
+def test_a_call_handed_to_a_host_reads_what_was_committed_before_it(pool):
+    """A VM halted through host 2, then started on host 3 while host 3's follower is held
+    back (its PostgreSQL backend stopped for 2 s): host 3 waits for the halt to reach its
+    cache before it runs the start (it answered VM_BAD_POWER_STATE halted/running from a
+    cache one change behind -- the race a CI run once lost)."""
+    import psycopg
+    x = pool.login(0).xenapi
+    hosts = _hosts(x)
+    vm = _shared_vm(x, pool, "handed over")
+    x.VM.start_on(vm, hosts[ADDRESSES[1]], False, False)
+    host3 = hosts[ADDRESSES[2]]
+    secret = (pool.hosts[2].data_dir / "pool.secret").read_text().strip()
+    agent3 = xmlrpc.client.ServerProxy(pool.url(2))
+    pool_session = agent3.session.slave_login(host3, secret)["Value"]
+    # host 3's cache holds the start (what its answer without the wait would have used)
+    assert agent3.VM.get_power_state(pool_session, vm)["Value"] == "Running"
+    with psycopg.connect(pool.database, autocommit=True) as db:
+        (backend,), = db.execute("SELECT pid FROM pg_stat_activity WHERE application_name = "
+                                 "%s", (f"xcp-httpd follower {pool.hosts[2].proc.pid}",))
+    os.kill(backend, signal.SIGSTOP)
+    resume = threading.Timer(2.0, os.kill, (backend, signal.SIGCONT))
+    resume.start()
+    try:
+        x.VM.hard_shutdown(vm)
+        x.VM.start_on(vm, host3, False, False)
+    finally:
+        resume.cancel()
+        os.kill(backend, signal.SIGCONT)
+    assert x.VM.get_resident_on(vm) == host3
     x.VM.hard_shutdown(vm)
 
 
