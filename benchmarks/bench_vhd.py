@@ -9,6 +9,9 @@ bench_transfer.py), snapshots it, then in one run, side by side (median of --rep
   anchor    qemu-img convert -f raw -O vpc -o subformat=dynamic disk out.vhd   (the same file)
   ours      curl -o out.vhd .../export_raw_vdi?vdi=<snapshot's VDI>&format=vhd
             (and the same to /dev/null: what the server costs without curl's file writes)
+  floor     busybox httpd (C, sendfile) serving our VHD as a static file, to curl -o file
+            and -o /dev/null: what any HTTP server costs here for the same bytes; and an
+            empty static file: curl's start and one request, the fixed part of every export
   delta     16 MiB changed in the VM's disk, then a second snapshot, then
             curl -o delta.vhd .../export_raw_vdi?vdi=<second>&format=vhd&base=<first>
 
@@ -22,6 +25,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
+import socket
 import statistics
 import subprocess
 import sys
@@ -43,6 +48,22 @@ def timed(cmd: list[str]) -> float:
     start = time.perf_counter()
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
     return time.perf_counter() - start
+
+
+def static_server(root: str) -> tuple[subprocess.Popen, str]:
+    """busybox httpd serving `root` on a free loopback port (the floor anchor)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    proc = subprocess.Popen(["busybox", "httpd", "-f", "-p", f"127.0.0.1:{port}", "-h", root])
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(100):
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return proc, url
+        time.sleep(0.05)
+    proc.kill()
+    raise RuntimeError("busybox httpd did not start")
 
 
 def main() -> None:
@@ -109,6 +130,26 @@ def run(args: argparse.Namespace) -> None:
                                            f"{base}/export_raw_vdi?vdi={first}&format=vhd"]))
                 runs["ours_null"].append(timed(["curl", "-sSf", "-o", "/dev/null",
                                                 f"{base}/export_raw_vdi?vdi={first}&format=vhd"]))
+            www = os.path.join(work, "www")
+            os.mkdir(www)
+            shutil.copy(out, os.path.join(www, "full.vhd"))
+            open(os.path.join(www, "empty"), "wb").close()
+            static, static_url = static_server(www)
+            try:
+                for k in ("floor", "floor_null", "fixed"):
+                    runs[k] = []
+                for _ in range(args.repeat):
+                    subprocess.run(["cat", os.path.join(www, "full.vhd")], check=True,
+                                   stdout=subprocess.DEVNULL)          # in the page cache
+                    runs["floor"].append(timed(["curl", "-sSf", "-o", out,
+                                                f"{static_url}/full.vhd"]))
+                    runs["floor_null"].append(timed(["curl", "-sSf", "-o", "/dev/null",
+                                                     f"{static_url}/full.vhd"]))
+                    runs["fixed"].append(timed(["curl", "-sSf", "-o", "/dev/null",
+                                                f"{static_url}/empty"]))
+            finally:
+                static.kill()
+                static.wait()
             back = os.path.join(work, "back.raw")
             subprocess.run(["qemu-img", "convert", "-f", "vpc", "-O", "raw", out, back],
                            check=True)
@@ -132,6 +173,14 @@ def run(args: argparse.Namespace) -> None:
                   f"({med['ours_null'] / med['qemu-img']:.3f}x qemu-img: the server's part)")
             print(f"  delta (16 MiB changed)   {med['delta']:.3f} s  ({med['delta'] / med['ours']:.3f}x "
                   f"the full; {os.path.getsize(delta) >> 20} MiB)")
+            print(f"floor: busybox httpd, our VHD as a static file: {med['floor']:.3f} s "
+                  f"({med['floor'] / med['qemu-img']:.3f}x qemu-img; ours "
+                  f"{med['ours'] / med['floor']:.3f}x it), to /dev/null {med['floor_null']:.3f} s "
+                  f"(ours {med['ours_null'] / med['floor_null']:.3f}x it)")
+            fixed = med["fixed"]
+            print(f"  an empty static file (curl's start, one request): {fixed:.4f} s; the "
+                  f"delta without it {(med['delta'] - fixed) / (med['ours'] - fixed):.3f}x "
+                  f"the full without it")
             print("goals: full <= 0.5x qemu-img; delta <= 0.2x the full")
         finally:
             srv.stop()

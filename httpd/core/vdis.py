@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as _dt
+import functools
 import logging
 from concurrent.futures import Executor
 from pathlib import Path
@@ -135,10 +136,11 @@ class Vdis:
         return vdi
 
     async def copy(self, vdi: str, sr: str | None = None, fields: dict | None = None, *,
-                   check: Callable[[int], None] | None = None) -> str:
+                   check: Callable[[int], None] | None = None, digest: bool = False) -> str:
         """A sparse copy (a reflink where the filesystem can) of `vdi`, in `sr` or its own SR.
         `check(bytes_done)` runs in the copying thread between extents and may raise to stop.
-        The new record is durable, and marked unfinished, before the copy starts."""
+        The new record is durable, and marked unfinished, before the copy starts. `digest`:
+        see `FileSR.copy_from`."""
         src = self.store.get("VDI", vdi)
         sr = sr if sr and sr != NULL_REF else src["SR"]
         src_path = self.path(vdi)
@@ -154,7 +156,8 @@ class Vdis:
         try:
             await self.store.sync()
             try:
-                await self._run(dst.copy_from, src_path, uuid, src["virtual_size"], check)
+                await self._run(functools.partial(dst.copy_from, digest=digest), src_path,
+                                uuid, src["virtual_size"], check)
             except FileNotFoundError:
                 raise XenAPIError("VDI_MISSING", src["SR"], vdi) from None
             used = await self._run(dst.allocated, uuid)
@@ -173,7 +176,7 @@ class Vdis:
         taken `at` (now; VM.snapshot gives its disks the VM snapshot's time)."""
         at = at or _dt.datetime.now(_dt.timezone.utc)
         return await self.copy(vdi, sr, {"is_a_snapshot": True, "snapshot_of": vdi,
-                                         "snapshot_time": at})
+                                         "snapshot_time": at}, digest=True)
 
     async def _forget(self, vdi: str) -> None:
         """A VDI whose making failed goes (record, mark, file), without hiding that failure."""

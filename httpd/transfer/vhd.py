@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import os
 
+from xva import digests
 from xva.events import Write
 from xva.files import data_extents, shared_extents
 from xva.vhd import BLOCK_SIZE, VhdReader, VhdWriter
 
+from ..core.filesr import digest_file
 from .sidefile import SideFile
 
 __all__ = ["changed_blocks", "VhdExport", "VhdApplier"]
@@ -44,9 +46,11 @@ def _whole_blocks(ranges: list[tuple[int, int]], size: int) -> set[int]:
 
 
 def changed_blocks(path: str, size: int, base: str | None = None) -> list[int]:
-    """The blocks of `path` to send: those with data, or those that differ from `base`
-    (read and compared, except where the two files share their device blocks: a reflinked
-    snapshot and its base differ only where the disk was written since)."""
+    """The blocks of `path` to send: those with data, or those that may differ from `base`.
+    Files that share device blocks (a reflinked snapshot and its base) differ only in the
+    blocks they do not share, written since: those are sent unread (a block rewritten with
+    the same bytes goes too; sending more is never wrong). Files that share none (copies)
+    are compared by their digests where both have current ones (`xva.digests`), else read."""
     fd = os.open(path, os.O_RDONLY)
     try:
         mine = _blocks(fd, size)
@@ -55,9 +59,16 @@ def changed_blocks(path: str, size: int, base: str | None = None) -> list[int]:
         bfd = os.open(base, os.O_RDONLY)
         try:
             theirs = _blocks(bfd, size)
-            same = _whole_blocks(shared_extents(fd, bfd, size), size)
+            shared = shared_extents(fd, bfd, size)
+            todo = sorted((mine | theirs) - _whole_blocks(shared, size))
+            if not todo or shared:
+                return todo
+            a = digests.load(digest_file(path), fd, size, BLOCK_SIZE)
+            c = digests.load(digest_file(base), bfd, size, BLOCK_SIZE) if a else None
+            if a is not None and c is not None and a[0] == c[0]:
+                return digests.differing(a[1], c[1], todo)
             out = []
-            for b in sorted((mine | theirs) - same):
+            for b in todo:
                 off, n = b * BLOCK_SIZE, min(BLOCK_SIZE, size - b * BLOCK_SIZE)
                 a = os.pread(fd, n, off) if b in mine else _ZERO_BLOCK[:n]
                 c = os.pread(bfd, n, off) if b in theirs else _ZERO_BLOCK[:n]

@@ -53,14 +53,16 @@ def main(workdir: str) -> None:
     try:
         srv = Server(mnt / "data", "--no-demo").start()
         try:
-            print(json.dumps(_scenario(srv, work)))
+            print(json.dumps(delta_scenario(srv, work)))
         finally:
             srv.stop()
     finally:
         subprocess.run(["umount", str(mnt)], check=True)
 
 
-def _scenario(srv: Server, work: Path) -> dict:
+def delta_scenario(srv: Server, work: Path) -> dict:
+    """Two snapshots of a 64 MiB disk with CHANGED written between them, and the delta
+    exported (what the server read for it, from /proc/PID/io)."""
     x = srv.session().xenapi
     url = srv.url.replace("http://", f"http://root:{srv.password}@")
     sr = x.pool.get_default_SR(x.pool.get_all()[0])

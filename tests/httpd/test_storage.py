@@ -85,3 +85,24 @@ def test_side_files_of_cut_uploads_are_swept_at_start(fresh_server):
     fresh_server.kill9()
     fresh_server.start()
     assert not os.path.exists(path + ".part") and os.path.exists(path)
+
+
+def test_a_snapshots_digests_go_with_it_and_orphans_are_swept(tmp_path):
+    """A snapshot's copy gets its block digests beside it (`.<name>.raw.digests`, not a VDI for
+    scan); destroy removes them; at start, digests of a file that is gone and half-written
+    ones are swept, a VDI's kept."""
+    sr = FileSR(tmp_path)
+    _sparse(tmp_path / "a.raw", 8 * 2**20, [(2**20, b"data")])
+    sr.copy_from(tmp_path / "a.raw", "snap", 8 * 2**20, digest=True)
+    sr.copy_from(tmp_path / "a.raw", "plain", 8 * 2**20)
+    digests = tmp_path / ".snap.raw.digests"
+    assert digests.exists() and not (tmp_path / ".plain.raw.digests").exists()
+    assert sorted(sr.scan()) == ["a", "plain", "snap"]
+    (tmp_path / ".gone.raw.digests").write_bytes(b"x")
+    (tmp_path / ".snap.raw.digests.123.tmp").write_bytes(b"x")
+    (tmp_path / ".digest-seed.123.tmp").write_bytes(b"x")
+    assert sorted(sr.sweep_side_files()) == [".digest-seed.123.tmp", ".gone.raw.digests",
+                                             ".snap.raw.digests.123.tmp"]
+    assert digests.exists() and len((tmp_path / ".digest-seed").read_bytes()) == 8
+    sr.destroy("snap")
+    assert not digests.exists() and not (tmp_path / "snap.raw").exists()
