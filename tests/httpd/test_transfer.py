@@ -97,6 +97,33 @@ def test_export_writes_xapis_block_layout_by_default(server, source_vm, tmp_path
     assert tarfile.open(gz, "r:gz").getnames() == names
 
 
+def test_a_chunked_export_is_framed_for_keep_alive(server, source_vm, tmp_path):
+    """An export's body is chunked (its frames written by the agent, not aiohttp): the
+    chunks add up to the file curl saves, the last chunk ends it, and the same connection
+    then answers another request (a stray byte after the body would be read as its reply)."""
+    import base64
+    import http.client
+    x = server.session().xenapi
+    uuid = x.VM.get_uuid(source_vm)
+    saved = tmp_path / "vm.xva"
+    _curl(_url(server, f"/export?uuid={uuid}"), "-o", str(saved))
+    auth = base64.b64encode(f"root:{server.password}".encode()).decode()
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    try:
+        conn.request("GET", f"/export?uuid={uuid}", headers={"Authorization": f"Basic {auth}"})
+        resp = conn.getresponse()
+        assert resp.status == 200 and resp.getheader("Transfer-Encoding") == "chunked"
+        body = resp.read()
+        assert len(body) == saved.stat().st_size
+        assert tarfile.open(fileobj=io.BytesIO(body)).getnames() == \
+            tarfile.open(saved).getnames()
+        conn.request("GET", "/", headers={"Authorization": f"Basic {auth}"})
+        again = conn.getresponse()
+        assert again.status == 200 and again.read()
+    finally:
+        conn.close()
+
+
 def test_appliance_export_matches_the_guides_layout(server, source_vm, tmp_path):
     x = server.session().xenapi
     uuid = x.VM.get_uuid(source_vm)
