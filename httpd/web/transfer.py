@@ -202,12 +202,13 @@ class _Body:
     whose transports it does not trust with writelines): a copy of every byte sent, about a
     sixth of an uncompressed export's time. A chunked body's frames are written here as three
     transport writes instead, the data not copied unless the socket cannot take it at once;
-    aiohttp still writes the head and, at write_eof, the last chunk."""
+    aiohttp still writes the head and, at write_eof, the last chunk (a compressed response is
+    left to aiohttp whole)."""
 
-    def __init__(self, request: web.Request, writer) -> None:
+    def __init__(self, request: web.Request, resp: web.StreamResponse, writer) -> None:
         self.request = request
         self.writer = writer
-        self.chunked = bool(getattr(writer, "chunked", False))
+        self.chunked = bool(getattr(writer, "chunked", False)) and not resp.compression
         if self.chunked:
             send_head = getattr(writer, "send_headers", None)   # aiohttp >= 3.12 holds it back
             if send_head is not None:
@@ -238,7 +239,7 @@ async def _pump(request: web.Request, resp: web.StreamResponse, ctx: Ctx,
     runs in one thread at a time), so the disk, the compressor and the socket overlap; the
     batch in the making is joined before this returns, so the caller may close the stream."""
     cancelled = ctx.tasks.cancel_event(ctx.task)
-    body = _Body(request, await resp.prepare(request))
+    body = _Body(request, resp, await resp.prepare(request))
     ahead = asyncio.ensure_future(ctx.streaming(_take, pieces))
     try:
         while True:
