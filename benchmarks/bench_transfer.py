@@ -20,11 +20,13 @@ text, 1/4 random, 1/8 written zeros), each in every layout, repeated --repeat ti
 anchors in the same round (the page cache warmed before each command):
 
   anchors   cat disk > /dev/null; python -m isal.igzip -1 (one isal thread); zstd -3 -T1;
-            pigz -p 2 -1 (once); dd if=disk of=<SR dir> bs=1M conv=fsync (the write floor)
+            pigz -p 2 -1 (once); dd if=disk of=<SR dir> bs=1M conv=fsync (the write floor);
+            http: busybox httpd (C, sendfile) sending our xapi export's bytes to curl
+            -o /dev/null (the floor of any HTTP export here)
   ours      curl -o /dev/null and xe vm-export filename=/dev/null for: appliance,
             xapi (no compression), xapi+gzip, xapi+zstd; curl -T and xe vm-import of each
             (the imported disk compared with cmp, then destroyed)
-  ratios    gzip layouts / one isal thread, zstd / zstd -3 -T1, imports / dd conv=fsync,
+  ratios    gzip layouts / one isal thread, zstd / zstd -3 -T1, xapi / http, imports / dd,
             xe / curl (xe's own start and login, timed with xe vm-list, included)
 
 Peak server RSS growth is sampled from /proc/<pid>/status (VmRSS) every 20 ms in a thread;
@@ -53,6 +55,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
+from bench_vhd import static_server  # noqa: E402
 from bench_xva import build_disk, harvest  # noqa: E402
 from tests.server import Server  # noqa: E402
 
@@ -235,7 +238,7 @@ def run_size(b: Bench, size: int, data: bytes, repeat: int, with_anchors: bool) 
 
 # --- dense disks ----------------------------------------------------------------------------
 DENSE_LAYOUTS = (("appliance", "&format=appliance", "format=appliance", "isal"),
-                 ("xapi", "", "", "cat"),
+                 ("xapi", "", "", "http"),
                  ("xapi+gzip", "&use_compression=true", "compress=true", "isal"),
                  ("xapi+zstd", "&use_compression=zstd", "compress=zstd", "zstd"))
 
@@ -267,9 +270,17 @@ def run_dense(b: Bench, data: bytes, repeat: int) -> dict:
     for name, query, _, _ in DENSE_LAYOUTS:                 # the files to import, made once
         files[name] = os.path.join(b.work, f"dense-{name}.xva")
         b.export(uuid, query, files[name])
+    # the HTTP floor: a C server (busybox httpd, sendfile) sending our xapi export's bytes
+    www = os.path.join(b.work, "www")
+    os.makedirs(www, exist_ok=True)
+    served = os.path.join(www, "xapi.xva")
+    os.link(files["xapi"], served)
+    static, static_url = static_server(www)
     rounds: list[dict] = []
     for _ in range(repeat):
         r: dict = {}
+        sh(f"cat {shlex.quote(served)} > /dev/null")
+        r["http"] = sh(f"curl -sSf -o /dev/null {static_url}/xapi.xva")
         for key, cmd in (("cat", f"cat {q} > /dev/null"),
                          ("isal", f"{shlex.quote(sys.executable)} -m isal.igzip -1 -c {q}"
                                   " > /dev/null"),
@@ -298,6 +309,9 @@ def run_dense(b: Bench, data: bytes, repeat: int) -> dict:
             same_xe, _ = b.check_and_drop(vm, disk)
             r[f"{name} identical"] = same and same_xe
         rounds.append(r)
+    static.kill()
+    static.wait()
+    os.unlink(served)
     warm()
     pigz = sh(f"pigz -p 2 -1 -c {q} > /dev/null")
     res = {"rounds": rounds, "pigz": pigz,
@@ -318,8 +332,9 @@ def report_dense(dense: dict[str, dict], size: int) -> None:
           "same rounds) ==")
     for kind, res in dense.items():
         rounds = res["rounds"]
-        a = {k: _med(rounds, k) for k in ("cat", "isal", "zstd", "dd", "xe_start")}
-        print(f"\n-- {kind}: cat {a['cat']:.2f} s, one isal thread {a['isal']:.2f} s, "
+        a = {k: _med(rounds, k) for k in ("cat", "http", "isal", "zstd", "dd", "xe_start")}
+        print(f"\n-- {kind}: cat {a['cat']:.2f} s, http (busybox httpd sending the xapi "
+              f"export) {a['http']:.2f} s, one isal thread {a['isal']:.2f} s, "
               f"zstd -3 -T1 {a['zstd']:.2f} s, pigz -p2 -1 {res['pigz']:.2f} s (once), "
               f"dd conv=fsync {a['dd']:.2f} s, xe start+login {a['xe_start']:.2f} s")
         print(f"{'':12s} {'export s':>9s} {'cpu':>6s} {'RSS+':>6s} {'ratio':>13s} {'xe s':>6s} "
