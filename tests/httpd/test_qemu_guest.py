@@ -66,6 +66,21 @@ def test_the_demo_guest_boots_logs_in_and_powers_off(kernel, chosen, tmp_path):
             proc.wait()
 
 
+def test_the_probe_sees_a_banner_followed_by_much_output(tmp_path):
+    """A guest that prints its banner and then more than a read's worth before the probe looks
+    (a fast TCG boot, a loaded machine): the banner still counts (the probe kept only the last
+    4 KiB of each read, so a CI run once took a speaking guest for a silent one)."""
+    fake = tmp_path / "qemu"
+    fake.write_text("#!/bin/sh\nprintf 'Linux version 6.1\\n'\n"
+                    "head -c 65536 /dev/zero | tr '\\0' x\n")
+    fake.chmod(0o755)
+    assert accel._speaks("tcg", tmp_path / "no-kernel", 10, str(fake))
+    silent = tmp_path / "silent"
+    silent.write_text("#!/bin/sh\nhead -c 65536 /dev/zero | tr '\\0' x\n")
+    silent.chmod(0o755)
+    assert not accel._speaks("tcg", tmp_path / "no-kernel", 10, str(silent))
+
+
 def test_the_probe_picks_kvm_only_when_a_guest_speaks_under_it(kernel, chosen):
     """/dev/kvm opens here but guests under KVM hang: only a guest's first kernel line counts."""
     assert accel._speaks("tcg", kernel, 180, accel.QEMU)          # the probe sees a live guest

@@ -29,17 +29,19 @@ def _speaks(accel: str, kernel: Path, timeout: float, qemu: str) -> bool:
                                 stdin=subprocess.DEVNULL)
     except FileNotFoundError:
         return False
-    seen = b""
+    tail = b""          # the end of what was read: a banner split between two reads
     deadline = time.monotonic() + timeout
     try:
         os.set_blocking(proc.stdout.fileno(), False)
-        while time.monotonic() < deadline and proc.poll() is None:
-            chunk = proc.stdout.read() or b""
-            seen = (seen + chunk)[-4096:]
+        while True:
+            running = time.monotonic() < deadline and proc.poll() is None
+            seen = tail + (proc.stdout.read() or b"")     # all of it, however much came
             if _BANNER in seen:
                 return True
+            tail = seen[-len(_BANNER):]
+            if not running:
+                return False
             time.sleep(0.05)
-        return _BANNER in seen + (proc.stdout.read() or b"")
     finally:
         proc.kill()
         proc.wait()
