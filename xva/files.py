@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 
 from .appliance import Appliance, ApplianceWriter
 from .blocks import BlockWriter
+from .direct import DirectFile
 from .errors import XVACancelled, XVAIOError
 from .events import DiskDone, Event, Metadata, Warning_, Write, Zeros
 from .gz import MEMBER_SIZE
@@ -227,17 +228,21 @@ def export_blocks(ova_xml: bytes, disks: Iterable[tuple[str, str, int]],
 class DiskApplier:
     """Apply reader events to destination files.  Destinations are named by ``disk_path``
     (disk id -> path) on first use and created empty, so a :class:`Zeros` event costs
-    nothing and the result stays sparse; :class:`DiskDone` sets the final size.
+    nothing and the result stays sparse; :class:`DiskDone` sets the final size.  Data goes
+    to each file as a :class:`~xva.direct.DirectFile` (gathered, aligned, past the page
+    cache) unless ``direct`` is false.
 
     With ``behind`` > 0 the writes go to a writer thread, at most ``behind`` of them queued
     (their data is immutable: bytes, or views of bytes), so the caller parses and inflates
-    the next bytes while the kernel copies these into the page cache.  A write that failed
-    is raised by the next call; :meth:`sync` waits for every write, :meth:`close` for the one
-    in progress (the rest are dropped) before any file is closed."""
+    the next bytes while these are copied out.  A write that failed is raised by the next
+    call; :meth:`sync` waits for every write, :meth:`close` for the one in progress (the
+    rest are dropped) before any file is closed."""
 
-    def __init__(self, disk_path: Callable[[str], str], *, behind: int = 0) -> None:
+    def __init__(self, disk_path: Callable[[str], str], *, behind: int = 0,
+                 direct: bool = True) -> None:
         self._disk_path = disk_path
-        self._fds: dict[str, int] = {}
+        self._direct = direct
+        self._files: dict[str, DirectFile] = {}
         self.paths: dict[str, str] = {}
         self.warnings: list[str] = []
         self.bytes_written = 0
@@ -248,22 +253,22 @@ class DiskApplier:
 
     def apply(self, event: Event) -> None:
         if isinstance(event, Write):
-            fd = self._fd(event.disk)
+            f = self._file(event.disk)
             if self._queue is None:
-                _pwrite_all(fd, event.data, event.offset)
+                f.write(event.data, event.offset)
             else:
                 self._raise_failure()
                 if self._thread is None:
                     self._thread = threading.Thread(target=self._writer, daemon=True,
                                                     name="xva-writer")
                     self._thread.start()
-                self._queue.put((fd, event.data, event.offset))
+                self._queue.put((f, event.data, event.offset))
             self.bytes_written += len(event.data)
         elif isinstance(event, Zeros):
-            self._fd(event.disk)
+            self._file(event.disk)
         elif isinstance(event, DiskDone):
             self._wait()
-            os.ftruncate(self._fd(event.disk), event.size)
+            os.ftruncate(self._file(event.disk).fd, event.size)
         elif isinstance(event, Warning_):
             self.warnings.append(event.message)
 
@@ -271,36 +276,48 @@ class DiskApplier:
         while (item := self._queue.get()) is not None:
             try:
                 if not (self._dropping or self._failed):
-                    _pwrite_all(*item)
+                    if item is _FLUSH:
+                        self._flush()
+                    else:
+                        item[0].write(item[1], item[2])
             except BaseException as e:  # noqa: BLE001 - raised by the caller's next call
                 self._failed = e
             finally:
                 self._queue.task_done()
         self._queue.task_done()
 
+    def _flush(self) -> None:
+        for f in self._files.values():
+            f.flush()
+
     def _wait(self) -> None:
-        """Every queued write is done; a failed one is raised."""
-        if self._queue is not None:
-            self._queue.join()
+        """Every write so far is out of the buffers (a failed one is raised)."""
+        if self._queue is None:
+            self._flush()
+        else:
+            self._raise_failure()
+            if self._thread is not None:
+                self._queue.put(_FLUSH)
+                self._queue.join()
         self._raise_failure()
 
     def _raise_failure(self) -> None:
         if self._failed is not None:
             raise self._failed
 
-    def _fd(self, disk: str) -> int:
-        fd = self._fds.get(disk)
-        if fd is None:
+    def _file(self, disk: str) -> DirectFile:
+        f = self._files.get(disk)
+        if f is None:
             path = self._disk_path(disk)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            self._fds[disk], self.paths[disk] = fd, path
-        return fd
+            f = self._files[disk] = DirectFile(path, direct=self._direct)
+            self.paths[disk] = path
+        return f
 
     def sync(self) -> None:
         """Every disk written so far is on stable storage (call before reporting success)."""
         self._wait()
-        for fd in self._fds.values():
-            os.fsync(fd)
+        for f in self._files.values():
+            os.fsync(f.fd)
 
     def close(self) -> None:
         if self._thread is not None:
@@ -308,14 +325,11 @@ class DiskApplier:
             self._queue.put(None)
             self._thread.join()
             self._thread = None
-        while self._fds:
-            os.close(self._fds.popitem()[1])
+        while self._files:
+            self._files.popitem()[1].close()
 
 
-def _pwrite_all(fd: int, data: bytes | memoryview, offset: int) -> None:
-    n = os.pwrite(fd, data, offset)
-    while n < len(data):
-        n += os.pwrite(fd, data[n:], offset + n)
+_FLUSH = ("flush",)
 
 
 def _run(events_of, reader, on_metadata, disk_path) -> dict[str, str]:

@@ -176,12 +176,12 @@ class RawWriter:
     def write(self, data: bytes) -> None:
         if self.written + len(data) > self.size:
             raise XenAPIError("VDI_IO_ERROR", f"more data than the disk's {self.size} bytes")
-        fd = self.side.fd()
+        out = self.side.file()
         view = memoryview(data)
         for i in range(0, len(view), _BLOCK):
             block = view[i:i + _BLOCK]
             if block != _ZEROS[:len(block)]:
-                os.pwrite(fd, block, self.written + i)
+                out.write(block, self.written + i)
         self.written += len(data)
 
     def finish(self) -> int:

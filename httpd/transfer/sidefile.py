@@ -1,7 +1,8 @@
 """A new content for a VDI's file, written beside it and moved over it only when complete.
 
 `<file>.part` starts empty (a raw upload rewrites the whole disk) or as a copy of the file (a
-VHD changes some blocks; a reflink or a copy of the allocated data). `commit()` fsyncs it, moves
+VHD changes some blocks; a reflink or a copy of the allocated data), and is written as a
+:class:`~xva.direct.DirectFile` (large writes past the page cache). `commit()` fsyncs it, moves
 it over the file and fsyncs the directory; `close()` without a commit removes it, so the VDI
 keeps its old content after any failure. Blocking: for a worker.
 """
@@ -10,6 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+
+from xva.direct import DirectFile
 
 from ..core.filesr import copy_sparse
 
@@ -20,7 +23,7 @@ class SideFile:
     def __init__(self, path: str, size: int, *, copy: bool) -> None:
         self.path, self.size, self.copy = path, size, copy
         self.part = path + ".part"
-        self._fd = -1
+        self._file: DirectFile | None = None
         self._done = False
 
     def discard(self) -> None:
@@ -28,23 +31,24 @@ class SideFile:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.part)
 
-    def fd(self) -> int:
+    def file(self) -> DirectFile:
         """The side file, made on first use."""
-        if self._fd < 0:
+        if self._file is None:
             self.discard()
             if self.copy:
                 copy_sparse(self.path, self.part, self.size)
-                self._fd = os.open(self.part, os.O_WRONLY)
+                self._file = DirectFile(self.part, os.O_WRONLY)
             else:
-                self._fd = os.open(self.part, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-                os.ftruncate(self._fd, self.size)
-        return self._fd
+                self._file = DirectFile(self.part, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+                os.ftruncate(self._file.fd, self.size)
+        return self._file
 
     def commit(self) -> None:
         """fsync the side file (made here, or by another writer at `part`), move it over the
         VDI's file, fsync the directory."""
-        if self._fd >= 0:
-            os.fsync(self._fd)
+        if self._file is not None:
+            self._file.flush()
+            os.fsync(self._file.fd)
         elif os.path.exists(self.part):
             fd = os.open(self.part, os.O_RDONLY)
             try:
@@ -52,7 +56,7 @@ class SideFile:
             finally:
                 os.close(fd)
         else:
-            os.fsync(self.fd())             # nothing written: an all-zero disk
+            os.fsync(self.file().fd)        # nothing written: an all-zero disk
         os.replace(self.part, self.path)
         self._done = True
         dir_fd = os.open(os.path.dirname(self.path) or ".", os.O_RDONLY)
@@ -62,8 +66,8 @@ class SideFile:
             os.close(dir_fd)
 
     def close(self) -> None:
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
+        if self._file is not None:
+            self._file.close()
+            self._file = None
         if not self._done:
             self.discard()

@@ -113,7 +113,7 @@ class VhdApplier:
     def _apply(self, events) -> None:
         for e in events:
             if isinstance(e, Write):
-                os.pwrite(self.side.fd(), e.data, e.offset)
+                self.side.file().write(e.data, e.offset)
 
     def write(self, data: bytes) -> None:
         self._apply(self.reader.feed(data))

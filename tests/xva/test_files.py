@@ -212,7 +212,7 @@ def test_a_failed_import_stops_inflater_threads_at_once(tmp_path, layout):
 
 
 def test_writes_behind_land_in_order_and_a_failed_one_is_raised(tmp_path, monkeypatch):
-    import xva.files as files
+    from xva.direct import DirectFile
     from xva.events import DiskDone, Write
     from xva.files import DiskApplier
     pieces = [os.urandom(70_000) for _ in range(40)]
@@ -226,14 +226,14 @@ def test_writes_behind_land_in_order_and_a_failed_one_is_raised(tmp_path, monkey
     applier.close()
     assert (tmp_path / "a").read_bytes() == b"".join(pieces) + bytes(5)
 
-    real, calls = files._pwrite_all, []
+    real, calls = DirectFile.write, []
 
-    def failing(fd, data, offset):
+    def failing(self, data, offset):
         calls.append(offset)
         if len(calls) == 3:
             raise OSError(28, "No space left on device")
-        real(fd, data, offset)
-    monkeypatch.setattr(files, "_pwrite_all", failing)
+        real(self, data, offset)
+    monkeypatch.setattr(DirectFile, "write", failing)
     applier = DiskApplier(lambda d: str(tmp_path / d), behind=2)
     with pytest.raises(OSError, match="No space left"):
         for i in range(50):
