@@ -336,12 +336,11 @@ def _download(ctx: Ctx, task: str, path: str, query: dict[str, str], filename: s
             progress.total = int(length) if length and length.isdigit() else None
             out = sys.stdout.buffer if to_stdout else open(filename, "wb")
             try:
-                while True:
-                    block = resp.read1(CHUNK) if hasattr(resp, "read1") else resp.read(CHUNK)
-                    if not block:
-                        break
-                    out.write(block)
-                    progress.update(len(block))
+                buf = bytearray(CHUNK)      # one buffer, filled in place: no bytes per read
+                with memoryview(buf) as view:
+                    while n := resp.readinto(buf):
+                        out.write(view[:n])
+                        progress.update(n)
                 out.flush()
             except (OSError, http.client.HTTPException) as e:
                 if isinstance(e, BrokenPipeError) and to_stdout:

@@ -65,7 +65,17 @@ class Tmux:
         return lines[-1] if lines else ""
 
     def clear(self) -> None:
-        self._tmux("send-keys", "-t", "t", "C-c")
+        # a C-c that lands while a completion still runs stops only that completion (the
+        # line stays): send it again until a fresh prompt is the last line
+        deadline = time.monotonic() + 30
+        while True:
+            self._tmux("send-keys", "-t", "t", "C-c")
+            try:
+                self.wait_for(lambda screen: self.last_line().strip() == "$", timeout=2)
+                break
+            except AssertionError:
+                if time.monotonic() > deadline:
+                    raise
         self.type("clear", enter=True)
         self.wait_for(lambda screen: screen.strip() == "$")
 
