@@ -30,7 +30,7 @@ class ParallelCompressor:
         self.level = self.default_level if level is None else level
         self._own = executor is None
         self._pool = executor or ThreadPoolExecutor(threads, thread_name_prefix=self.name)
-        self._depth = depth or 2 * threads + 2
+        self._depth = depth or 2 * threads
         self._queue: collections.deque[Future[bytes] | object] = collections.deque()
         self._closed = False
 
