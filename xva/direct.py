@@ -11,6 +11,7 @@ only a run's unaligned head and tail go through the page cache. A file system wi
 
 from __future__ import annotations
 
+import errno
 import mmap
 import os
 
@@ -91,7 +92,14 @@ class DirectFile:
     def _write_out(self, length: int) -> None:
         # (views released on the way out, even by a failure: close() can then free the map)
         with memoryview(self._map) as whole, whole[:length] as view:
-            n = os.pwrite(self._direct, view, self._start)
+            try:
+                n = os.pwrite(self._direct, view, self._start) if self._direct >= 0 else 0
+            except OSError as e:
+                if e.errno != errno.EINVAL:
+                    raise
+                # a device that wants more alignment than ALIGN: the cache from now on
+                os.close(self._direct)
+                self._direct, n = -1, 0
             if n < length:              # a short direct write: the rest through the cache
                 pwrite_all(self.fd, view[n:], self._start + n)
         rest = self._held - length

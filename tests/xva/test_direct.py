@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import random
 
@@ -55,3 +56,27 @@ def test_unflushed_data_is_dropped_at_close(tmp_path):
     gathered = f.direct
     f.close()
     assert os.path.getsize(path) == (0 if gathered else ALIGN * 3)
+
+
+def test_a_device_refusing_the_alignment_gets_cached_writes(tmp_path, monkeypatch):
+    """EINVAL from a direct write (a device wanting more than 4 KiB alignment): that run and
+    every later one go through the page cache; nothing is lost."""
+    path = str(tmp_path / "disk")
+    f = DirectFile(path)
+    if not f.direct:
+        pytest.skip("this file system has no O_DIRECT")
+    real, refused = os.pwrite, []
+
+    def pwrite(fd, data, offset):
+        if fd == f._direct:
+            refused.append(offset)
+            raise OSError(errno.EINVAL, "Invalid argument")
+        return real(fd, data, offset)
+    monkeypatch.setattr(os, "pwrite", pwrite)
+    data = random.Random(3).randbytes(2 * RUN + 5)
+    f.write(data, 0)
+    f.flush()
+    f.close()
+    assert refused == [0] and not f.direct
+    with open(path, "rb") as r:
+        assert r.read() == data
