@@ -230,7 +230,7 @@ class DiskApplier:
     (disk id -> path) on first use and created empty, so a :class:`Zeros` event costs
     nothing and the result stays sparse; :class:`DiskDone` sets the final size.  Data goes
     to each file as a :class:`~xva.direct.DirectFile` (gathered, aligned, past the page
-    cache) unless ``direct`` is false.
+    cache).
 
     With ``behind`` > 0 the writes go to a writer thread, at most ``behind`` of them queued
     (their data is immutable: bytes, or views of bytes), so the caller parses and inflates
@@ -238,10 +238,8 @@ class DiskApplier:
     call; :meth:`sync` waits for every write, :meth:`close` for the one in progress (the
     rest are dropped) before any file is closed."""
 
-    def __init__(self, disk_path: Callable[[str], str], *, behind: int = 0,
-                 direct: bool = True) -> None:
+    def __init__(self, disk_path: Callable[[str], str], *, behind: int = 0) -> None:
         self._disk_path = disk_path
-        self._direct = direct
         self._files: dict[str, DirectFile] = {}
         self.paths: dict[str, str] = {}
         self.warnings: list[str] = []
@@ -309,7 +307,7 @@ class DiskApplier:
         f = self._files.get(disk)
         if f is None:
             path = self._disk_path(disk)
-            f = self._files[disk] = DirectFile(path, direct=self._direct)
+            f = self._files[disk] = DirectFile(path)
             self.paths[disk] = path
         return f
 
