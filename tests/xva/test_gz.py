@@ -163,17 +163,21 @@ def test_no_inflater_threads_are_left():
     (lambda n, nxt: n + 1, False),                # too long: into the next member
     (lambda n, nxt: n + nxt, True),               # two members as one: ISIZE looks right
 ])
-def test_a_lying_hint_never_gives_wrong_data(total, must_refuse):
+@pytest.mark.parametrize("seed", [5, 685])
+def test_a_lying_hint_never_gives_wrong_data(total, must_refuse, seed):
     """Refused, or (when the bytes where ISIZE should be claim more than a member may hold)
-    read step by step, correctly."""
-    data = [os.urandom(200000), b"next " * 50000, b"end" * 30000]
+    read step by step, correctly. A refusal names the first thing found wrong: the member cut
+    by the hint does not inflate, or the bytes after it are no gzip member (seed 685: a hint
+    into the middle finds a small false ISIZE there, as ~1 random member in 700 does)."""
+    data = [random.Random(seed).randbytes(200000), b"next " * 50000, b"end" * 30000]
     first, second = gzip_member(data[0]), gzip_member(data[1])
     bad = rehint(first, total(len(first), len(second)))
     for piece in (1000, 1 << 30):
         try:
             out = inflate(bad + second + gzip_member(data[2]), piece)
         except XVAFormatError as e:
-            assert "corrupt gzip data" in str(e)
+            assert e.code == "IMPORT_ERROR" and ("corrupt gzip data" in str(e)
+                                                 or "is not gzip" in str(e)), e
         else:
             assert not must_refuse and out == b"".join(data)
 
