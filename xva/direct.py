@@ -39,15 +39,22 @@ class DirectFile:
                  direct: bool = True) -> None:
         self.fd = os.open(path, flags, 0o600)
         self._direct = -1
-        if direct:
-            try:
-                self._direct = os.open(path, os.O_WRONLY | os.O_DIRECT)
-            except OSError:         # EINVAL where the file system has no direct I/O
-                pass
-        self._map: mmap.mmap | None = mmap.mmap(-1, RUN) if self._direct >= 0 else None
-        self._buf = np.frombuffer(self._map, np.uint8) if self._map is not None else None
+        self._map: mmap.mmap | None = None
+        self._buf: np.ndarray | None = None
         self._start = 0         # the file offset of the buffer's first byte
         self._held = 0          # bytes in the buffer
+        try:
+            if direct:
+                try:
+                    self._direct = os.open(path, os.O_WRONLY | os.O_DIRECT)
+                except OSError:     # EINVAL where the file system has no direct I/O
+                    pass
+            if self._direct >= 0:
+                self._map = mmap.mmap(-1, RUN)
+                self._buf = np.frombuffer(self._map, np.uint8)
+        except BaseException:
+            self.close()
+            raise
 
     @property
     def direct(self) -> bool:
@@ -75,6 +82,8 @@ class DirectFile:
             done += k
             if self._held == RUN:
                 self._write_out(RUN)
+                self._start += RUN
+                self._held = 0
 
     def flush(self) -> None:
         """Write out what the buffer holds: its aligned part direct, the rest cached."""
@@ -83,13 +92,15 @@ class DirectFile:
         aligned = self._held // ALIGN * ALIGN
         if aligned:
             self._write_out(aligned)
-        if self._held:
-            with memoryview(self._map) as view:
-                pwrite_all(self.fd, view[:self._held], self._start)
-            self._start += self._held
-            self._held = 0
+        if self._held > aligned:
+            with memoryview(self._map) as whole, whole[aligned:self._held] as tail:
+                pwrite_all(self.fd, tail, self._start + aligned)
+        self._start += self._held
+        self._held = 0
 
     def _write_out(self, length: int) -> None:
+        """The buffer's first ``length`` bytes (a multiple of ALIGN) at ``_start``, direct.
+        The caller moves ``_start`` on."""
         # (views released on the way out, even by a failure: close() can then free the map)
         with memoryview(self._map) as whole, whole[:length] as view:
             try:
@@ -102,23 +113,27 @@ class DirectFile:
                 self._direct, n = -1, 0
             if n < length:              # a short direct write: the rest through the cache
                 pwrite_all(self.fd, view[n:], self._start + n)
-        rest = self._held - length
-        if rest:
-            self._buf[:rest] = self._buf[length:self._held]
-        self._start += length
-        self._held = rest
 
-    def close(self) -> None:
-        """Close without flushing (after a failure, what is held is dropped)."""
-        if self._direct >= 0:
-            os.close(self._direct)
-            self._direct = -1
+    def finish(self) -> None:
+        """Flush and give the buffer back (a complete disk): later writes, if any, go
+        through the cache."""
+        self.flush()
+        self._free_buffer()
+
+    def _free_buffer(self) -> None:
         if self._map is not None:
             self._buf, m, self._map = None, self._map, None
             try:
                 m.close()
             except BufferError:     # a view still held somewhere: freed with it
                 pass
+
+    def close(self) -> None:
+        """Close without flushing (after a failure, what is held is dropped)."""
+        if self._direct >= 0:
+            os.close(self._direct)
+            self._direct = -1
+        self._free_buffer()
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1

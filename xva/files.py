@@ -265,8 +265,10 @@ class DiskApplier:
         elif isinstance(event, Zeros):
             self._file(event.disk)
         elif isinstance(event, DiskDone):
-            self._wait()
-            os.ftruncate(self._file(event.disk).fd, event.size)
+            self._wait()                    # (the writer thread is idle until the next put)
+            f = self._file(event.disk)
+            f.finish()                      # its buffer back: a VM's disks are done in turn
+            os.ftruncate(f.fd, event.size)
         elif isinstance(event, Warning_):
             self.warnings.append(event.message)
 

@@ -80,3 +80,15 @@ def test_a_device_refusing_the_alignment_gets_cached_writes(tmp_path, monkeypatc
     assert refused == [0] and not f.direct
     with open(path, "rb") as r:
         assert r.read() == data
+
+
+def test_finish_gives_the_buffer_back_and_later_writes_still_land(tmp_path):
+    path = str(tmp_path / "disk")
+    f = DirectFile(path)
+    f.write(b"a" * (ALIGN + 7), 0)
+    f.finish()
+    f.write(b"b" * 9, ALIGN + 7)            # after finish: through the cache, at once
+    os.fsync(f.fd)
+    f.close()
+    with open(path, "rb") as r:
+        assert r.read() == b"a" * (ALIGN + 7) + b"b" * 9
