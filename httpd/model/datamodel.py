@@ -1,7 +1,8 @@
 """The XenAPI object model, declared once.
 
-Each class is a frozen dataclass whose fields carry their XenAPI type and qualifier in
-`metadata`. Nothing instantiates these dataclasses: records are plain dicts. Generic code walks
+Each class lists its fields as annotated attributes, `name: Any = f(type, qualifier, doc)`;
+`xapi_class` reads them into a `ClassSpec`. Nothing instantiates these classes: records are
+plain dicts. Generic code walks
 `CLASSES[name].fields` to build the implicit messages (get_/set_/add_to_...), type checks, the
 SQLite columns, event snapshots and the `xe` parameter names, so adding a field is one line here.
 
