@@ -28,6 +28,7 @@ from xva.files import export_appliance, export_blocks
 
 from console_proxy.frontend import FRAMED_BY_CLOSE, FRAMING
 
+from ..allocator import give_back_free_memory
 from ..core.context import Ctx
 from ..core.forwarding import home_of_sr, home_of_vm
 from ..core.power import require
@@ -167,6 +168,7 @@ async def _task(request: web.Request, ctx: Ctx, label: str) -> AsyncIterator[str
         raise
     finally:
         await ctx.store.sync()
+        await ctx.streaming(give_back_free_memory)
 
 
 _BATCH = 4 << 20        # bytes of an export pulled in one worker step

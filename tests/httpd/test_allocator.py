@@ -42,3 +42,29 @@ def test_big_buffers_come_from_the_heap_and_are_reused_without_faults():
     assert refaulted > pages // 2           # mapped, unmapped at free: the next is fresh pages
     mapped, refaulted = _probe("tuned")
     assert mapped == 0 and refaulted < pages // 20      # the heap, then the same pages
+
+
+_TRIM = """
+import sys
+sys.path.insert(0, {root!r})
+from httpd.allocator import give_back_free_memory, keep_big_buffers
+assert keep_big_buffers()
+rss = lambda: int(open("/proc/self/statm").read().split()[1]) * 4096 >> 20
+bufs = [bytearray(4 << 20) for _ in range(16)]
+for b in bufs:
+    b[::4096] = b"x" * len(b[::4096])
+kept = bufs[::5]                        # in use, spread over the heap: it cannot just shrink
+del bufs
+held = rss()
+assert give_back_free_memory()
+print(held, rss())
+"""
+
+
+def test_free_memory_a_transfer_left_goes_back_after_it():
+    """After each transfer the agent gives the arenas' free pages back (malloc_trim), so the
+    tuning above keeps buffers within a transfer, not between transfers."""
+    held, after = map(int, subprocess.run(
+        [sys.executable, "-c", _TRIM.format(root=str(ROOT))], check=True, capture_output=True,
+        text=True).stdout.split())
+    assert held - after >= 32               # of the ~48 MiB freed in the heap's middle
