@@ -9,7 +9,7 @@ are.  Memory stays bounded: the threads share two arenas (glibc's default is up 
 core, each keeping its own free memory), and when a transfer ends the agent gives every
 arena's free pages back (:func:`give_back_free_memory`), so the next transfer starts from what
 is in use, not from the high-water mark of all before it (a 1 GiB import, then an export:
-20-80 MiB of growth each instead of 80-115 MiB creeping up; ~6 ms per 140 MiB given back).
+7-83 MiB of growth each instead of 79-115 MiB creeping up; ~6 ms per 140 MiB given back).
 """
 
 from __future__ import annotations

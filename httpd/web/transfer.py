@@ -11,6 +11,7 @@ batches, a client that goes away fails the task, and a failed import removes wha
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import os
@@ -168,7 +169,8 @@ async def _task(request: web.Request, ctx: Ctx, label: str) -> AsyncIterator[str
         raise
     finally:
         await ctx.store.sync()
-        await ctx.streaming(give_back_free_memory)
+        with contextlib.suppress(RuntimeError):     # no pool left: the agent is stopping
+            await ctx.streaming(give_back_free_memory)
 
 
 _BATCH = 4 << 20        # bytes of an export pulled in one worker step
