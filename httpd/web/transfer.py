@@ -136,6 +136,11 @@ async def _task(request: web.Request, ctx: Ctx, label: str) -> AsyncIterator[str
     task_id = request.cookies.get("task_id") or request.query.get("task_id")
     if task_id:
         refusal = task_refusal(ctx.store, ctx.tasks, request[AUTHENTICATED], task_id)
+        if refusal is not None and refusal.code == "HANDLE_INVALID":
+            # made a moment ago on the pool's master, which sent the client here (xe's
+            # task.create, then its GET): the database's newest changes first, then again
+            await ctx.store.fence(ctx.services.executors.disk)
+            refusal = task_refusal(ctx.store, ctx.tasks, request[AUTHENTICATED], task_id)
         if refusal is not None:
             raise refusal
     else:

@@ -8,6 +8,7 @@ ejected host back on its own database. The tests run in order on one pool."""
 from __future__ import annotations
 
 import contextlib
+import http.client
 import http.server
 import json
 import os
@@ -440,6 +441,18 @@ def test_export_and_console_through_the_master_are_redirected_to_host_3(pool, tm
     (new,) = set(x.VM.get_all()) - before
     assert x.VDI.get_SR(x.VBD.get_VDI(x.VM.get_VBDs(new)[0])) == local3
     x.VM.destroy(new)
+    # a task made on the master and named at once in a request to host 3 (what xe does after
+    # the master's 302): host 3 reads the database's newest changes before refusing it
+    conn = http.client.HTTPConnection(ADDRESSES[2], pool.port, timeout=30)
+    for _ in range(20):
+        task = x.task.create("pool export", "")
+        conn.request("GET", f"/export_metadata?session_id={sid}&uuid={uuid}&task_id={task}")
+        resp = conn.getresponse()
+        assert resp.status == 200, resp.read()[:300]
+        resp.read()
+        assert until(lambda: x.task.get_status(task) == "success")
+        x.task.destroy(task)
+    conn.close()
     # xe does the same, following the master's 302s
     home = tmp_path / "home"
     home.mkdir()
