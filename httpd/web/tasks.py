@@ -48,13 +48,20 @@ def task_refusal(store: Store, tasks: TaskManager, caller: Caller, task_id: str
     return None
 
 
-def _finish(request: web.Request, error: XenAPIError | None) -> None:
+async def _finish(request: web.Request, error: XenAPIError | None, fence: bool = True) -> None:
+    """End the request's task as it went. A task this agent does not know yet may have been
+    made a moment ago on the pool's master, which sent the client here: the database's newest
+    changes are read first (not when the request was cancelled: nothing may wait then)."""
     ref = _task_id(request)
     caller = request.get(AUTHENTICATED)
     if ref is None or caller is None:
         return
     services = request.app[SERVICES]
-    if task_refusal(services.store, services.tasks, caller, ref) is not None:
+    refusal = task_refusal(services.store, services.tasks, caller, ref)
+    if refusal is not None and refusal.code == "HANDLE_INVALID" and fence:
+        await services.store.fence(services.executors.disk)
+        refusal = task_refusal(services.store, services.tasks, caller, ref)
+    if refusal is not None:
         return
     tasks = services.tasks
     if error is None:
@@ -76,18 +83,19 @@ async def tasks_middleware(request: web.Request,
     try:
         resp = await handler(request)
     except asyncio.CancelledError:
-        _finish(request, XenAPIError("TASK_CANCELLED", _task_id(request) or ""))
+        await _finish(request, XenAPIError("TASK_CANCELLED", _task_id(request) or ""),
+                      fence=False)
         raise
     except web.HTTPException as e:
         if not _sent_on(e.status):
-            _finish(request, None if e.status < 400 else
-                    XenAPIError("INTERNAL_ERROR", f"HTTP {e.status} {e.reason}"))
+            await _finish(request, None if e.status < 400 else
+                          XenAPIError("INTERNAL_ERROR", f"HTTP {e.status} {e.reason}"))
         raise
     if _sent_on(resp.status):
         return resp
     if resp.status < 400:
-        _finish(request, None)
+        await _finish(request, None)
     else:
         code = resp.headers.get("X-XenAPI-Error", "INTERNAL_ERROR")
-        _finish(request, XenAPIError(code, f"HTTP {resp.status} {resp.reason}"))
+        await _finish(request, XenAPIError(code, f"HTTP {resp.status} {resp.reason}"))
     return resp
