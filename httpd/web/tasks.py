@@ -11,6 +11,7 @@ request whose credentials were good may end a task, and only a pending task of i
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Awaitable, Callable
 
 from aiohttp import web
@@ -22,6 +23,8 @@ from .appkeys import SERVICES
 from .auth import AUTHENTICATED, Caller
 
 __all__ = ["tasks_middleware", "task_refusal"]
+
+log = logging.getLogger(__name__)
 
 
 def _task_id(request: web.Request) -> str | None:
@@ -59,7 +62,11 @@ async def _finish(request: web.Request, error: XenAPIError | None, fence: bool =
     services = request.app[SERVICES]
     refusal = task_refusal(services.store, services.tasks, caller, ref)
     if refusal is not None and refusal.code == "HANDLE_INVALID" and fence:
-        await services.store.fence(services.executors.disk)
+        try:
+            await services.store.fence(services.executors.disk)
+        except Exception:  # noqa: BLE001 - the database is away: the answer stands as it is
+            log.warning("could not read the database's newest changes", exc_info=True)
+            return
         refusal = task_refusal(services.store, services.tasks, caller, ref)
     if refusal is not None:
         return

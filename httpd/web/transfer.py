@@ -139,8 +139,12 @@ async def _task(request: web.Request, ctx: Ctx, label: str) -> AsyncIterator[str
         if refusal is not None and refusal.code == "HANDLE_INVALID":
             # made a moment ago on the pool's master, which sent the client here (xe's
             # task.create, then its GET): the database's newest changes first, then again
-            await ctx.store.fence(ctx.services.executors.disk)
-            refusal = task_refusal(ctx.store, ctx.tasks, request[AUTHENTICATED], task_id)
+            try:
+                await ctx.store.fence(ctx.services.executors.disk)
+            except Exception:  # noqa: BLE001 - the database is away: refused as it stands
+                log.warning("could not read the database's newest changes", exc_info=True)
+            else:
+                refusal = task_refusal(ctx.store, ctx.tasks, request[AUTHENTICATED], task_id)
         if refusal is not None:
             raise refusal
     else:
