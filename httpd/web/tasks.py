@@ -17,12 +17,13 @@ from typing import Awaitable, Callable
 from aiohttp import web
 
 from ..model.errors import XenAPIError
+from ..core.context import Services
 from ..core.tasks import TaskManager
 from ..model.store import Store
 from .appkeys import SERVICES
 from .auth import AUTHENTICATED, Caller
 
-__all__ = ["tasks_middleware", "task_refusal"]
+__all__ = ["tasks_middleware", "task_refusal", "fenced_task_refusal"]
 
 log = logging.getLogger(__name__)
 
@@ -51,23 +52,33 @@ def task_refusal(store: Store, tasks: TaskManager, caller: Caller, task_id: str
     return None
 
 
+async def fenced_task_refusal(services: Services, caller: Caller, task_id: str
+                              ) -> XenAPIError | None:
+    """:func:`task_refusal`, but a task this agent does not know yet is looked for again
+    after the database's newest changes have arrived: it may have been made a moment ago on
+    the pool's master, which sent the client here (xe's task.create, then its GET). The
+    database away: the first answer stands (logged)."""
+    refusal = task_refusal(services.store, services.tasks, caller, task_id)
+    if refusal is None or refusal.code != "HANDLE_INVALID":
+        return refusal
+    try:
+        await services.store.fence(services.executors.disk)
+    except Exception:  # noqa: BLE001 - an answer, not an error, whatever the database does
+        log.warning("could not read the database's newest changes", exc_info=True)
+        return refusal
+    return task_refusal(services.store, services.tasks, caller, task_id)
+
+
 async def _finish(request: web.Request, error: XenAPIError | None, fence: bool = True) -> None:
-    """End the request's task as it went. A task this agent does not know yet may have been
-    made a moment ago on the pool's master, which sent the client here: the database's newest
-    changes are read first (not when the request was cancelled: nothing may wait then)."""
+    """End the request's task as it went (:func:`fenced_task_refusal` decides whether it may;
+    without the wait when the request was cancelled: nothing may wait then)."""
     ref = _task_id(request)
     caller = request.get(AUTHENTICATED)
     if ref is None or caller is None:
         return
     services = request.app[SERVICES]
-    refusal = task_refusal(services.store, services.tasks, caller, ref)
-    if refusal is not None and refusal.code == "HANDLE_INVALID" and fence:
-        try:
-            await services.store.fence(services.executors.disk)
-        except Exception:  # noqa: BLE001 - the database is away: the answer stands as it is
-            log.warning("could not read the database's newest changes", exc_info=True)
-            return
-        refusal = task_refusal(services.store, services.tasks, caller, ref)
+    refusal = (await fenced_task_refusal(services, caller, ref) if fence else
+               task_refusal(services.store, services.tasks, caller, ref))
     if refusal is not None:
         return
     tasks = services.tasks

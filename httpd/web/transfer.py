@@ -42,7 +42,7 @@ from ..transfer.ingest import import_qcow2, import_raw, import_vhd, import_xva, 
 from ..transfer.disks import qcow2_out, raw_out, vhd_out
 from ..transfer.plan import appliance_for, block_export
 from .auth import AUTHENTICATED, http_session
-from .tasks import task_refusal
+from .tasks import fenced_task_refusal
 from .errors import abort as _abort
 from .errors import error_response as _error
 from .appkeys import SERVICES
@@ -135,16 +135,7 @@ async def _task(request: web.Request, ctx: Ctx, label: str) -> AsyncIterator[str
     tasks = ctx.tasks
     task_id = request.cookies.get("task_id") or request.query.get("task_id")
     if task_id:
-        refusal = task_refusal(ctx.store, ctx.tasks, request[AUTHENTICATED], task_id)
-        if refusal is not None and refusal.code == "HANDLE_INVALID":
-            # made a moment ago on the pool's master, which sent the client here (xe's
-            # task.create, then its GET): the database's newest changes first, then again
-            try:
-                await ctx.store.fence(ctx.services.executors.disk)
-            except Exception:  # noqa: BLE001 - the database is away: refused as it stands
-                log.warning("could not read the database's newest changes", exc_info=True)
-            else:
-                refusal = task_refusal(ctx.store, ctx.tasks, request[AUTHENTICATED], task_id)
+        refusal = await fenced_task_refusal(ctx.services, request[AUTHENTICATED], task_id)
         if refusal is not None:
             raise refusal
     else:
