@@ -14,8 +14,6 @@ is in use, not from the high-water mark of all before it (a 1 GiB import, then a
 
 from __future__ import annotations
 
-import ctypes
-
 __all__ = ["keep_big_buffers", "give_back_free_memory"]
 
 _M_TRIM_THRESHOLD = -1          # mallopt parameters (malloc.h)
@@ -29,6 +27,8 @@ ARENA_MAX = 2                   # arenas (each keeps up to TRIM_THRESHOLD): thre
 def keep_big_buffers(mmap_threshold: int = MMAP_THRESHOLD,
                      trim_threshold: int = TRIM_THRESHOLD, arenas: int = ARENA_MAX) -> bool:
     """Tune malloc for this process; False where the C library has no mallopt (not glibc)."""
+    import ctypes       # on first use: xe imports this module, and most commands never call it
+
     try:
         mallopt = ctypes.CDLL(None).mallopt     # the C library the process runs on
     except (OSError, AttributeError):
@@ -43,6 +43,8 @@ def give_back_free_memory() -> bool:
     free chunks, not only the heap's top), so what one transfer left free is not counted
     against the next; a transfer's buffers are reused within it all the same.  False where
     the C library has no malloc_trim."""
+    import ctypes
+
     try:
         trim = ctypes.CDLL(None).malloc_trim
     except (OSError, AttributeError):

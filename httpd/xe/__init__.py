@@ -10,7 +10,6 @@ command; `xe-completion.bash` next to this file gives bash tab completion.
 
 from __future__ import annotations
 
-import difflib
 import shlex
 import sys
 from typing import Sequence
@@ -109,6 +108,8 @@ def _help(inv: Invocation, out) -> int:
 
 
 def _unknown(name: str) -> XeError:
+    import difflib              # only for a mistyped command: kept out of xe's start
+
     close = difflib.get_close_matches(name, list(COMMANDS), n=3)
     hint = f" (did you mean: {', '.join(close)}?)" if close else ""
     return XeError(f"Unknown command: {name}{hint}\nFor usage run: 'xe help'")

@@ -12,7 +12,6 @@ import contextlib
 import dataclasses
 import http.client
 import os
-import stat
 import sys
 import threading
 import time
@@ -20,16 +19,13 @@ from pathlib import Path
 from typing import BinaryIO, Callable, Iterator, TextIO
 from urllib.parse import urlencode, urlsplit
 
-from xva.errors import XVAError
-from xva.tar import TAR_END, safe_name, tar_header, tar_padding
-
 from ..allocator import keep_big_buffers
 from ..wire.xmlrpc import XMLRPCParseError, parse_value_text
 from .client import ApiFailure, Endpoint, Session, XeError
 from .core import Ctx, UsageError, command
 from .vm import select_one
 
-__all__ = ["Progress", "tar_stream", "tar_size"]
+__all__ = ["Progress"]
 
 CHUNK = 1 << 20
 
@@ -134,57 +130,6 @@ class Progress:
                     self.stream.write(f"{summary}: {_human(self.done)} in {_clock(elapsed)} "
                                       f"({_human(self.done / max(elapsed, 1e-6))}/s)\n")
                 self.stream.flush()
-
-
-# --- an XVA directory as a tar stream, made on the fly ------------------------------------------
-
-def _members(root: Path) -> list[tuple[str, Path, os.stat_result, bytes]]:
-    """The regular files under `root` (ova.xml first, as importers expect) with their tar
-    headers, never following a symlink: one inside an XVA directory is refused rather than
-    read from wherever it points."""
-    out = []
-    for top, dirs, files in os.walk(root, followlinks=False):
-        for name in sorted(dirs + files):
-            path = Path(top) / name
-            st = path.lstat()
-            if stat.S_ISLNK(st.st_mode):
-                raise XeError(f"Error: {path} is a symbolic link: an XVA directory holds "
-                              "plain files only")
-            if stat.S_ISREG(st.st_mode):
-                rel = path.relative_to(root).as_posix()
-                try:
-                    name = safe_name(rel)
-                    out.append((name, path, st, tar_header(name, st.st_size,
-                                                           mtime=int(st.st_mtime))))
-                except (XVAError, ValueError) as e:
-                    raise XeError(f"Error: {path} cannot go into an XVA stream: {e}") from None
-            elif not stat.S_ISDIR(st.st_mode):
-                raise XeError(f"Error: {path} is not a regular file")
-    out.sort(key=lambda t: (t[0] != "ova.xml", t[0]))
-    return out
-
-
-def tar_size(root: Path) -> int:
-    return len(TAR_END) + sum(len(header) + st.st_size + len(tar_padding(st.st_size))
-                              for _, _, st, header in _members(root))
-
-
-def tar_stream(root: Path) -> Iterator[bytes]:
-    """`root` as a tar stream, made on the fly (xva.tar's headers)."""
-    for _, path, st, header in _members(root):
-        yield header
-        sent = 0
-        with open(path, "rb") as f:
-            if os.fstat(f.fileno()).st_ino != st.st_ino:
-                raise XeError(f"Error: {path} changed while being sent")
-            while sent < st.st_size:
-                block = f.read(min(CHUNK, st.st_size - sent))
-                if not block:
-                    raise XeError(f"Error: {path} shrank while being sent")
-                sent += len(block)
-                yield block
-        yield tar_padding(st.st_size)
-    yield TAR_END
 
 
 def _file_chunks(f: BinaryIO) -> Iterator[bytes]:
@@ -442,6 +387,7 @@ def _source(filename: str, *, xva_dirs: bool) -> tuple[Iterator[bytes], int | No
     if path.is_dir() and xva_dirs:
         if not (path / "ova.xml").is_file():
             raise XeError(f"Error: {filename} is a directory without ova.xml: not an XVA")
+        from .xvadir import tar_size, tar_stream   # here: xva's tar code costs xe's start
         return tar_stream(path), tar_size(path), f"Importing {path.name}"
     if path.is_file():
         return _file_chunks(open(path, "rb")), path.stat().st_size, f"Importing {path.name}"

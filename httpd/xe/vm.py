@@ -6,7 +6,6 @@ import contextlib
 import re
 import sys
 import time
-import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 
 from ..model.datamodel import CLASSES
@@ -222,6 +221,8 @@ def vm_install(ctx: Ctx) -> None:
             disks = (dict(ctx.call("VM.get_other_config", vm))  # type: ignore[arg-type]
                      .get("disks"))
             if disks:
+                import xml.etree.ElementTree as ET   # only here: kept out of xe's start
+
                 root = ET.fromstring(disks)
                 for d in root.iter("disk"):
                     d.set("sr", sr_uuid)

@@ -12,7 +12,8 @@ import tarfile
 
 import pytest
 
-from httpd.xe.transfer import Progress, tar_size, tar_stream
+from httpd.xe.transfer import Progress
+from httpd.xe.xvadir import tar_size, tar_stream
 
 from .conftest import XE, xe_env
 from .protocol_double import NEW_UUID, SR_UUID, VM_UUID, XapiDouble
