@@ -1,15 +1,40 @@
 """Background work with a kept reference (no fire-and-forget), named, sized thread pools, and
-the byte budget imports share for the metadata they must hold before it can be parsed."""
+the byte budget imports share for the metadata they must hold before it can be parsed; batches
+made ahead on a worker (`Ahead`), and awaiting a step to its end (`joined`)."""
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Callable, Coroutine
+from typing import Any, Awaitable, Callable, Coroutine, TypeVar
 
-__all__ = ["Jobs", "Executors", "run_soon", "MetadataBudget", "Busy"]
+__all__ = ["Jobs", "Executors", "run_soon", "MetadataBudget", "Busy", "Ahead", "joined"]
+
+T = TypeVar("T")
+
+
+async def joined(aw: Awaitable[T]) -> T:
+    """Await `aw` to its end even when the caller is cancelled meanwhile (a thread cannot be
+    stopped half way, nor a record half made); the cancellation is re-raised afterwards."""
+    fut = asyncio.ensure_future(aw)
+    cancelled = False
+    while True:
+        try:
+            result = await asyncio.shield(fut)
+            break
+        except asyncio.CancelledError:
+            if fut.done():
+                if fut.cancelled():
+                    raise
+                result = fut.result()
+                break
+            cancelled = True
+    if cancelled:
+        raise asyncio.CancelledError
+    return result
 
 
 def run_soon(coro: Coroutine[Any, Any, Any], keep: set) -> asyncio.Task:
@@ -64,6 +89,86 @@ class Executors:
     def shutdown(self) -> None:
         for pool in (self.disk, self.transfer, self.passwords, self.stats):
             pool.shutdown(wait=True, cancel_futures=True)
+
+
+class Ahead:
+    """Batches made ahead of their consumer on a worker: `run(fn)` runs `fn` on a pool (an
+    executor hop), `make()` returns the next batch (empty at the end). A worker keeps making
+    batches, handing each to the loop as it is made, until `depth` wait untaken; then it
+    returns, so a consumer that stalls (a client that stops reading) holds no thread, and
+    `next` starts a worker again once it takes one. Between batches no hop through the loop
+    holds the maker up, so making and consuming overlap. One worker at a time: `make` is never
+    called concurrently (a generator runs in one thread at a time). A failure of `make` is
+    raised by the `next` that reaches it; `close` (always await it) waits for the worker, so
+    what `make` reads may be closed afterwards."""
+
+    def __init__(self, run: Callable[[Callable[[], None]], Awaitable[None]],
+                 make: Callable[[], Any], depth: int) -> None:
+        if depth < 1:
+            raise ValueError("depth must be at least 1")
+        self._run, self._make_one, self.depth = run, make, depth
+        self._loop = asyncio.get_running_loop()
+        self._lock = threading.Lock()
+        self._made: collections.deque = collections.deque()   # batches, then the end or failure
+        self._running = False
+        self._ended = False
+        self._worker: asyncio.Future | None = None
+        self._waiter: asyncio.Future | None = None
+
+    async def next(self) -> Any:
+        while True:
+            with self._lock:
+                item = self._made.popleft() if self._made else None
+                start = not (self._running or self._ended) and len(self._made) < self.depth
+                self._running = self._running or start
+            if start:
+                self._worker = asyncio.ensure_future(self._run(self._make))
+                self._worker.add_done_callback(self._worker_done)
+            if isinstance(item, BaseException):
+                raise item
+            if item is not None:
+                return item
+            self._waiter = self._loop.create_future()
+            await self._waiter
+
+    async def close(self) -> None:
+        with self._lock:
+            self._ended = True
+        if self._worker is not None and not self._worker.done():
+            await joined(asyncio.wait([self._worker]))
+
+    def _make(self) -> None:            # on the worker
+        while True:
+            with self._lock:
+                if self._ended:
+                    self._running = False
+                    return
+            try:
+                item = self._make_one()
+            except BaseException as e:  # raised by `next`, on the loop
+                item = e
+            with self._lock:
+                self._made.append(item)
+                if not item or isinstance(item, BaseException):
+                    self._ended = True      # (or `close` has said so already)
+                stop = self._ended or len(self._made) >= self.depth
+                self._running = not stop
+            self._loop.call_soon_threadsafe(self._wake)
+            if stop:
+                return
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    def _worker_done(self, fut: asyncio.Future) -> None:
+        failure = (asyncio.CancelledError() if fut.cancelled() else fut.exception())
+        if failure is None:
+            return
+        with self._lock:                # the worker never ran (the pool is shut down)
+            self._made.append(failure)
+            self._ended, self._running = True, False
+        self._wake()
 
 
 def _nothing() -> None:

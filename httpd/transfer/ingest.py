@@ -19,47 +19,26 @@ import collections
 import contextlib
 import os
 from typing import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Iterator, \
-    Mapping, TypeVar
+    Mapping
 
 from xva.events import Event, Metadata
 from xva.files import DiskApplier
 from xva.reader import XVAReader
 
+from ..jobs import joined
 from ..model.errors import XenAPIError
 from .qcow2 import check_qcow2, from_qcow2
 from .sidefile import SideFile
 from .vhd import VhdApplier
 
-__all__ = ["AHEAD", "joined", "read_ahead", "import_xva", "RawWriter", "import_raw", "import_vhd",
+__all__ = ["AHEAD", "read_ahead", "import_xva", "RawWriter", "import_raw", "import_vhd",
            "import_qcow2"]
 
-T = TypeVar("T")
 Offload = Callable[..., Awaitable]
 _BLOCK = 65536
 _ZEROS = bytes(_BLOCK)
 AHEAD = 8 << 20             # body bytes read ahead of the worker, at most (per upload)
 _WRITES_BEHIND = 8          # disk writes (<= 1 MiB each) queued to an import's writer thread
-
-
-async def joined(aw: Awaitable[T]) -> T:
-    """Await `aw` to its end even when the caller is cancelled meanwhile (a thread cannot be
-    stopped half way, nor a record half made); the cancellation is re-raised afterwards."""
-    fut = asyncio.ensure_future(aw)
-    cancelled = False
-    while True:
-        try:
-            result = await asyncio.shield(fut)
-            break
-        except asyncio.CancelledError:
-            if fut.done():
-                if fut.cancelled():
-                    raise
-                result = fut.result()
-                break
-            cancelled = True
-    if cancelled:
-        raise asyncio.CancelledError
-    return result
 
 
 async def read_ahead(chunks: AsyncIterable[bytes], limit: int = AHEAD

@@ -34,11 +34,11 @@ from ..core.context import Ctx
 from ..core.forwarding import home_of_sr, home_of_vm
 from ..core.power import require
 from ..core.resident import origin_of
-from ..jobs import Busy
+from ..jobs import Ahead, Busy, joined
 from ..model.errors import XenAPIError, internal_error
 from ..model.xtypes import NULL_REF
 from ..transfer.importer import ImportJob
-from ..transfer.ingest import import_qcow2, import_raw, import_vhd, import_xva, joined
+from ..transfer.ingest import import_qcow2, import_raw, import_vhd, import_xva
 from ..transfer.disks import qcow2_out, raw_out, vhd_out
 from ..transfer.plan import appliance_for, block_export
 from .auth import AUTHENTICATED, http_session
@@ -174,6 +174,9 @@ async def _task(request: web.Request, ctx: Ctx, label: str) -> AsyncIterator[str
 
 
 _BATCH = 4 << 20        # bytes of an export pulled in one worker step
+# batches made ahead of the socket: one ahead, a worker waited on the loop's turn between
+# batches (1 GiB random, xapi layout: 0.91 s against 0.71 s with 4; gzip 1.23 / 1.00 s)
+_AHEAD = 4
 _SMALL = 64 << 10       # pieces joined with their neighbours before they are written
 
 
@@ -237,23 +240,22 @@ class _Body:
 async def _pump(request: web.Request, resp: web.StreamResponse, ctx: Ctx,
                 pieces: Iterator[bytes], progress: Callable[[], float],
                 cancel: Callable[[], None]) -> None:
-    """Pull pieces in a worker thread, write them with backpressure, follow the task.
+    """Pull pieces on a transfer worker, write them with backpressure, follow the task.
 
-    The next batch is being made while this one is written (one batch ahead: a generator
-    runs in one thread at a time), so the disk, the compressor and the socket overlap; the
-    batch in the making is joined before this returns, so the caller may close the stream."""
+    Up to :data:`_AHEAD` batches are made while earlier ones are written, so the disk, the
+    compressor and the socket overlap without waiting on each other's turns; the worker
+    making them is joined before this returns, so the caller may close the stream."""
     cancelled = ctx.tasks.cancel_event(ctx.task)
     body = _Body(request, resp, await resp.prepare(request))
-    ahead = asyncio.ensure_future(ctx.streaming(_take, pieces))
+    ahead = Ahead(ctx.streaming, functools.partial(_take, pieces), _AHEAD)
     try:
         while True:
-            batch = await ahead
+            batch = await ahead.next()
             if not batch:
                 return
             if cancelled.is_set():
                 cancel()
                 raise XenAPIError("TASK_CANCELLED", ctx.task)
-            ahead = asyncio.ensure_future(ctx.streaming(_take, pieces))
             try:
                 for piece in batch:
                     await body.write(piece)
@@ -261,10 +263,7 @@ async def _pump(request: web.Request, resp: web.StreamResponse, ctx: Ctx,
                 raise _ClientGone(str(e)) from None
             ctx.progress(progress())
     finally:
-        if not ahead.done():
-            await joined(asyncio.wait([ahead]))
-        if not ahead.cancelled():
-            ahead.exception()           # retrieved: a failure after the one raised is moot
+        await ahead.close()
 
 
 def _stream_failed(request: web.Request, resp: web.StreamResponse | None, e: Exception,
