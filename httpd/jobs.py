@@ -91,6 +91,9 @@ class Executors:
             pool.shutdown(wait=True, cancel_futures=True)
 
 
+_NOTHING = object()
+
+
 class Ahead:
     """Batches made ahead of their consumer on a worker: `run(fn)` runs `fn` on a pool (an
     executor hop), `make()` returns the next batch (empty at the end). A worker keeps making
@@ -116,9 +119,13 @@ class Ahead:
         self._waiter: asyncio.Future | None = None
 
     async def next(self) -> Any:
+        """The next batch (one consumer at a time); the empty end, or the failure, again and
+        again once reached."""
         while True:
             with self._lock:
-                item = self._made.popleft() if self._made else None
+                item = self._made[0] if self._made else _NOTHING
+                if item is not _NOTHING and item and not isinstance(item, BaseException):
+                    self._made.popleft()        # (the end and a failure stay: they are last)
                 start = not (self._running or self._ended) and len(self._made) < self.depth
                 self._running = self._running or start
             if start:
@@ -126,7 +133,7 @@ class Ahead:
                 self._worker.add_done_callback(self._worker_done)
             if isinstance(item, BaseException):
                 raise item
-            if item is not None:
+            if item is not _NOTHING:
                 return item
             self._waiter = self._loop.create_future()
             await self._waiter

@@ -59,6 +59,7 @@ async def test_batches_come_in_order_and_end(pool):
             await asyncio.sleep(0.001)          # a consumer slower now and then
     await ahead.close()
     assert got == list(range(50))
+    assert await ahead.next() == []             # the end, again
     assert make.most_concurrent == 1            # never two makers at once
     assert all(t.startswith("test-ahead") for t in make.threads)
 
@@ -88,6 +89,8 @@ async def test_a_failure_is_raised_where_it_is_reached(pool):
         while batch := await ahead.next():
             got += batch
     assert got == [0, 1, 2, 3, 4]               # everything before it, in order
+    with pytest.raises(OSError):                # and again: it is not lost by raising once
+        await ahead.next()
     await ahead.close()
     assert make.calls == 6                      # nothing made after the failure
 
@@ -119,6 +122,14 @@ async def test_a_pool_that_is_gone_is_an_error_not_a_hang(pool):
     ahead = Ahead(on(pool), Maker(3), 2)
     with pytest.raises(RuntimeError):
         await asyncio.wait_for(ahead.next(), 5)
+    await ahead.close()
+
+
+async def test_an_end_given_as_none_ends(pool):
+    items = iter([[1], None])
+    ahead = Ahead(on(pool), lambda: next(items), 4)
+    assert await ahead.next() == [1]
+    assert await asyncio.wait_for(ahead.next(), 5) is None
     await ahead.close()
 
 
