@@ -32,9 +32,10 @@ anchors in the same round (the page cache warmed before each command):
 
 Every removed file (dd's output, each imported disk) is followed by a sync, so that less of
 what the file system does for the removal (ext4 here is mounted with `discard`) lands in the
-next measurement, whose login waits for its session to be durable (xe's start and login took
-0.20 s in the bench just after dd, 0.12 s on a quiet machine; after a 1 GiB dd and removal,
-0.16-0.24 s without the sync, 0.15-0.19 s with it).
+next measurement (xe's start and login took 0.20 s in the bench just after dd, 0.12 s on a
+quiet machine; after a 1 GiB dd and removal, 0.16-0.24 s without the sync, 0.15-0.19 s with
+it). The login itself is not what slows: it took 1.8 ms during a 3 GB dd, as on a quiet
+machine; xe's own start (Python reading its modules) is.
 
 Peak server RSS growth is sampled from /proc/<pid>/status (VmRSS) every 20 ms in a thread;
 server CPU (utime+stime, all threads) comes from /proc/<pid>/stat.  Then the same data in a

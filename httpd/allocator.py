@@ -24,17 +24,27 @@ TRIM_THRESHOLD = 32 << 20       # free heap an arena keeps before it gives it ba
 ARENA_MAX = 2                   # arenas (each keeps up to TRIM_THRESHOLD): threads share them
 
 
+def _libc(name: str, argtypes: tuple, restype):
+    """A function of the C library this process runs on, or None where it has none (not glibc).
+    ctypes is imported on first use: xe imports this module, and most commands never call it."""
+    import ctypes
+
+    try:
+        fn = getattr(ctypes.CDLL(None), name)
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes, fn.restype = argtypes, restype
+    return fn
+
+
 def keep_big_buffers(mmap_threshold: int = MMAP_THRESHOLD,
                      trim_threshold: int = TRIM_THRESHOLD, arenas: int = ARENA_MAX) -> bool:
     """Tune malloc for this process; False where the C library has no mallopt (not glibc)."""
-    import ctypes       # on first use: xe imports this module, and most commands never call it
+    import ctypes
 
-    try:
-        mallopt = ctypes.CDLL(None).mallopt     # the C library the process runs on
-    except (OSError, AttributeError):
-        return False
-    mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
-    return bool(mallopt(_M_ARENA_MAX, arenas) and mallopt(_M_MMAP_THRESHOLD, mmap_threshold)
+    mallopt = _libc("mallopt", (ctypes.c_int, ctypes.c_int), ctypes.c_int)
+    return bool(mallopt and mallopt(_M_ARENA_MAX, arenas)
+                and mallopt(_M_MMAP_THRESHOLD, mmap_threshold)
                 and mallopt(_M_TRIM_THRESHOLD, trim_threshold))
 
 
@@ -45,10 +55,8 @@ def give_back_free_memory() -> bool:
     the C library has no malloc_trim."""
     import ctypes
 
-    try:
-        trim = ctypes.CDLL(None).malloc_trim
-    except (OSError, AttributeError):
+    trim = _libc("malloc_trim", (ctypes.c_size_t,), ctypes.c_int)
+    if trim is None:
         return False
-    trim.argtypes, trim.restype = (ctypes.c_size_t,), ctypes.c_int
     trim(0)
     return True
