@@ -35,7 +35,7 @@ what the file system does for the removal (ext4 here is mounted with `discard`) 
 next measurement (xe's start and login took 0.20 s in the bench just after dd, 0.12 s on a
 quiet machine; after a 1 GiB dd and removal, 0.16-0.24 s without the sync, 0.15-0.19 s with
 it). The login itself is not what slows: it took 1.8 ms during a 3 GB dd, as on a quiet
-machine; xe's own start (Python reading its modules) is.
+machine; what is left is xe's own start (not timed apart after dd).
 
 Peak server RSS growth is sampled from /proc/<pid>/status (VmRSS) every 20 ms in a thread;
 server CPU (utime+stime, all threads) comes from /proc/<pid>/stat.  Then the same data in a
