@@ -17,6 +17,7 @@ from collections.abc import Iterator, Sequence
 import zstandard
 
 from .errors import XVAFormatError, XVAUsageError
+from .gz import incompressible
 from .parallel import ParallelCompressor
 
 __all__ = ["BLOCK_MAX", "DEFAULT_LEVEL", "MAX_WINDOW", "STREAM_MAGICS", "ZSTD_MAGIC",
@@ -27,6 +28,7 @@ _SKIPPABLE = 0x184D2A50       # to 0x184D2A5F: frames to skip, whatever they hol
 # What a zstd stream starts with: a frame, or a skippable one (pzstd starts with one).
 STREAM_MAGICS = (ZSTD_MAGIC, *((_SKIPPABLE + i).to_bytes(4, "little") for i in range(16)))
 DEFAULT_LEVEL = 3             # zstd's own default: a better ratio than gzip -6, many times faster
+_FASTEST = -(1 << 17)         # ZSTD_minCLevel(): libzstd's fastest level
 # The largest window (history) a frame may ask the decoder to keep: libzstd's own default
 # limit, i.e. what `zstd -d` reads without --memory (and so what xapi, which pipes through
 # zstd, reads).  Every level up to 19 and --long fit; --long=31 and --ultra -22 are refused
@@ -59,14 +61,19 @@ _local = threading.local()
 def zstd_frame(data: bytes | memoryview | Sequence[bytes | memoryview],
                level: int = DEFAULT_LEVEL) -> bytes:
     """One complete zstd frame of ``data`` (a buffer or buffers one after the other) with
-    its content size and checksum, as the zstd CLI writes them.  libzstd releases the GIL
-    and gives up quickly on data that does not compress (raw blocks), so no test is needed
-    before it.  One compressor per thread."""
-    cctx = getattr(_local, "cctx", None)
-    if cctx is None or _local.level != level:
-        cctx = _local.cctx = zstandard.ZstdCompressor(level=level, write_checksum=True,
-                                                      write_content_size=True)
-        _local.level = level
+    its content size and checksum, as the zstd CLI writes them.  Data that does not compress
+    (the sample test gzip uses, :func:`~xva.gz.incompressible`) goes through libzstd's
+    fastest level instead: raw blocks as level 3 would write them, at half the CPU, as it
+    hardly searches for matches.  One compressor per thread and level."""
+    if level > 0 and incompressible(data):
+        level = _FASTEST
+    cctxs = getattr(_local, "cctxs", None)
+    if cctxs is None:
+        cctxs = _local.cctxs = {}
+    cctx = cctxs.get(level)
+    if cctx is None:
+        cctx = cctxs[level] = zstandard.ZstdCompressor(level=level, write_checksum=True,
+                                                       write_content_size=True)
     if not isinstance(data, (bytes, bytearray, memoryview)):
         data = b"".join(data)               # pieces of a tar stream: joined here, on a worker
     return cctx.compress(data)

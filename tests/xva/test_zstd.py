@@ -114,3 +114,24 @@ def test_frames_made_in_parallel_are_one_stream_for_zstd_and_us():
     cli = subprocess.run(["zstd", "-dc"], input=blob, capture_output=True, check=True)
     assert cli.stdout == b"".join(pieces)
     assert len(out[0]) < 300_000 + 100          # noise: raw blocks, not an expansion
+
+
+def test_pieces_that_do_not_compress_are_raw_blocks_with_size_and_checksum():
+    """Random pieces (libzstd's fastest level: raw blocks) and compressible ones in one
+    stream: both carry content size and checksum, and zstd -d and we read them back."""
+    noise = [os.urandom(700_000), os.urandom(BLOCK_MAX + 1)]     # a buffer list, as tar hands
+    text = b"xva text " * 100_000
+    frames = [zstd_frame(noise), zstd_frame(text), zstd_frame(noise[0])]
+    for frame, n in zip(frames, (sum(map(len, noise)), len(text), len(noise[0]))):
+        params = zstandard.get_frame_parameters(frame)
+        assert params.content_size == n and params.has_checksum
+    assert len(frames[0]) < sum(map(len, noise)) + 100 and len(frames[1]) < len(text) // 100
+    blob = b"".join(frames)
+    want = b"".join(noise) + text + noise[0]
+    assert subprocess.run(["zstd", "-dc"], input=blob, capture_output=True,
+                          check=True).stdout == want
+    assert inflate(blob, 65537) == want
+    corrupt = bytearray(frames[2])
+    corrupt[len(corrupt) // 2] ^= 1
+    with pytest.raises(XVAFormatError):
+        inflate(bytes(corrupt), 65536)
