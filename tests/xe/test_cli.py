@@ -270,6 +270,18 @@ def test_tls_self_signed(tmp_path):
         (tmp_path / ".xe").write_text("verify=false\n")
         r = run_xe(*base, env=xe_env(tmp_path))
         assert r.returncode == 0, r.stderr
+        # an export and an import over TLS: the copy comes back whole
+        conn = ["-s", host, "-p", port, "-pw", srv.password]
+        vm = run_xe(*conn, "vm-install", "template=Other install media",
+                    "new-name-label=over-tls", env=xe_env(tmp_path)).stdout.strip()
+        xva = tmp_path / "tls.xva"
+        r = run_xe(*conn, "vm-export", f"uuid={vm}", f"filename={xva}", env=xe_env(tmp_path))
+        assert r.returncode == 0 and xva.stat().st_size > 0, r.stderr
+        r = run_xe(*conn, "vm-import", f"filename={xva}", env=xe_env(tmp_path))
+        assert r.returncode == 0 and UUID.match(r.stdout.strip()), r.stderr
+        label = run_xe(*conn, "vm-param-get", f"uuid={r.stdout.strip()}",
+                       "param-name=name-label", env=xe_env(tmp_path)).stdout.strip()
+        assert label == "over-tls"
         # HTTPS client against the plain HTTP port: a clear one-liner too
         plain_port = srv.url.rsplit(":", 1)[1]
         r = run_xe("-s", host, "-p", plain_port, "-pw", srv.password, "--no-verify",
