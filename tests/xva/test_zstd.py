@@ -119,7 +119,7 @@ def test_frames_made_in_parallel_are_one_stream_for_zstd_and_us():
 def test_pieces_that_do_not_compress_are_raw_blocks_with_size_and_checksum():
     """Random pieces (libzstd's fastest level: raw blocks) and compressible ones in one
     stream: both carry content size and checksum, and zstd -d and we read them back."""
-    noise = [os.urandom(700_000), os.urandom(BLOCK_MAX + 1)]     # a buffer list, as tar hands
+    noise = [os.urandom(700_000), os.urandom(BLOCK_MAX + 1)]  # buffers, as tar hands them
     text = b"xva text " * 100_000
     frames = [zstd_frame(noise), zstd_frame(text), zstd_frame(noise[0])]
     for frame, n in zip(frames, (sum(map(len, noise)), len(text), len(noise[0]))):
