@@ -190,6 +190,25 @@ class Bench:
         r["vm"] = r.pop("out").decode().split()[0]
         return r
 
+    def xe(self) -> list[str]:
+        """The xe command line, logged in to this server."""
+        port = self.srv.url.rsplit(":", 1)[1]
+        return [str(HERE.parent / ".venv" / "bin" / "xe"), "-s", "127.0.0.1", "-p", port,
+                "--nossl", "-u", "root", "-pw", self.srv.password]
+
+    def xe_export(self, uuid: str, xe_arg: str) -> float:
+        """Wall time of ``xe vm-export`` to /dev/null (``xe_arg``: its layout argument)."""
+        return self.measure(self.xe() + ["vm-export", f"uuid={uuid}", "filename=/dev/null"]
+                            + ([xe_arg] if xe_arg else []))["t"]
+
+    def xe_import(self, xva: str, source: str) -> tuple[float, bool]:
+        """(wall time, identical to ``source``) of ``xe vm-import`` of ``xva``; the VM is
+        destroyed after the comparison."""
+        r = self.measure(self.xe() + ["vm-import", f"filename={xva}",
+                                      f"sr-uuid={self.sr_uuid}"])
+        vm = self.x.VM.get_by_uuid(r["out"].decode().split(",")[0].strip())
+        return r["t"], self.check_and_drop(vm, source)[0]
+
     def check_and_drop(self, vm: str, source: str) -> tuple[bool, int]:
         """(identical to the source, st_blocks) of the imported VM's disk; then destroy it."""
         x = self.x
@@ -268,18 +287,15 @@ def dense_data(size: int) -> dict[str, bytes]:
     return {"random": os.urandom(8 * q), "mixed": mixed}
 
 
-def xe_cmd(b: Bench) -> list[str]:
-    port = b.srv.url.rsplit(":", 1)[1]
-    return [str(HERE.parent / ".venv" / "bin" / "xe"), "-s", "127.0.0.1", "-p", port,
-            "--nossl", "-u", "root", "-pw", b.srv.password]
+def warm(disk: str) -> None:
+    """The disk into the page cache (before each timed command that reads it)."""
+    sh(f"cat {shlex.quote(disk)} > /dev/null")
 
 
 def run_dense(b: Bench, data: bytes, repeat: int) -> dict:
     uuid, disk = b.make_vm(len(data), data)
-    warm = lambda: sh(f"cat {shlex.quote(disk)} > /dev/null")  # noqa: E731
     q = shlex.quote(disk)
     floor = os.path.join(os.path.dirname(disk), "dd-floor.raw")
-    xe = xe_cmd(b)
     files = {}
     for name, query, _, _ in DENSE_LAYOUTS:                 # the files to import, made once
         files[name] = os.path.join(b.work, f"dense-{name}.xva")
@@ -302,34 +318,26 @@ def run_dense(b: Bench, data: bytes, repeat: int) -> dict:
                          ("dd", f"dd if={q} of={floor} bs=1M conv=fsync status=none"),
                          ("dd_direct", f"dd if={q} of={floor} bs=4M oflag=direct conv=fsync"
                                        " status=none")):
-            warm()
+            warm(disk)
             r[key] = sh(cmd)
             if key.startswith("dd"):
                 os.unlink(floor)
                 os.sync()
-        r["xe_start"] = sh(shlex.join(xe + ["vm-list", f"uuid={uuid}", "params=uuid"]))
+        r["xe_start"] = sh(shlex.join(b.xe() + ["vm-list", f"uuid={uuid}", "params=uuid"]))
         for name, query, xe_arg, _ in DENSE_LAYOUTS:
-            warm()
+            warm(disk)
             r[f"{name} export"] = b.export(uuid, query)
-            warm()
-            t = time.perf_counter()
-            subprocess.run(xe + ["vm-export", f"uuid={uuid}", "filename=/dev/null"]
-                           + ([xe_arg] if xe_arg else []), check=True, capture_output=True)
-            r[f"{name} xe export"] = time.perf_counter() - t
+            warm(disk)
+            r[f"{name} xe export"] = b.xe_export(uuid, xe_arg)
             r[f"{name} import"] = imp = b.import_(files[name])
             same, _ = b.check_and_drop(imp["vm"], disk)
-            t = time.perf_counter()
-            out = subprocess.run(xe + ["vm-import", f"filename={files[name]}",
-                                       f"sr-uuid={b.sr_uuid}"], check=True, capture_output=True)
-            r[f"{name} xe import"] = time.perf_counter() - t
-            vm = b.x.VM.get_by_uuid(out.stdout.decode().split(",")[0].strip())
-            same_xe, _ = b.check_and_drop(vm, disk)
+            r[f"{name} xe import"], same_xe = b.xe_import(files[name], disk)
             r[f"{name} identical"] = same and same_xe
         rounds.append(r)
     static.kill()
     static.wait()
     os.unlink(served)
-    warm()
+    warm(disk)
     pigz = sh(f"pigz -p 2 -1 -c {q} > /dev/null")
     res = {"rounds": rounds, "pigz": pigz,
            "bytes": {name: os.path.getsize(f) for name, f in files.items()}}
@@ -338,7 +346,7 @@ def run_dense(b: Bench, data: bytes, repeat: int) -> dict:
     return res
 
 
-XE_LAYOUTS = (("xapi", "", ""), ("xapi+gzip", "&use_compression=true", "compress=true"))
+XE_LAYOUTS = [layout for layout in DENSE_LAYOUTS if layout[0] in ("xapi", "xapi+gzip")]
 
 
 def run_xe(b: Bench, size: int, repeat: int) -> dict:
@@ -346,29 +354,24 @@ def run_xe(b: Bench, size: int, repeat: int) -> dict:
     /dev/null and vm-import of that export, curl and xe in turn (the page cache warmed before
     each export); each import compared with the disk, then destroyed."""
     uuid, disk = b.make_vm(size, os.urandom(size))
-    xe = xe_cmd(b)
-    warm = lambda: sh(f"cat {shlex.quote(disk)} > /dev/null")  # noqa: E731
     out: dict = {}
-    for name, query, xe_arg in XE_LAYOUTS:
+    for name, query, xe_arg, _ in XE_LAYOUTS:
         xva = os.path.join(b.work, f"xe-{name}.xva")
         b.export(uuid, query, xva)
         os.sync()
         r: dict[str, list] = {"curl export": [], "xe export": [], "curl import": [],
                               "xe import": [], "identical": []}
         for _ in range(repeat):
-            warm()
+            warm(disk)
             r["curl export"].append(b.export(uuid, query)["t"])
-            warm()
-            r["xe export"].append(b.measure(xe + ["vm-export", f"uuid={uuid}",
-                                                  "filename=/dev/null"]
-                                            + ([xe_arg] if xe_arg else []))["t"])
+            warm(disk)
+            r["xe export"].append(b.xe_export(uuid, xe_arg))
             imp = b.import_(xva)
             r["curl import"].append(imp["t"])
             r["identical"].append(b.check_and_drop(imp["vm"], disk)[0])
-            imp = b.measure(xe + ["vm-import", f"filename={xva}", f"sr-uuid={b.sr_uuid}"])
-            r["xe import"].append(imp["t"])
-            vm = b.x.VM.get_by_uuid(imp["out"].decode().split(",")[0].strip())
-            r["identical"].append(b.check_and_drop(vm, disk)[0])
+            t, same = b.xe_import(xva, disk)
+            r["xe import"].append(t)
+            r["identical"].append(same)
         os.unlink(xva)
         os.sync()
         out[name] = r
