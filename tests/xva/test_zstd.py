@@ -135,3 +135,5 @@ def test_pieces_that_do_not_compress_are_raw_blocks_with_size_and_checksum():
     corrupt[len(corrupt) // 2] ^= 1
     with pytest.raises(XVAFormatError):
         inflate(bytes(corrupt), 65536)
+    with pytest.raises(XVAFormatError):                          # cut short: refused too
+        inflate(frames[2][:-5], 65536)
